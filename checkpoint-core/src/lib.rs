@@ -1,0 +1,64 @@
+//! Window-aligned checkpointing of operator state, the Apache Apex way.
+//!
+//! This crate holds what every part of a job agrees on:
+//! - [`WindowId`]: streaming window ids (base seconds + sequence number).
+//! - [`Checkpoint`]: how a state type is saved by reference and restored,
+//!   with a layout version and fingerprint so a changed struct is caught
+//!   instead of decoded into garbage.
+//! - [`Snapshot`]: the self-describing, checksummed envelope one checkpoint is
+//!   stored as (byte layout in `docs/FORMAT.md`).
+//! - [`StorageAgent`]: where snapshots live; [`FsStorageAgent`] writes them
+//!   atomically and durably to a local directory, [`MemoryStorageAgent`]
+//!   keeps them in memory for tests.
+//!
+//! # Examples
+//!
+//! Save a state at a window and restore it after a restart:
+//!
+//! ```
+//! use checkpoint_core::{FsStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let window = WindowId::new(1_700_000_000, 119);
+//! {
+//!     let storage = FsStorageAgent::new(dir.path())?;
+//!     let total: u64 = 12_345;
+//!     storage.save("sum", window, &Snapshot::encode(&total, SnapshotMeta::new("sum", window))?)?;
+//! }
+//! // ... the process restarts ...
+//! let storage = FsStorageAgent::new(dir.path())?;
+//! let newest = *storage.windows("sum")?.last().expect("a checkpoint");
+//! let (header, total) = Snapshot::decode::<u64>(&storage.load("sum", newest)?)?;
+//! assert_eq!((header.window, total), (window, 12_345));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(clippy::unwrap_used)]
+
+#[allow(
+    unused_extern_crates,
+    reason = "lets derived code name `::checkpoint_core` inside this crate"
+)]
+extern crate self as checkpoint_core;
+
+mod checkpoint;
+mod error;
+mod snapshot;
+mod storage;
+mod window;
+
+pub use checkpoint::{Checkpoint, LayoutHasher, StateLayout, payload};
+pub use error::{PayloadError, SnapshotError, StorageError};
+pub use snapshot::{
+    FIXED_HEADER_LEN, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN, Snapshot, SnapshotHeader,
+    SnapshotMeta, TRAILER_LEN,
+};
+pub use storage::{FsStorageAgent, MemoryStorageAgent, SavePhase, StorageAgent, validate_operator_name};
+pub use window::{ParseWindowIdError, WindowId};
+
+/// Items the derive's generated code uses; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use postcard;
+    pub use serde;
+    pub use serde_bytes;
+}

@@ -1,0 +1,501 @@
+//! The snapshot envelope: one operator's state at one window, self-describing
+//! and checksummed. The byte layout is specified in `docs/FORMAT.md`.
+
+use std::io::Write;
+
+use crate::checkpoint::{Checkpoint, StateLayout};
+use crate::error::{PayloadError, SnapshotError};
+use crate::window::WindowId;
+
+/// The first eight bytes of every snapshot.
+pub const MAGIC: [u8; 8] = *b"CKPTSNAP";
+
+/// The envelope format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// The longest operator name a snapshot can hold, in bytes.
+pub const MAX_OPERATOR_NAME_LEN: usize = 255;
+
+/// The longest state type name a snapshot can hold, in bytes.
+pub const MAX_TYPE_NAME_LEN: usize = 1024;
+
+/// Bytes before the operator name: magic, format version, flags, window,
+/// state version, fingerprint, the two name lengths and the payload length.
+pub const FIXED_HEADER_LEN: usize = 44;
+
+/// Bytes of the CRC-32C trailer.
+pub const TRAILER_LEN: usize = 4;
+
+const OFF_FORMAT: usize = 8;
+const OFF_FLAGS: usize = 10;
+const OFF_WINDOW: usize = 12;
+const OFF_STATE_VERSION: usize = 20;
+const OFF_FINGERPRINT: usize = 24;
+const OFF_OPERATOR_LEN: usize = 32;
+const OFF_TYPE_LEN: usize = 34;
+const OFF_PAYLOAD_LEN: usize = 36;
+
+/// What the caller says about a snapshot being written: whose state it is
+/// and at which window.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{SnapshotMeta, WindowId};
+///
+/// let meta = SnapshotMeta::new("count#0", WindowId::new(1_700_000_000, 119));
+/// assert_eq!(meta.operator, "count#0");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotMeta<'a> {
+    /// The operator whose state this is.
+    pub operator: &'a str,
+    /// The window after whose `end_window` the state was taken.
+    pub window: WindowId,
+}
+
+impl<'a> SnapshotMeta<'a> {
+    /// Metadata for `operator`'s state at `window`.
+    pub fn new(operator: &'a str, window: WindowId) -> Self {
+        SnapshotMeta { operator, window }
+    }
+}
+
+/// The header of a snapshot, readable without knowing the state type.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{Checkpoint, Snapshot, SnapshotMeta, WindowId};
+///
+/// let bytes = Snapshot::encode(&42u64, SnapshotMeta::new("sum", WindowId::new(7, 3)))?;
+/// let header = Snapshot::read_header(&bytes)?;
+/// assert_eq!(header.operator, "sum");
+/// assert_eq!(header.window, WindowId::new(7, 3));
+/// assert_eq!(header.type_name, "u64");
+/// assert_eq!(header.state_version, 1);
+/// assert_eq!(header.fingerprint, <u64 as Checkpoint>::FINGERPRINT);
+/// assert_eq!(header.payload_len, 1); // postcard's varint for 42
+/// # Ok::<(), checkpoint_core::SnapshotError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// The operator whose state this is.
+    pub operator: String,
+    /// The window the state was taken at.
+    pub window: WindowId,
+    /// The name of the state type that wrote it (for messages only).
+    pub type_name: String,
+    /// The state type's version when it was written.
+    pub state_version: u32,
+    /// The state type's layout fingerprint when it was written.
+    pub fingerprint: u64,
+    /// The length of the payload, in bytes.
+    pub payload_len: u64,
+}
+
+impl SnapshotHeader {
+    /// The state layout the snapshot records.
+    pub fn layout(&self) -> StateLayout<'_> {
+        StateLayout {
+            type_name: &self.type_name,
+            version: self.state_version,
+            fingerprint: self.fingerprint,
+        }
+    }
+
+    /// The length of the whole envelope this header describes.
+    pub fn total_len(&self) -> u64 {
+        (FIXED_HEADER_LEN + self.operator.len() + self.type_name.len() + TRAILER_LEN) as u64 + self.payload_len
+    }
+}
+
+/// Encoding and decoding of snapshot envelopes.
+///
+/// A snapshot is magic, format version, operator name, window id, the state
+/// type's name, version and layout fingerprint, the payload length, the
+/// payload (the state's [`Checkpoint::encode_state`] output) and a CRC-32C of
+/// all of it. Decoding checks every length against the bytes present before
+/// allocating and never panics, whatever the input.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{Snapshot, SnapshotMeta, WindowId};
+///
+/// // The runtime keeps one buffer per operator and reuses it for every checkpoint.
+/// let mut buf = Vec::new();
+/// for seq in 0..3u32 {
+///     let state = format!("state at {seq}");
+///     Snapshot::encode_into(&state, SnapshotMeta::new("op", WindowId::new(1, seq)), &mut buf)?;
+///     let (header, back) = Snapshot::decode::<String>(&buf)?;
+///     assert_eq!((header.window.sequence(), back), (seq, state));
+/// }
+/// # Ok::<(), checkpoint_core::SnapshotError>(())
+/// ```
+#[derive(Debug)]
+pub enum Snapshot {}
+
+impl Snapshot {
+    /// Encodes `state` into a new buffer.
+    pub fn encode<T: Checkpoint>(state: &T, meta: SnapshotMeta<'_>) -> Result<Vec<u8>, SnapshotError> {
+        let mut buf = Vec::new();
+        Self::encode_into(state, meta, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Encodes `state` into `buf`, replacing its contents and reusing its
+    /// capacity. On error `buf` is left empty.
+    pub fn encode_into<T: Checkpoint>(
+        state: &T,
+        meta: SnapshotMeta<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), SnapshotError> {
+        buf.clear();
+        let result = Self::encode_fill(state, meta, buf);
+        if result.is_err() {
+            buf.clear();
+        }
+        result
+    }
+
+    /// Encodes `state` through the reusable buffer `buf` and writes the
+    /// envelope to `out`. The header records the payload length, so the
+    /// payload is encoded into `buf` first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::{Snapshot, SnapshotMeta, WindowId};
+    ///
+    /// let mut buf = Vec::new();
+    /// let mut file = Vec::new(); // any std::io::Write
+    /// Snapshot::write_to(&1u32, SnapshotMeta::new("op", WindowId::new(1, 0)), &mut buf, &mut file)?;
+    /// assert_eq!(file, buf);
+    /// # Ok::<(), checkpoint_core::SnapshotError>(())
+    /// ```
+    pub fn write_to<T: Checkpoint, W: Write>(
+        state: &T,
+        meta: SnapshotMeta<'_>,
+        buf: &mut Vec<u8>,
+        out: &mut W,
+    ) -> Result<(), SnapshotError> {
+        Self::encode_into(state, meta, buf)?;
+        out.write_all(buf)?;
+        Ok(())
+    }
+
+    fn encode_fill<T: Checkpoint>(state: &T, meta: SnapshotMeta<'_>, buf: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        let operator = meta.operator.as_bytes();
+        let type_name = T::TYPE_NAME.as_bytes();
+        if operator.len() > MAX_OPERATOR_NAME_LEN {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "operator name is {} bytes, at most {MAX_OPERATOR_NAME_LEN} fit",
+                operator.len()
+            )));
+        }
+        if type_name.len() > MAX_TYPE_NAME_LEN {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "type name is {} bytes, at most {MAX_TYPE_NAME_LEN} fit",
+                type_name.len()
+            )));
+        }
+        buf.extend_from_slice(&MAGIC);
+        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf.extend_from_slice(&0u16.to_le_bytes());
+        buf.extend_from_slice(&meta.window.as_u64().to_le_bytes());
+        buf.extend_from_slice(&T::VERSION.to_le_bytes());
+        buf.extend_from_slice(&T::FINGERPRINT.to_le_bytes());
+        buf.extend_from_slice(&(operator.len() as u16).to_le_bytes());
+        buf.extend_from_slice(&(type_name.len() as u16).to_le_bytes());
+        buf.extend_from_slice(&0u64.to_le_bytes()); // payload length, patched below
+        debug_assert_eq!(buf.len(), FIXED_HEADER_LEN);
+        buf.extend_from_slice(operator);
+        buf.extend_from_slice(type_name);
+        let payload_start = buf.len();
+        state.encode_state(buf).map_err(|source| SnapshotError::Payload {
+            type_name: T::TYPE_NAME,
+            source,
+        })?;
+        let payload_len = (buf.len() - payload_start) as u64;
+        buf[OFF_PAYLOAD_LEN..OFF_PAYLOAD_LEN + 8].copy_from_slice(&payload_len.to_le_bytes());
+        let crc = crc32c::crc32c(buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        Ok(())
+    }
+
+    /// Decodes a snapshot of `T` (or of an older version `T` can upgrade
+    /// from), after checking its structure and checksum.
+    pub fn decode<T: Checkpoint>(bytes: &[u8]) -> Result<(SnapshotHeader, T), SnapshotError> {
+        let (header, mut payload) = Self::verified_parts(bytes)?;
+        let value = T::decode_versioned(&header.layout(), &mut payload)?;
+        if !payload.is_empty() {
+            return Err(SnapshotError::Payload {
+                type_name: T::TYPE_NAME,
+                source: PayloadError::TrailingBytes(payload.len()),
+            });
+        }
+        Ok((header, value))
+    }
+
+    /// Reads the header, checking that the lengths it states match the bytes
+    /// present, but not the checksum (see [`Snapshot::verify`]).
+    pub fn read_header(bytes: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
+        Self::parts(bytes).map(|(header, _)| header)
+    }
+
+    /// Reads the header and checks the whole envelope, checksum included,
+    /// without decoding the payload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::{Snapshot, SnapshotError, SnapshotMeta, WindowId};
+    ///
+    /// let mut bytes = Snapshot::encode(&7u64, SnapshotMeta::new("op", WindowId::new(1, 0)))?;
+    /// assert!(Snapshot::verify(&bytes).is_ok());
+    /// let last = bytes.len() - 5;
+    /// bytes[last] ^= 0x10; // flip a payload bit
+    /// assert!(matches!(Snapshot::verify(&bytes), Err(SnapshotError::ChecksumMismatch { .. })));
+    /// # Ok::<(), SnapshotError>(())
+    /// ```
+    pub fn verify(bytes: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
+        Self::verified_parts(bytes).map(|(header, _)| header)
+    }
+
+    fn verified_parts(bytes: &[u8]) -> Result<(SnapshotHeader, &[u8]), SnapshotError> {
+        let (header, payload) = Self::parts(bytes)?;
+        let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
+        let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let computed = crc32c::crc32c(body);
+        if stored != computed {
+            return Err(SnapshotError::ChecksumMismatch { stored, computed });
+        }
+        Ok((header, payload))
+    }
+
+    /// Parses the structure; on success `bytes.len()` is exactly the length
+    /// the header describes, so the trailer is present.
+    fn parts(bytes: &[u8]) -> Result<(SnapshotHeader, &[u8]), SnapshotError> {
+        let min_len = (FIXED_HEADER_LEN + TRAILER_LEN) as u64;
+        let found = bytes.len() as u64;
+        let magic_len = bytes.len().min(MAGIC.len());
+        if bytes[..magic_len] != MAGIC[..magic_len] {
+            return Err(SnapshotError::BadMagic {
+                expected: MAGIC,
+                found: bytes[..magic_len].to_vec(),
+            });
+        }
+        if bytes.len() < OFF_FLAGS {
+            return Err(SnapshotError::Truncated {
+                expected: min_len,
+                found,
+            });
+        }
+        let format = le_u16(bytes, OFF_FORMAT);
+        if format != FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedFormat {
+                supported: FORMAT_VERSION,
+                found: format,
+            });
+        }
+        if bytes.len() < FIXED_HEADER_LEN + TRAILER_LEN {
+            return Err(SnapshotError::Truncated {
+                expected: min_len,
+                found,
+            });
+        }
+        let flags = le_u16(bytes, OFF_FLAGS);
+        if flags != 0 {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "reserved flags are {flags:#06x}, expected 0"
+            )));
+        }
+        let window = WindowId::from_u64(le_u64(bytes, OFF_WINDOW));
+        let state_version = le_u32(bytes, OFF_STATE_VERSION);
+        let fingerprint = le_u64(bytes, OFF_FINGERPRINT);
+        let operator_len = le_u16(bytes, OFF_OPERATOR_LEN) as usize;
+        let type_len = le_u16(bytes, OFF_TYPE_LEN) as usize;
+        let payload_len = le_u64(bytes, OFF_PAYLOAD_LEN);
+        if operator_len > MAX_OPERATOR_NAME_LEN {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "operator name length {operator_len} exceeds {MAX_OPERATOR_NAME_LEN}"
+            )));
+        }
+        if type_len > MAX_TYPE_NAME_LEN {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "type name length {type_len} exceeds {MAX_TYPE_NAME_LEN}"
+            )));
+        }
+        let expected = (FIXED_HEADER_LEN + operator_len + type_len + TRAILER_LEN) as u64;
+        let Some(expected) = expected.checked_add(payload_len) else {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "payload length {payload_len} is not a possible length"
+            )));
+        };
+        if found < expected {
+            return Err(SnapshotError::Truncated { expected, found });
+        }
+        if found > expected {
+            return Err(SnapshotError::TrailingBytes { expected, found });
+        }
+        let names_end = FIXED_HEADER_LEN + operator_len + type_len;
+        let operator = utf8(
+            &bytes[FIXED_HEADER_LEN..FIXED_HEADER_LEN + operator_len],
+            "operator name",
+        )?;
+        let type_name = utf8(&bytes[FIXED_HEADER_LEN + operator_len..names_end], "type name")?;
+        let payload = &bytes[names_end..bytes.len() - TRAILER_LEN];
+        let header = SnapshotHeader {
+            operator,
+            window,
+            type_name,
+            state_version,
+            fingerprint,
+            payload_len,
+        };
+        Ok((header, payload))
+    }
+}
+
+fn utf8(bytes: &[u8], what: &str) -> Result<String, SnapshotError> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|e| SnapshotError::InvalidHeader(format!("{what} is not UTF-8: {e}")))
+}
+
+// Callers have checked that `bytes` holds the fixed header.
+fn le_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        Snapshot::encode(&"hello".to_string(), SnapshotMeta::new("op", WindowId::new(1, 2))).expect("encode")
+    }
+
+    #[test]
+    fn layout_matches_format_doc() {
+        let bytes = sample();
+        assert_eq!(&bytes[..8], b"CKPTSNAP");
+        assert_eq!(le_u16(&bytes, OFF_FORMAT), 1);
+        assert_eq!(le_u16(&bytes, OFF_FLAGS), 0);
+        assert_eq!(le_u64(&bytes, OFF_WINDOW), WindowId::new(1, 2).as_u64());
+        assert_eq!(le_u32(&bytes, OFF_STATE_VERSION), 1);
+        assert_eq!(le_u64(&bytes, OFF_FINGERPRINT), <String as Checkpoint>::FINGERPRINT);
+        assert_eq!(le_u16(&bytes, OFF_OPERATOR_LEN), 2);
+        assert_eq!(le_u16(&bytes, OFF_TYPE_LEN), 6);
+        assert_eq!(le_u64(&bytes, OFF_PAYLOAD_LEN), 6); // varint 5 + "hello"
+        assert_eq!(&bytes[44..46], b"op");
+        assert_eq!(&bytes[46..52], b"String");
+        assert_eq!(&bytes[52..58], b"\x05hello");
+        assert_eq!(bytes.len(), 62);
+        let crc = u32::from_le_bytes([bytes[58], bytes[59], bytes[60], bytes[61]]);
+        assert_eq!(crc, crc32c::crc32c(&bytes[..58]));
+    }
+
+    #[test]
+    fn each_error_is_distinct() {
+        let good = sample();
+
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert!(matches!(
+            Snapshot::decode::<String>(&bad),
+            Err(SnapshotError::BadMagic { .. })
+        ));
+
+        let mut bad = good.clone();
+        bad[OFF_FORMAT] = 9;
+        assert!(matches!(
+            Snapshot::decode::<String>(&bad),
+            Err(SnapshotError::UnsupportedFormat { found: 9, supported: 1 })
+        ));
+
+        assert!(matches!(
+            Snapshot::decode::<String>(&good[..good.len() - 1]),
+            Err(SnapshotError::Truncated {
+                expected: 62,
+                found: 61
+            })
+        ));
+
+        let mut long = good.clone();
+        long.push(0);
+        assert!(matches!(
+            Snapshot::decode::<String>(&long),
+            Err(SnapshotError::TrailingBytes {
+                expected: 62,
+                found: 63
+            })
+        ));
+
+        let mut bad = good.clone();
+        bad[53] ^= 1;
+        assert!(matches!(
+            Snapshot::decode::<String>(&bad),
+            Err(SnapshotError::ChecksumMismatch { .. })
+        ));
+
+        match Snapshot::decode::<u64>(&good) {
+            Err(SnapshotError::LayoutMismatch {
+                expected_type,
+                found_type,
+                ..
+            }) => {
+                assert_eq!(expected_type, "u64");
+                assert_eq!(found_type, "String");
+            }
+            other => panic!("expected a layout mismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn huge_payload_length_is_rejected_before_allocating() {
+        let mut bad = sample();
+        bad[OFF_PAYLOAD_LEN..OFF_PAYLOAD_LEN + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            Snapshot::read_header(&bad),
+            Err(SnapshotError::InvalidHeader(_))
+        ));
+        bad[OFF_PAYLOAD_LEN..OFF_PAYLOAD_LEN + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(
+            Snapshot::read_header(&bad),
+            Err(SnapshotError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn encode_into_reuses_and_replaces() {
+        let mut buf = vec![1, 2, 3];
+        Snapshot::encode_into(&5u8, SnapshotMeta::new("a", WindowId::new(1, 1)), &mut buf).expect("encode");
+        assert_eq!(
+            buf,
+            Snapshot::encode(&5u8, SnapshotMeta::new("a", WindowId::new(1, 1))).expect("encode")
+        );
+    }
+
+    #[test]
+    fn overlong_operator_name_is_an_encode_error() {
+        let name = "x".repeat(MAX_OPERATOR_NAME_LEN + 1);
+        let mut buf = Vec::new();
+        let err = Snapshot::encode_into(&1u8, SnapshotMeta::new(&name, WindowId::new(1, 1)), &mut buf);
+        assert!(matches!(err, Err(SnapshotError::InvalidHeader(_))));
+        assert!(buf.is_empty());
+    }
+}

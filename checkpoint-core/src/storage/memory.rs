@@ -1,0 +1,104 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{StorageAgent, check_placement, validate_operator_name};
+use crate::error::StorageError;
+use crate::window::WindowId;
+
+/// A storage agent that keeps snapshots in memory, for tests.
+///
+/// It checks names and headers exactly as [`FsStorageAgent`](super::FsStorageAgent)
+/// does. Clones share the same store, so a test can keep a handle to look at
+/// what a job saved.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{MemoryStorageAgent, StorageAgent};
+///
+/// let agent = MemoryStorageAgent::new();
+/// let view = agent.clone();
+/// agent.save_manifest(b"job")?;
+/// assert_eq!(view.load_manifest()?.as_deref(), Some(&b"job"[..]));
+/// # Ok::<(), checkpoint_core::StorageError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorageAgent {
+    inner: Arc<Mutex<Store>>,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    snapshots: BTreeMap<String, BTreeMap<WindowId, Arc<[u8]>>>,
+    manifest: Option<Vec<u8>>,
+}
+
+impl MemoryStorageAgent {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave a half-made entry: every
+        // mutation is a single map operation.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl StorageAgent for MemoryStorageAgent {
+    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
+        validate_operator_name(operator)?;
+        check_placement(operator, window, snapshot)?;
+        self.store()
+            .snapshots
+            .entry(operator.to_owned())
+            .or_default()
+            .insert(window, Arc::from(snapshot));
+        Ok(())
+    }
+
+    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
+        validate_operator_name(operator)?;
+        self.store()
+            .snapshots
+            .get(operator)
+            .and_then(|windows| windows.get(&window))
+            .map(|bytes| bytes.to_vec())
+            .ok_or_else(|| StorageError::NotFound {
+                operator: operator.to_owned(),
+                window,
+            })
+    }
+
+    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
+        validate_operator_name(operator)?;
+        if let Some(windows) = self.store().snapshots.get_mut(operator) {
+            windows.remove(&window);
+        }
+        Ok(())
+    }
+
+    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
+        validate_operator_name(operator)?;
+        Ok(self
+            .store()
+            .snapshots
+            .get(operator)
+            .map(|windows| windows.keys().copied().collect())
+            .unwrap_or_default())
+    }
+
+    fn operators(&self) -> Result<Vec<String>, StorageError> {
+        Ok(self.store().snapshots.keys().cloned().collect())
+    }
+
+    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
+        self.store().manifest = Some(manifest.to_vec());
+        Ok(())
+    }
+
+    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.store().manifest.clone())
+    }
+}

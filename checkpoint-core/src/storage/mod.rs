@@ -1,0 +1,158 @@
+//! Storage agents (Apex's `StorageAgent`): where snapshots live.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::StorageError;
+use crate::snapshot::{MAX_OPERATOR_NAME_LEN, Snapshot};
+use crate::window::WindowId;
+
+mod fs;
+mod memory;
+
+pub use fs::{FsStorageAgent, SavePhase};
+pub use memory::MemoryStorageAgent;
+
+/// Stores snapshots by operator and window, plus one small job-level record
+/// (the job manifest the runtime writes).
+///
+/// Every implementation keeps these promises:
+/// - `save` is atomic: after a crash at any instant, `load` returns either
+///   nothing or the complete snapshot, and a failed `save` leaves every
+///   earlier snapshot intact.
+/// - `save` and `load` check that the snapshot's header names the operator
+///   and window it is stored under ([`StorageError::Misplaced`] if not).
+/// - Operator names are checked with [`validate_operator_name`].
+/// - `windows` lists complete snapshots only, ascending.
+/// - Deleting a snapshot that does not exist is not an error, so purges can
+///   be retried.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+///
+/// let agent = MemoryStorageAgent::new();
+/// for seq in [3, 1, 2] {
+///     let w = WindowId::new(1, seq);
+///     agent.save("sum", w, &Snapshot::encode(&(seq as u64 * 10), SnapshotMeta::new("sum", w))?)?;
+/// }
+/// let windows = agent.windows("sum")?;
+/// assert_eq!(windows.iter().map(|w| w.sequence()).collect::<Vec<_>>(), [1, 2, 3]);
+/// let (_, value) = Snapshot::decode::<u64>(&agent.load("sum", windows[1])?)?;
+/// assert_eq!(value, 20);
+/// agent.delete("sum", windows[0])?;
+/// assert_eq!(agent.windows("sum")?.len(), 2);
+/// assert_eq!(agent.operators()?, ["sum"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait StorageAgent: Send + Sync + fmt::Debug {
+    /// Stores `snapshot` as `operator`'s checkpoint at `window`, durably and
+    /// atomically, replacing any snapshot already stored there.
+    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError>;
+
+    /// The snapshot stored for `operator` at `window`
+    /// ([`StorageError::NotFound`] if there is none).
+    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError>;
+
+    /// Removes `operator`'s snapshot at `window`, if there is one.
+    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError>;
+
+    /// The windows `operator` has complete snapshots at, ascending. An
+    /// operator with none has an empty list.
+    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError>;
+
+    /// The operators that have or had snapshots here, sorted.
+    fn operators(&self) -> Result<Vec<String>, StorageError>;
+
+    /// Replaces the job manifest, durably and atomically.
+    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError>;
+
+    /// The job manifest, or `None` if none was saved.
+    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError>;
+}
+
+impl<S: StorageAgent + ?Sized> StorageAgent for Arc<S> {
+    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
+        (**self).save(operator, window, snapshot)
+    }
+    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
+        (**self).load(operator, window)
+    }
+    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
+        (**self).delete(operator, window)
+    }
+    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
+        (**self).windows(operator)
+    }
+    fn operators(&self) -> Result<Vec<String>, StorageError> {
+        (**self).operators()
+    }
+    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
+        (**self).save_manifest(manifest)
+    }
+    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).load_manifest()
+    }
+}
+
+/// Checks that `name` can name an operator's storage: not empty, at most 255
+/// bytes, no `/`, `\`, NUL or other control character, no `..`, and not
+/// starting with `.` (names starting with a dot are reserved for the
+/// agent's own files).
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::validate_operator_name;
+///
+/// assert!(validate_operator_name("count#3").is_ok());
+/// for bad in ["", "a/b", "..", "a..b", ".hidden", "nul\0"] {
+///     assert!(validate_operator_name(bad).is_err(), "{bad:?}");
+/// }
+/// ```
+pub fn validate_operator_name(name: &str) -> Result<(), StorageError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_OPERATOR_NAME_LEN {
+        Some("it is longer than 255 bytes")
+    } else if name.contains(['/', '\\']) {
+        Some("it contains a path separator")
+    } else if name.contains('\0') {
+        Some("it contains a NUL character")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else if name.contains("..") {
+        Some("it contains `..`")
+    } else if name.starts_with('.') {
+        Some("it starts with `.`, which is reserved for the storage agent's own files")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(StorageError::InvalidOperatorName {
+            name: name.chars().take(200).collect(),
+            reason,
+        }),
+    }
+}
+
+/// Checks that `snapshot`'s header is readable and names `operator` and
+/// `window`.
+pub(crate) fn check_placement(operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
+    let header = Snapshot::read_header(snapshot).map_err(|source| StorageError::Corrupt {
+        operator: operator.to_owned(),
+        window,
+        source,
+    })?;
+    if header.operator != operator || header.window != window {
+        return Err(StorageError::Misplaced {
+            operator: operator.to_owned(),
+            window,
+            found_operator: header.operator,
+            found_window: header.window,
+        });
+    }
+    Ok(())
+}
