@@ -147,6 +147,14 @@ pub(crate) fn check_placement(operator: &str, window: WindowId, snapshot: &[u8])
         source,
     })?;
     if header.operator != operator || header.window != window {
+        // A flipped bit in a name is corruption, not a misplaced file.
+        if let Err(source) = Snapshot::verify(snapshot) {
+            return Err(StorageError::Corrupt {
+                operator: operator.to_owned(),
+                window,
+                source,
+            });
+        }
         return Err(StorageError::Misplaced {
             operator: operator.to_owned(),
             window,
