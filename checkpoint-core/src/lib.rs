@@ -5,6 +5,9 @@
 //! - [`Checkpoint`]: how a state type is saved by reference and restored,
 //!   with a layout version and fingerprint so a changed struct is caught
 //!   instead of decoded into garbage.
+//! - [`derive@Checkpoint`] (feature `derive`, on by default): derives
+//!   `Checkpoint` for a state struct or enum, with transient fields, nested
+//!   states, versions and upgrades from previous versions.
 //! - [`Snapshot`]: the self-describing, checksummed envelope one checkpoint is
 //!   stored as (byte layout in `docs/FORMAT.md`).
 //! - [`StorageAgent`]: where snapshots live; [`FsStorageAgent`] writes them
@@ -41,12 +44,15 @@
 extern crate self as checkpoint_core;
 
 mod checkpoint;
+mod derive_support;
 mod error;
 mod snapshot;
 mod storage;
 mod window;
 
 pub use checkpoint::{Checkpoint, LayoutHasher, StateLayout, payload};
+#[cfg(feature = "derive")]
+pub use checkpoint_derive::Checkpoint;
 pub use error::{PayloadError, SnapshotError, StorageError};
 pub use snapshot::{
     FIXED_HEADER_LEN, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN, Snapshot, SnapshotHeader,
@@ -61,4 +67,6 @@ pub mod __private {
     pub use postcard;
     pub use serde;
     pub use serde_bytes;
+
+    pub use crate::derive_support::{NestedField, PreviousState, RestoreField, SaveField, TransientField, UpgradeFrom};
 }

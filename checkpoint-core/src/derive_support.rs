@@ -1,0 +1,146 @@
+//! Helpers for the code `#[derive(Checkpoint)]` generates, re-exported from
+//! `__private`; not a public API.
+//!
+//! Each trait is implemented for every type that has what the derive needs
+//! (`Serialize`, `Default`, `Checkpoint`, ...) and only forwards to it. It
+//! exists for its `#[diagnostic::on_unimplemented]` message: when a field's
+//! type lacks what its attribute needs, the compiler reports it on that
+//! field, in the derive's words, with what to write instead.
+
+use std::io::Write;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::checkpoint::{Checkpoint, StateLayout, payload};
+use crate::error::{PayloadError, SnapshotError};
+
+/// A saved field, written with serde + postcard.
+#[diagnostic::on_unimplemented(
+    message = "the field type `{Self}` cannot be saved: it does not implement `serde::Serialize`",
+    label = "saved with serde, so this type needs `Serialize` and `Deserialize`",
+    note = "derive them on the type: `#[derive(serde::Serialize, serde::Deserialize)]`",
+    note = "or mark the field `#[checkpoint(nested)]` if its type implements `Checkpoint`, or \
+            `#[checkpoint(transient)]` if it is not state to save"
+)]
+pub trait SaveField {
+    /// Writes the field with postcard.
+    fn save_field<W: Write>(&self, out: &mut W) -> Result<(), PayloadError>;
+}
+
+impl<T: Serialize + ?Sized> SaveField for T {
+    #[inline]
+    fn save_field<W: Write>(&self, out: &mut W) -> Result<(), PayloadError> {
+        payload::encode(self, out)
+    }
+}
+
+/// A saved field, read back with serde + postcard.
+#[diagnostic::on_unimplemented(
+    message = "the field type `{Self}` cannot be restored: it does not implement `serde::Deserialize`",
+    label = "saved with serde, so this type needs `Serialize` and `Deserialize`",
+    note = "derive them on the type: `#[derive(serde::Serialize, serde::Deserialize)]`",
+    note = "or mark the field `#[checkpoint(nested)]` if its type implements `Checkpoint`, or \
+            `#[checkpoint(transient)]` if it is not state to save"
+)]
+pub trait RestoreField: Sized {
+    /// Reads the field with postcard from the front of `input`.
+    fn restore_field(input: &mut &[u8]) -> Result<Self, PayloadError>;
+}
+
+impl<T: DeserializeOwned> RestoreField for T {
+    #[inline]
+    fn restore_field(input: &mut &[u8]) -> Result<Self, PayloadError> {
+        payload::decode(input)
+    }
+}
+
+/// A `#[checkpoint(nested)]` field: saved through its own `Checkpoint` impl.
+#[diagnostic::on_unimplemented(
+    message = "the field type `{Self}` is marked `nested` but does not implement `Checkpoint`",
+    label = "`nested` saves this field through its own `Checkpoint` impl",
+    note = "derive it on the type: `#[derive(Checkpoint)]`",
+    note = "or remove `nested` to save the field with serde (its type then needs `serde::Serialize` and \
+            `serde::Deserialize`)"
+)]
+pub trait NestedField: Sized {
+    /// The field type's layout fingerprint.
+    const NESTED_FINGERPRINT: u64;
+    /// Writes the field's persisted state.
+    fn save_nested<W: Write>(&self, out: &mut W) -> Result<(), PayloadError>;
+    /// Reads the field's state from the front of `input`.
+    fn restore_nested(input: &mut &[u8]) -> Result<Self, PayloadError>;
+}
+
+impl<T: Checkpoint> NestedField for T {
+    const NESTED_FINGERPRINT: u64 = <T as Checkpoint>::FINGERPRINT;
+
+    #[inline]
+    fn save_nested<W: Write>(&self, out: &mut W) -> Result<(), PayloadError> {
+        <T as Checkpoint>::encode_state(self, out)
+    }
+
+    #[inline]
+    fn restore_nested(input: &mut &[u8]) -> Result<Self, PayloadError> {
+        <T as Checkpoint>::decode_state(input)
+    }
+}
+
+/// A `#[checkpoint(transient)]` field without `default = "..."`.
+#[diagnostic::on_unimplemented(
+    message = "the transient field type `{Self}` does not implement `Default`, which restores it",
+    label = "restored as `Default::default()`",
+    note = "derive or implement `Default` for the type: `#[derive(Default)]`",
+    note = "or name a function that builds it: `#[checkpoint(transient, default = \"path::to::fn\")]`"
+)]
+pub trait TransientField: Sized {
+    /// The value the field has after a restore.
+    fn transient_default() -> Self;
+}
+
+impl<T: Default> TransientField for T {
+    #[inline]
+    fn transient_default() -> Self {
+        T::default()
+    }
+}
+
+/// The type named by `previous = ...`.
+#[diagnostic::on_unimplemented(
+    message = "the `previous` type `{Self}` does not implement `Checkpoint`",
+    label = "older snapshots are decoded as this type, then converted",
+    note = "derive it on the type: `#[derive(Checkpoint)]`, with the version it was saved with"
+)]
+pub trait PreviousState: Sized {
+    /// Its version.
+    const PREVIOUS_VERSION: u32;
+    /// [`Checkpoint::decode_versioned`].
+    fn decode_previous(layout: &StateLayout<'_>, input: &mut &[u8]) -> Result<Self, SnapshotError>;
+}
+
+impl<T: Checkpoint> PreviousState for T {
+    const PREVIOUS_VERSION: u32 = <T as Checkpoint>::VERSION;
+
+    #[inline]
+    fn decode_previous(layout: &StateLayout<'_>, input: &mut &[u8]) -> Result<Self, SnapshotError> {
+        <T as Checkpoint>::decode_versioned(layout, input)
+    }
+}
+
+/// A type with `previous = Old`: converts a restored `Old`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be built from its previous version `{Old}`",
+    label = "a snapshot of `{Old}` is converted with `From<{Old}>`",
+    note = "implement the upgrade: `impl From<{Old}> for {Self} {{ fn from(old: {Old}) -> Self {{ ... }} }}`"
+)]
+pub trait UpgradeFrom<Old>: Sized {
+    /// Converts the previous version's state.
+    fn upgrade_from(old: Old) -> Self;
+}
+
+impl<Old, T: From<Old>> UpgradeFrom<Old> for T {
+    #[inline]
+    fn upgrade_from(old: Old) -> Self {
+        T::from(old)
+    }
+}

@@ -1,0 +1,522 @@
+//! One operator's lifecycle, driven by its worker thread or, for a chained
+//! operator, by its upstream's emitter: windows, application windows,
+//! checkpoints (synchronous or asynchronous), and the listener hooks in
+//! their fixed order.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use checkpoint_core::{Checkpoint, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::coordinator::{Control, Event};
+use crate::failure::{Failure, panic_message};
+use crate::metrics::Metrics;
+use crate::operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Tuple};
+use crate::stream::{Emitter, Subscriber};
+
+/// The hooks shared by [`Operator`] and [`InputOperator`].
+pub(crate) trait Lifecycle: Send + 'static {
+    type State: Checkpoint;
+    type Out: Tuple;
+    fn state(&self) -> &Self::State;
+    fn setup(&mut self, ctx: &OperatorContext) -> OperatorResult;
+    fn begin_window(&mut self, window: WindowId) -> OperatorResult;
+    fn end_window(&mut self, out: &mut Emitter<Self::Out>) -> OperatorResult;
+    fn teardown(&mut self);
+    fn before_checkpoint(&mut self, window: WindowId) -> OperatorResult;
+    fn checkpointed(&mut self, window: WindowId) -> OperatorResult;
+    fn committed(&mut self, window: WindowId) -> OperatorResult;
+}
+
+/// An [`Operator`] seen through [`Lifecycle`].
+pub(crate) struct AsOperator<O>(pub(crate) O);
+
+/// An [`InputOperator`] seen through [`Lifecycle`].
+pub(crate) struct AsInput<I>(pub(crate) I);
+
+macro_rules! lifecycle {
+    ($wrapper:ident, $bound:ident) => {
+        impl<O: $bound> Lifecycle for $wrapper<O> {
+            type State = O;
+            type Out = O::Output;
+            fn state(&self) -> &O {
+                &self.0
+            }
+            fn setup(&mut self, ctx: &OperatorContext) -> OperatorResult {
+                self.0.setup(ctx)
+            }
+            fn begin_window(&mut self, window: WindowId) -> OperatorResult {
+                self.0.begin_window(window)
+            }
+            fn end_window(&mut self, out: &mut Emitter<O::Output>) -> OperatorResult {
+                self.0.end_window(out)
+            }
+            fn teardown(&mut self) {
+                self.0.teardown()
+            }
+            fn before_checkpoint(&mut self, window: WindowId) -> OperatorResult {
+                self.0.before_checkpoint(window)
+            }
+            fn checkpointed(&mut self, window: WindowId) -> OperatorResult {
+                self.0.checkpointed(window)
+            }
+            fn committed(&mut self, window: WindowId) -> OperatorResult {
+                self.0.committed(window)
+            }
+        }
+    };
+}
+lifecycle!(AsOperator, Operator);
+lifecycle!(AsInput, InputOperator);
+
+/// What a physical operator needs from the runtime.
+pub(crate) struct NodeEnv {
+    pub(crate) node: usize,
+    pub(crate) ctx: OperatorContext,
+    pub(crate) storage: Option<Arc<dyn StorageAgent>>,
+    pub(crate) async_saves: bool,
+    pub(crate) control: Receiver<Control>,
+    pub(crate) control_tx: Sender<Control>,
+    pub(crate) events: Sender<Event>,
+    pub(crate) abort: Receiver<()>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A hook call waiting for the next window boundary.
+#[derive(Debug)]
+enum Deferred {
+    Checkpointed(WindowId),
+    Committed(WindowId),
+}
+
+struct SaveJob {
+    window: WindowId,
+    bytes: Vec<u8>,
+}
+
+struct Saver {
+    jobs: Option<Sender<SaveJob>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Saver {
+    /// A thread that writes this operator's snapshots, one at a time, and
+    /// reports each to the operator (first) and the coordinator (second),
+    /// so `checkpointed` always precedes a commit that covers it.
+    fn spawn(env: &NodeEnv, storage: Arc<dyn StorageAgent>) -> Result<Saver, Failure> {
+        let (jobs, rx) = crossbeam_channel::bounded::<SaveJob>(1);
+        let name = env.ctx.name.clone();
+        let node = env.node;
+        let control = env.control_tx.clone();
+        let events = env.events.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("save:{name}"))
+            .spawn(move || {
+                for job in rx {
+                    let saved = catch_unwind(AssertUnwindSafe(|| storage.save(&name, job.window, &job.bytes)));
+                    let result = match saved {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(panic) => Err(panic_message(&*panic)),
+                    };
+                    if result.is_err() {
+                        // Leave no partial checkpoint behind.
+                        let _ = storage.delete(&name, job.window);
+                    }
+                    let durable = result.is_ok();
+                    let saved = Control::Saved {
+                        window: job.window,
+                        buffer: job.bytes,
+                        result,
+                    };
+                    if control.send(saved).is_err() {
+                        break;
+                    }
+                    if durable
+                        && events
+                            .send(Event::Checkpointed {
+                                node,
+                                window: job.window,
+                            })
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Failure::operator(&env.ctx.name, None, format!("starting its checkpoint thread: {e}")))?;
+        Ok(Saver {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One physical operator and everything around it.
+pub(crate) struct Core<L: Lifecycle> {
+    op: L,
+    pub(crate) out: Emitter<L::Out>,
+    env: NodeEnv,
+    stateless: bool,
+    window: Option<WindowId>,
+    last_ended: WindowId,
+    last_checkpoint: Option<WindowId>,
+    in_app_window: bool,
+    deferred: VecDeque<Deferred>,
+    buffer: Vec<u8>,
+    spare: Option<Vec<u8>>,
+    saver: Option<Saver>,
+    in_flight: Option<WindowId>,
+    shutdown: bool,
+    torn_down: bool,
+}
+
+impl<L: Lifecycle> Core<L> {
+    pub(crate) fn new(op: L, out: Emitter<L::Out>, env: NodeEnv) -> Self {
+        let activation = env.ctx.activation_window;
+        Core {
+            op,
+            out,
+            stateless: <L::State as Checkpoint>::STATELESS,
+            env,
+            window: None,
+            last_ended: activation,
+            last_checkpoint: None,
+            in_app_window: false,
+            deferred: VecDeque::new(),
+            buffer: Vec::new(),
+            spare: None,
+            saver: None,
+            in_flight: None,
+            shutdown: false,
+            torn_down: false,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.env.ctx.name
+    }
+
+    pub(crate) fn activation(&self) -> WindowId {
+        self.env.ctx.activation_window
+    }
+
+    pub(crate) fn control(&self) -> &Receiver<Control> {
+        &self.env.control
+    }
+
+    pub(crate) fn abort(&self) -> &Receiver<()> {
+        &self.env.abort
+    }
+
+    fn fail(&self, cause: impl std::fmt::Display) -> Failure {
+        Failure::operator(&self.env.ctx.name, self.window.or(Some(self.last_ended)), cause)
+    }
+
+    /// Calls a hook, turning an error or a panic into a failure of this
+    /// operator at the current window.
+    pub(crate) fn call<R>(
+        &mut self,
+        hook: impl FnOnce(&mut L, &mut Emitter<L::Out>) -> OperatorResult<R>,
+    ) -> Result<R, Failure> {
+        let result = catch_unwind(AssertUnwindSafe(|| hook(&mut self.op, &mut self.out)));
+        let value = match result {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => return Err(self.fail(e)),
+            Err(panic) => return Err(self.fail(panic_message(&*panic))),
+        };
+        // A failure inside the emitter (a chained operator's, or an abort).
+        self.out.take_failure()?;
+        Ok(value)
+    }
+
+    fn checkpointing(&self) -> bool {
+        self.env.storage.is_some()
+    }
+
+    /// `setup`, then the initial checkpoint at the activation window.
+    pub(crate) fn start(&mut self) -> Result<(), Failure> {
+        let ctx = self.env.ctx.clone();
+        self.call(|op, _| op.setup(&ctx))?;
+        if self.checkpointing() {
+            if let (false, true, Some(storage)) = (self.stateless, self.env.async_saves, &self.env.storage) {
+                self.saver = Some(Saver::spawn(&self.env, Arc::clone(storage))?);
+            }
+            let activation = self.activation();
+            if self.stateless {
+                self.report(Event::Checkpointed {
+                    node: self.env.node,
+                    window: activation,
+                })?;
+            } else {
+                self.save(activation)?;
+            }
+        }
+        self.out.start()
+    }
+
+    fn report(&self, event: Event) -> Result<(), Failure> {
+        self.env.events.send(event).map_err(|_| Failure::Aborted)
+    }
+
+    pub(crate) fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
+        self.between_windows()?;
+        self.window = Some(window);
+        self.out.begin_window(window)?;
+        if !self.in_app_window {
+            self.in_app_window = true;
+            self.call(|op, _| op.begin_window(window))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
+        let ctx = &self.env.ctx;
+        let app_end = last || (window.sequence() + 1).is_multiple_of(ctx.application_window_count);
+        let checkpoint_window = (window.sequence() + 1).is_multiple_of(ctx.checkpoint_window_count);
+        if app_end && self.in_app_window {
+            self.call(|op, out| op.end_window(out))?;
+            self.in_app_window = false;
+        }
+        self.out.end_window(window, last)?;
+        self.window = None;
+        self.last_ended = window;
+        let metrics = &self.env.metrics.operators[self.env.node];
+        metrics.windows.fetch_add(1, Ordering::Relaxed);
+        metrics.tuples_out.store(self.out.emitted(), Ordering::Relaxed);
+        metrics
+            .replay_bytes
+            .store(self.out.replay_bytes() as u64, Ordering::Relaxed);
+        if self.checkpointing() {
+            if self.stateless {
+                if checkpoint_window || last {
+                    self.call(|op, _| op.before_checkpoint(window))?;
+                    self.call(|op, _| op.checkpointed(window))?;
+                }
+                self.report(Event::Checkpointed {
+                    node: self.env.node,
+                    window,
+                })?;
+            } else if checkpoint_window || (last && self.last_checkpoint != Some(window)) {
+                self.call(|op, _| op.before_checkpoint(window))?;
+                self.save(window)?;
+            }
+        }
+        self.between_windows()?;
+        if last {
+            self.wait_for_save()?;
+            self.between_windows()?;
+            self.report(Event::Finished {
+                node: self.env.node,
+                window,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the state and saves it, synchronously or by handing it to
+    /// the saver (after the previous save, if still in flight, is done).
+    fn save(&mut self, window: WindowId) -> Result<(), Failure> {
+        let Some(storage) = self.env.storage.clone() else {
+            return Ok(());
+        };
+        self.wait_for_save()?;
+        let meta = SnapshotMeta::new(&self.env.ctx.name, window);
+        let encoded = catch_unwind(AssertUnwindSafe(|| {
+            Snapshot::encode_into(self.op.state(), meta, &mut self.buffer)
+        }));
+        match encoded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.fail(format!("encoding its checkpoint at {window}: {e}"))),
+            Err(panic) => return Err(self.fail(format!("encoding its checkpoint: {}", panic_message(&*panic)))),
+        }
+        let metrics = &self.env.metrics.operators[self.env.node];
+        metrics
+            .checkpoint_bytes
+            .store(self.buffer.len() as u64, Ordering::Relaxed);
+        self.last_checkpoint = Some(window);
+        if let Some(jobs) = self.saver.as_ref().and_then(|s| s.jobs.as_ref()) {
+            let bytes = std::mem::replace(&mut self.buffer, self.spare.take().unwrap_or_default());
+            self.in_flight = Some(window);
+            jobs.send(SaveJob { window, bytes }).map_err(|_| Failure::Aborted)?;
+            return Ok(());
+        }
+        if let Err(e) = storage.save(&self.env.ctx.name, window, &self.buffer) {
+            let _ = storage.delete(&self.env.ctx.name, window);
+            return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
+        }
+        self.saved(window);
+        if window != self.activation() {
+            self.call(|op, _| op.checkpointed(window))?;
+        }
+        self.report(Event::Checkpointed {
+            node: self.env.node,
+            window,
+        })
+    }
+
+    fn saved(&self, window: WindowId) {
+        let metrics = &self.env.metrics.operators[self.env.node];
+        metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        metrics.last_checkpoint.store(window.as_u64(), Ordering::Relaxed);
+    }
+
+    /// Blocks until no save is in flight (asynchronous saving only).
+    fn wait_for_save(&mut self) -> Result<(), Failure> {
+        while self.in_flight.is_some() {
+            let message = crossbeam_channel::select! {
+                recv(self.env.control) -> msg => msg.map_err(|_| Failure::Aborted)?,
+                recv(self.env.abort) -> _ => return Err(Failure::Aborted),
+            };
+            self.accept(message)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a control message; hooks it asks for wait in order for the
+    /// next window boundary.
+    pub(crate) fn accept(&mut self, message: Control) -> Result<(), Failure> {
+        match message {
+            Control::Committed(window) => self.deferred.push_back(Deferred::Committed(window)),
+            Control::Saved { window, buffer, result } => {
+                self.in_flight = None;
+                self.spare = Some(buffer);
+                if let Err(e) = result {
+                    return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
+                }
+                self.saved(window);
+                if window != self.activation() {
+                    self.deferred.push_back(Deferred::Checkpointed(window));
+                }
+            }
+            Control::Shutdown => self.shutdown = true,
+        }
+        Ok(())
+    }
+
+    /// Drains control messages without blocking.
+    pub(crate) fn poll_control(&mut self) -> Result<(), Failure> {
+        if let Err(crossbeam_channel::TryRecvError::Disconnected) = self.env.abort.try_recv() {
+            return Err(Failure::Aborted);
+        }
+        while let Ok(message) = self.env.control.try_recv() {
+            self.accept(message)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers waiting hooks: the operator is between windows.
+    pub(crate) fn between_windows(&mut self) -> Result<(), Failure> {
+        self.poll_control()?;
+        while let Some(deferred) = self.deferred.pop_front() {
+            match deferred {
+                Deferred::Checkpointed(window) => self.call(|op, _| op.checkpointed(window))?,
+                Deferred::Committed(window) => {
+                    self.out.committed(window);
+                    self.call(|op, _| op.committed(window))?;
+                }
+            }
+        }
+        self.out.between_windows()
+    }
+
+    /// After the stream ended: delivers commits until the job shuts down.
+    pub(crate) fn await_shutdown(&mut self) -> Result<(), Failure> {
+        while !self.shutdown {
+            let message = crossbeam_channel::select! {
+                recv(self.env.control) -> msg => msg.map_err(|_| Failure::Aborted)?,
+                recv(self.env.abort) -> _ => return Err(Failure::Aborted),
+            };
+            self.accept(message)?;
+            self.between_windows()?;
+        }
+        self.out.shutdown();
+        Ok(())
+    }
+
+    /// `teardown`, once; a panic in it is ignored (the operator is done).
+    pub(crate) fn teardown(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        if let Some(saver) = &mut self.saver {
+            saver.stop();
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| self.op.teardown()));
+        self.out.teardown();
+    }
+}
+
+impl<O: Operator> Core<AsOperator<O>> {
+    /// Processes a batch: moved out if this operator is its only holder,
+    /// cloned tuple by tuple if it is shared.
+    pub(crate) fn process_batch(&mut self, batch: Arc<Vec<O::Input>>) -> Result<(), Failure> {
+        self.env.metrics.operators[self.env.node]
+            .tuples_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.call(|op, out| {
+            match Arc::try_unwrap(batch) {
+                Ok(owned) => {
+                    for tuple in owned {
+                        op.0.process(tuple, out)?;
+                    }
+                }
+                Err(shared) => {
+                    for tuple in shared.iter() {
+                        op.0.process(tuple.clone(), out)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<I: InputOperator> Core<AsInput<I>> {
+    pub(crate) fn emit_tuples(&mut self) -> Result<Emit, Failure> {
+        self.call(|op, out| op.0.emit_tuples(out))
+    }
+}
+
+/// A downstream operator chained on its upstream's thread (Apex's
+/// THREAD_LOCAL): the upstream's emitter drives it directly, no queue.
+pub(crate) struct InlineSubscriber<O: Operator> {
+    pub(crate) core: Core<AsOperator<O>>,
+}
+
+impl<O: Operator> Subscriber<O::Input> for InlineSubscriber<O> {
+    fn start(&mut self) -> Result<(), Failure> {
+        self.core.start()
+    }
+    fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
+        self.core.begin_window(window)
+    }
+    fn batch(&mut self, batch: &Arc<Vec<O::Input>>) -> Result<(), Failure> {
+        self.core.process_batch(Arc::clone(batch))
+    }
+    fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
+        self.core.end_window(window, last)
+    }
+    fn between_windows(&mut self) -> Result<(), Failure> {
+        self.core.between_windows()
+    }
+    fn shutdown(&mut self) {
+        // An abort while waiting leaves nothing to do but tear down.
+        let _ = self.core.await_shutdown();
+    }
+    fn teardown(&mut self) {
+        self.core.teardown();
+    }
+}

@@ -1,0 +1,108 @@
+//! The job manifest: what the job is, written through the storage agent at
+//! start and at every commit.
+
+use checkpoint_core::WindowId;
+use serde::{Deserialize, Serialize};
+
+/// The current manifest format.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// A record of the job's shape and progress, stored as JSON through
+/// [`StorageAgent::save_manifest`](checkpoint_core::StorageAgent::save_manifest).
+///
+/// On a restart it is compared with the DAG being run; the `checkpoint`
+/// tool reads it to show what is committed.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::JobManifest;
+///
+/// let json = br#"{"format":1,"window_base":1700000000,"streaming_window_ms":500,
+///   "checkpoint_window_count":60,"operators":[],"edges":[],"committed":null}"#;
+/// let manifest = JobManifest::from_bytes(json)?;
+/// assert_eq!(manifest.window_base, 1_700_000_000);
+/// assert_eq!(JobManifest::from_bytes(&manifest.to_bytes())?, manifest);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobManifest {
+    /// The manifest format version.
+    pub format: u32,
+    /// The job's window base (high 32 bits of every window id).
+    pub window_base: u32,
+    /// The streaming window length in time-based mode, in milliseconds.
+    pub streaming_window_ms: u64,
+    /// The DAG's default checkpoint window count.
+    pub checkpoint_window_count: u32,
+    /// The logical operators.
+    pub operators: Vec<ManifestOperator>,
+    /// The logical edges.
+    pub edges: Vec<ManifestEdge>,
+    /// The last committed window, once there is one.
+    #[serde(with = "opt_window")]
+    pub committed: Option<WindowId>,
+}
+
+/// One logical operator in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestOperator {
+    /// Its name.
+    pub name: String,
+    /// `"input"` or `"operator"`.
+    pub kind: String,
+    /// Its partition count.
+    pub partitions: usize,
+    /// Whether its state type is stateless.
+    pub stateless: bool,
+    /// Its processing mode.
+    pub mode: String,
+    /// Streaming windows per application window.
+    pub application_window_count: u32,
+    /// Streaming windows per checkpoint.
+    pub checkpoint_window_count: u32,
+    /// The physical operators (partitions) whose checkpoints are stored:
+    /// `name`, or `name#0`, `name#1`, ...
+    pub physical: Vec<String>,
+}
+
+/// One logical edge in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEdge {
+    /// The upstream operator.
+    pub from: String,
+    /// The downstream operator.
+    pub to: String,
+    /// `"plain"`, `"converted"`, `"keyed"` or `"thread-local"`.
+    pub kind: String,
+}
+
+impl JobManifest {
+    /// The manifest as JSON bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing plain strings and numbers cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Reads a manifest from JSON bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+mod opt_window {
+    use checkpoint_core::WindowId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(window: &Option<WindowId>, s: S) -> Result<S::Ok, S::Error> {
+        match window {
+            Some(w) => s.serialize_some(&w.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<WindowId>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| t.parse().map_err(serde::de::Error::custom)).transpose()
+    }
+}

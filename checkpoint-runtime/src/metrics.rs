@@ -1,0 +1,101 @@
+//! Counters the runtime keeps while a job runs, and the report it returns.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use checkpoint_core::WindowId;
+
+/// Live counters of one physical operator.
+#[derive(Debug, Default)]
+pub(crate) struct OperatorMetrics {
+    pub(crate) tuples_in: AtomicU64,
+    pub(crate) tuples_out: AtomicU64,
+    pub(crate) windows: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) checkpoint_bytes: AtomicU64,
+    pub(crate) last_checkpoint: AtomicU64,
+    pub(crate) replay_bytes: AtomicU64,
+}
+
+/// Live counters of a job.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) operators: Vec<OperatorMetrics>,
+    committed: Mutex<Option<WindowId>>,
+}
+
+impl Metrics {
+    pub(crate) fn new(n: usize) -> Self {
+        Metrics {
+            operators: (0..n).map(|_| OperatorMetrics::default()).collect(),
+            committed: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_committed(&self, window: WindowId) {
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(window);
+    }
+
+    pub(crate) fn committed(&self) -> Option<WindowId> {
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What one physical operator did during a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OperatorReport {
+    /// The physical operator's name (`count#2` for a partition).
+    pub name: String,
+    /// Tuples it received.
+    pub tuples_in: u64,
+    /// Tuples it emitted.
+    pub tuples_out: u64,
+    /// Streaming windows it completed.
+    pub windows: u64,
+    /// Checkpoints it saved (the initial one included).
+    pub checkpoints: u64,
+    /// Size of its last checkpoint, in bytes.
+    pub last_checkpoint_bytes: u64,
+    /// The window of its last checkpoint.
+    pub last_checkpoint: Option<WindowId>,
+    /// Bytes its output stream's replay buffer held at the end.
+    pub replay_bytes: u64,
+}
+
+/// What a job did: returned by [`Runtime::run`](crate::Runtime::run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// The last committed window (`None` with checkpointing off).
+    pub committed: Option<WindowId>,
+    /// Per physical operator, in the order they were added.
+    pub operators: Vec<OperatorReport>,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    /// The report of the physical operator `name`.
+    pub fn operator(&self, name: &str) -> Option<&OperatorReport> {
+        self.operators.iter().find(|o| o.name == name)
+    }
+}
+
+impl OperatorMetrics {
+    pub(crate) fn report(&self, name: &str) -> OperatorReport {
+        let last = self.last_checkpoint.load(Ordering::Relaxed);
+        let checkpoints = self.checkpoints.load(Ordering::Relaxed);
+        OperatorReport {
+            name: name.to_owned(),
+            tuples_in: self.tuples_in.load(Ordering::Relaxed),
+            tuples_out: self.tuples_out.load(Ordering::Relaxed),
+            windows: self.windows.load(Ordering::Relaxed),
+            checkpoints,
+            last_checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),
+            last_checkpoint: (checkpoints > 0).then(|| WindowId::from_u64(last)),
+            replay_bytes: self.replay_bytes.load(Ordering::Relaxed),
+        }
+    }
+}

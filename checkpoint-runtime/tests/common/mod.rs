@@ -1,0 +1,282 @@
+//! Operators and helpers shared by the runtime's integration tests.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+#![allow(unreachable_pub, reason = "a test helper module, shared by `mod common;`")]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use checkpoint_core::WindowId;
+use checkpoint_runtime::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output};
+use serde::{Deserialize, Serialize};
+
+/// Implements `Checkpoint` for a struct whose persisted fields are listed;
+/// the others are transient and restored with `Default`.
+#[macro_export]
+macro_rules! state {
+    ($ty:ident { $($field:ident),* } $(stateless = $stateless:expr)?) => {
+        impl checkpoint_core::Checkpoint for $ty {
+            const TYPE_NAME: &'static str = stringify!($ty);
+            $(const STATELESS: bool = $stateless;)?
+            const FINGERPRINT: u64 = checkpoint_core::LayoutHasher::new()
+                $(.write_str(stringify!($field)))*
+                .finish();
+            fn encode_state<W: std::io::Write>(&self, _out: &mut W) -> Result<(), checkpoint_core::PayloadError> {
+                $(checkpoint_core::payload::encode(&self.$field, _out)?;)*
+                Ok(())
+            }
+            fn decode_state(_input: &mut &[u8]) -> Result<Self, checkpoint_core::PayloadError> {
+                #[allow(clippy::needless_update, reason = "some states list every field")]
+                Ok($ty { $($field: checkpoint_core::payload::decode(_input)?,)* ..Default::default() })
+            }
+        }
+    };
+}
+
+/// What the hooks of recording operators saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    Setup(WindowId),
+    Begin(WindowId),
+    End,
+    BeforeCheckpoint(WindowId),
+    Checkpointed(WindowId),
+    Committed(WindowId),
+    Teardown,
+}
+
+pub type Log = Arc<Mutex<Vec<(String, Hook)>>>;
+
+pub fn log() -> Log {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+pub fn hooks_of(log: &Log, name: &str) -> Vec<Hook> {
+    log.lock()
+        .expect("log")
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, h)| h.clone())
+        .collect()
+}
+
+/// A tuple tagged with the window its input emitted it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tagged {
+    pub window: WindowId,
+    pub value: u64,
+}
+
+/// Emits `0..end`, `per_call` per `emit_tuples`, each tagged with its window.
+#[derive(Default)]
+pub struct Counting {
+    pub next: u64,
+    pub end: u64,
+    pub per_call: u64,
+    pub window: Option<WindowId>,
+    pub log: Option<Log>,
+    pub name: String,
+}
+state!(Counting { next, end, per_call });
+
+impl Counting {
+    pub fn new(end: u64, per_call: u64) -> Self {
+        Counting {
+            end,
+            per_call,
+            ..Default::default()
+        }
+    }
+
+    pub fn logged(mut self, log: &Log) -> Self {
+        self.log = Some(log.clone());
+        self
+    }
+
+    fn record(&self, hook: Hook) {
+        if let Some(log) = &self.log {
+            log.lock().expect("log").push((self.name.clone(), hook));
+        }
+    }
+}
+
+impl InputOperator for Counting {
+    type Output = Tagged;
+
+    fn setup(&mut self, ctx: &OperatorContext) -> OperatorResult {
+        self.name = ctx.name().to_owned();
+        self.record(Hook::Setup(ctx.activation_window()));
+        Ok(())
+    }
+
+    fn begin_window(&mut self, window: WindowId) -> OperatorResult {
+        self.window = Some(window);
+        self.record(Hook::Begin(window));
+        Ok(())
+    }
+
+    fn emit_tuples(&mut self, out: Output<'_, Tagged>) -> OperatorResult<Emit> {
+        let window = self.window.ok_or("emit_tuples outside a window")?;
+        let stop = (self.next + self.per_call).min(self.end);
+        for value in self.next..stop {
+            out.emit(Tagged { window, value });
+        }
+        self.next = stop;
+        Ok(if self.next == self.end {
+            Emit::Done
+        } else {
+            Emit::Continue
+        })
+    }
+
+    fn end_window(&mut self, _out: Output<'_, Tagged>) -> OperatorResult {
+        self.record(Hook::End);
+        Ok(())
+    }
+
+    fn before_checkpoint(&mut self, window: WindowId) -> OperatorResult {
+        self.record(Hook::BeforeCheckpoint(window));
+        Ok(())
+    }
+
+    fn checkpointed(&mut self, window: WindowId) -> OperatorResult {
+        self.record(Hook::Checkpointed(window));
+        Ok(())
+    }
+
+    fn committed(&mut self, window: WindowId) -> OperatorResult {
+        self.record(Hook::Committed(window));
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        self.record(Hook::Teardown);
+    }
+}
+
+/// Sums values, checks every tuple belongs to the window it is processed
+/// in (window alignment), records hooks, and passes tuples on.
+#[derive(Default)]
+pub struct Summer {
+    pub sum: u64,
+    pub count: u64,
+    pub window: Option<WindowId>,
+    pub misaligned: u64,
+    pub log: Option<Log>,
+    pub name: String,
+    pub fail_at: Option<(u32, bool)>,
+}
+state!(Summer { sum, count, misaligned });
+
+impl Summer {
+    pub fn logged(log: &Log) -> Self {
+        Summer {
+            log: Some(log.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn record(&self, hook: Hook) {
+        if let Some(log) = &self.log {
+            log.lock().expect("log").push((self.name.clone(), hook));
+        }
+    }
+}
+
+impl Operator for Summer {
+    type Input = Tagged;
+    type Output = Tagged;
+
+    fn setup(&mut self, ctx: &OperatorContext) -> OperatorResult {
+        self.name = ctx.name().to_owned();
+        self.record(Hook::Setup(ctx.activation_window()));
+        Ok(())
+    }
+
+    fn begin_window(&mut self, window: WindowId) -> OperatorResult {
+        self.window = Some(window);
+        self.record(Hook::Begin(window));
+        if let Some((seq, panic)) = self.fail_at
+            && window.sequence() == seq
+        {
+            if panic {
+                panic!("injected panic at {window}");
+            }
+            return Err(format!("injected error at {window}").into());
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, t: Tagged, out: Output<'_, Tagged>) -> OperatorResult {
+        if Some(t.window) != self.window {
+            self.misaligned += 1;
+        }
+        self.sum += t.value;
+        self.count += 1;
+        out.emit(t);
+        Ok(())
+    }
+
+    fn end_window(&mut self, _out: Output<'_, Tagged>) -> OperatorResult {
+        self.record(Hook::End);
+        Ok(())
+    }
+
+    fn before_checkpoint(&mut self, window: WindowId) -> OperatorResult {
+        self.record(Hook::BeforeCheckpoint(window));
+        Ok(())
+    }
+
+    fn checkpointed(&mut self, window: WindowId) -> OperatorResult {
+        self.record(Hook::Checkpointed(window));
+        Ok(())
+    }
+
+    fn committed(&mut self, window: WindowId) -> OperatorResult {
+        self.record(Hook::Committed(window));
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        self.record(Hook::Teardown);
+    }
+}
+
+/// A sink that shares what it received with the test.
+#[derive(Default)]
+pub struct Collect {
+    pub seen: Arc<Mutex<Vec<Tagged>>>,
+    pub window: Option<WindowId>,
+    pub misaligned: Arc<Mutex<u64>>,
+}
+state!(Collect {});
+
+impl Operator for Collect {
+    type Input = Tagged;
+    type Output = ();
+
+    fn begin_window(&mut self, window: WindowId) -> OperatorResult {
+        self.window = Some(window);
+        Ok(())
+    }
+
+    fn process(&mut self, t: Tagged, _out: Output<'_, ()>) -> OperatorResult {
+        if Some(t.window) != self.window {
+            *self.misaligned.lock().expect("lock") += 1;
+        }
+        self.seen.lock().expect("lock").push(t);
+        Ok(())
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it takes longer than a
+/// generous watchdog limit (a deadlock), instead of hanging CI.
+pub fn with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(value) => value,
+        Err(_) => panic!("watchdog: the job did not finish in 120 s (deadlock?)"),
+    }
+}

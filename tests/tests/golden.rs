@@ -1,0 +1,427 @@
+//! Golden snapshots: files written by older versions of a state type are
+//! committed under `tests/data/`, and today's code must restore them, through
+//! the `previous` upgrade chain, to exactly the values below. A change to the
+//! derive (encoding, fingerprint recipe, version handling) or to the envelope
+//! that would make old checkpoints unreadable fails here.
+//!
+//! The files are written once, by the versions of `RideStats` in `v1`, `v2`
+//! and `v3` below, which must never change. To write them again (only ever
+//! for a deliberate format break, with a note in the changelog):
+//!
+//! ```text
+//! CHECKPOINT_WRITE_GOLDEN=1 cargo test -p checkpoint-tests --test golden -- --ignored write_golden_snapshots
+//! ```
+//!
+//! The default test run only reads them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use checkpoint_core::{
+    Checkpoint, LayoutHasher, PayloadError, Snapshot, SnapshotError, SnapshotMeta, WindowId, payload,
+};
+use serde::{Deserialize, Serialize};
+
+/// Per-zone totals, a plain serde type shared by v2 and v3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneTotals {
+    rides: u64,
+    cents: u64,
+}
+
+/// Version 1: rides per zone.
+mod v1 {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Checkpoint)]
+    pub(crate) struct RideStats {
+        pub(crate) rides: u64,
+        pub(crate) per_zone: BTreeMap<u32, u64>,
+        #[checkpoint(transient)]
+        pub(crate) scratch: Vec<u8>,
+    }
+
+    pub(crate) fn sample() -> RideStats {
+        RideStats {
+            rides: 7,
+            per_zone: BTreeMap::from([(1, 4), (2, 3)]),
+            scratch: vec![9, 9],
+        }
+    }
+}
+
+/// Version 2: money per zone, the last window seen, a nested session state.
+mod v2 {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Checkpoint)]
+    pub(crate) enum Session {
+        Idle,
+        Open {
+            user: String,
+            #[checkpoint(transient)]
+            socket: Option<u32>,
+        },
+    }
+
+    #[derive(Debug, PartialEq, Checkpoint)]
+    #[checkpoint(version = 2, previous = super::v1::RideStats)]
+    pub(crate) struct RideStats {
+        pub(crate) rides: u64,
+        pub(crate) per_zone: BTreeMap<u32, ZoneTotals>,
+        pub(crate) last_window: Option<WindowId>,
+        #[checkpoint(nested)]
+        pub(crate) session: Session,
+    }
+
+    impl From<v1::RideStats> for RideStats {
+        fn from(old: v1::RideStats) -> Self {
+            RideStats {
+                rides: old.rides,
+                per_zone: old
+                    .per_zone
+                    .into_iter()
+                    .map(|(zone, rides)| (zone, ZoneTotals { rides, cents: 0 }))
+                    .collect(),
+                last_window: None,
+                session: Session::Idle,
+            }
+        }
+    }
+
+    pub(crate) fn sample() -> RideStats {
+        RideStats {
+            rides: 12,
+            per_zone: BTreeMap::from([
+                (1, ZoneTotals { rides: 5, cents: 2_150 }),
+                (3, ZoneTotals { rides: 7, cents: 4_000 }),
+            ]),
+            last_window: Some(WindowId::new(1_700_000_000, 59)),
+            session: Session::Open {
+                user: "ada".into(),
+                socket: Some(3),
+            },
+        }
+    }
+}
+
+/// Version 3, the current one: the ride count is gone (it is the sum of the
+/// zones), a raw log tail is kept as bytes, and a name labels the operator.
+mod v3 {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Checkpoint)]
+    #[checkpoint(version = 3, previous = super::v2::RideStats)]
+    pub(crate) struct RideStats {
+        pub(crate) per_zone: BTreeMap<u32, ZoneTotals>,
+        pub(crate) last_window: Option<WindowId>,
+        #[checkpoint(nested)]
+        pub(crate) session: v2::Session,
+        pub(crate) log_tail: Vec<u8>,
+        pub(crate) label: String,
+        #[checkpoint(transient, default = "fresh_cache")]
+        pub(crate) cache: Vec<u32>,
+    }
+
+    pub(crate) fn fresh_cache() -> Vec<u32> {
+        vec![0; 2]
+    }
+
+    impl From<v2::RideStats> for RideStats {
+        fn from(old: v2::RideStats) -> Self {
+            RideStats {
+                per_zone: old.per_zone,
+                last_window: old.last_window,
+                session: old.session,
+                log_tail: Vec::new(),
+                label: format!("{} rides", old.rides),
+                cache: fresh_cache(),
+            }
+        }
+    }
+
+    pub(crate) fn sample() -> RideStats {
+        RideStats {
+            per_zone: BTreeMap::from([(9, ZoneTotals { rides: 1, cents: 999 })]),
+            last_window: Some(WindowId::new(1_700_000_000, 119)),
+            session: v2::Session::Idle,
+            log_tail: vec![0x00, 0xff, 0x10, 0x80],
+            label: "night shift".into(),
+            cache: vec![1, 2, 3],
+        }
+    }
+}
+
+use v3::RideStats;
+
+const WINDOW: WindowId = WindowId::new(1_700_000_000, 59);
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+fn read(name: &str) -> Vec<u8> {
+    let path = data(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading golden snapshot {}: {e}", path.display()))
+}
+
+/// Writes the golden files. Ignored, and a no-op without
+/// `CHECKPOINT_WRITE_GOLDEN=1`: see the module documentation.
+#[test]
+#[ignore = "writes tests/data/; run only to deliberately replace the golden snapshots"]
+fn write_golden_snapshots() {
+    if std::env::var_os("CHECKPOINT_WRITE_GOLDEN").is_none_or(|v| v != "1") {
+        eprintln!("set CHECKPOINT_WRITE_GOLDEN=1 to write the golden snapshots");
+        return;
+    }
+    let meta = SnapshotMeta::new("ride-stats", WINDOW);
+    let files = [
+        ("ride-stats-v1.snap", Snapshot::encode(&v1::sample(), meta)),
+        ("ride-stats-v2.snap", Snapshot::encode(&v2::sample(), meta)),
+        ("ride-stats-v3.snap", Snapshot::encode(&v3::sample(), meta)),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(data(name), bytes.expect("encode")).expect("write golden snapshot");
+    }
+}
+
+/// The fingerprints the golden files record. If one of these changes, the
+/// matching file no longer restores.
+#[test]
+fn golden_headers() {
+    for (name, version, fingerprint) in [
+        ("ride-stats-v1.snap", 1, v1::RideStats::FINGERPRINT),
+        ("ride-stats-v2.snap", 2, v2::RideStats::FINGERPRINT),
+        ("ride-stats-v3.snap", 3, v3::RideStats::FINGERPRINT),
+    ] {
+        let header = Snapshot::verify(&read(name)).expect("valid snapshot");
+        assert_eq!(header.operator, "ride-stats", "{name}");
+        assert_eq!(header.window, WINDOW, "{name}");
+        assert_eq!(header.type_name, "RideStats", "{name}");
+        assert_eq!(header.state_version, version, "{name}");
+        assert_eq!(
+            header.fingerprint, fingerprint,
+            "{name}: the type's fingerprint changed"
+        );
+    }
+}
+
+#[test]
+fn v1_snapshot_restores_through_the_chain() {
+    let bytes = read("ride-stats-v1.snap");
+
+    let (_, as_v1) = Snapshot::decode::<v1::RideStats>(&bytes).expect("v1 reads v1");
+    assert_eq!(
+        as_v1,
+        v1::RideStats {
+            rides: 7,
+            per_zone: BTreeMap::from([(1, 4), (2, 3)]),
+            scratch: Vec::new(),
+        }
+    );
+
+    let (header, current) = Snapshot::decode::<RideStats>(&bytes).expect("v3 reads v1");
+    assert_eq!(header.state_version, 1);
+    assert_eq!(
+        current,
+        RideStats {
+            per_zone: BTreeMap::from([
+                (1, ZoneTotals { rides: 4, cents: 0 }),
+                (2, ZoneTotals { rides: 3, cents: 0 }),
+            ]),
+            last_window: None,
+            session: v2::Session::Idle,
+            log_tail: Vec::new(),
+            label: "7 rides".into(),
+            cache: vec![0, 0],
+        }
+    );
+}
+
+#[test]
+fn v2_snapshot_restores_through_the_chain() {
+    let bytes = read("ride-stats-v2.snap");
+
+    let (_, as_v2) = Snapshot::decode::<v2::RideStats>(&bytes).expect("v2 reads v2");
+    let mut expected_v2 = v2::sample();
+    expected_v2.session = v2::Session::Open {
+        user: "ada".into(),
+        socket: None,
+    };
+    assert_eq!(as_v2, expected_v2);
+
+    let (header, current) = Snapshot::decode::<RideStats>(&bytes).expect("v3 reads v2");
+    assert_eq!(header.state_version, 2);
+    assert_eq!(
+        current,
+        RideStats {
+            per_zone: BTreeMap::from([
+                (1, ZoneTotals { rides: 5, cents: 2_150 }),
+                (3, ZoneTotals { rides: 7, cents: 4_000 }),
+            ]),
+            last_window: Some(WindowId::new(1_700_000_000, 59)),
+            session: v2::Session::Open {
+                user: "ada".into(),
+                socket: None
+            },
+            log_tail: Vec::new(),
+            label: "12 rides".into(),
+            cache: vec![0, 0],
+        }
+    );
+}
+
+#[test]
+fn v3_snapshot_restores_exactly() {
+    let bytes = read("ride-stats-v3.snap");
+    let (header, current) = Snapshot::decode::<RideStats>(&bytes).expect("v3 reads v3");
+    assert_eq!(header.state_version, 3);
+    let mut expected = v3::sample();
+    expected.cache = vec![0, 0];
+    assert_eq!(current, expected);
+    // Today's encoder writes the same bytes as the committed file.
+    assert_eq!(
+        Snapshot::encode(&v3::sample(), SnapshotMeta::new("ride-stats", WINDOW)).expect("encode"),
+        bytes
+    );
+}
+
+/// Same name and version as the current type, other fields: a struct
+/// changed without a version bump.
+mod changed {
+    use super::*;
+
+    #[derive(Debug, Checkpoint)]
+    #[checkpoint(version = 3)]
+    pub(crate) struct RideStats {
+        pub(crate) per_zone: BTreeMap<u32, ZoneTotals>,
+        pub(crate) last_window: Option<WindowId>,
+        pub(crate) label: String,
+    }
+}
+
+#[test]
+fn same_version_other_layout_is_a_layout_mismatch() {
+    let bytes = read("ride-stats-v3.snap");
+    let err = Snapshot::decode::<changed::RideStats>(&bytes).expect_err("layouts differ");
+    let expected_fingerprint = changed::RideStats::FINGERPRINT;
+    let found_fingerprint = v3::RideStats::FINGERPRINT;
+    assert_ne!(expected_fingerprint, found_fingerprint);
+    match &err {
+        SnapshotError::LayoutMismatch {
+            expected_type,
+            version,
+            expected_fingerprint: expected,
+            found_type,
+            found_fingerprint: found,
+        } => {
+            assert_eq!(*expected_type, "RideStats");
+            assert_eq!(*version, 3);
+            assert_eq!(*expected, expected_fingerprint);
+            assert_eq!(found_type, "RideStats");
+            assert_eq!(*found, found_fingerprint);
+        }
+        other => panic!("expected LayoutMismatch, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("RideStats version 3"), "{message}");
+    assert!(message.contains(&format!("{expected_fingerprint:#018x}")), "{message}");
+    assert!(message.contains(&format!("{found_fingerprint:#018x}")), "{message}");
+}
+
+#[test]
+fn newer_version_is_unknown() {
+    let bytes = read("ride-stats-v3.snap");
+    let err = Snapshot::decode::<v2::RideStats>(&bytes).expect_err("v2 cannot read v3");
+    match &err {
+        SnapshotError::UnknownStateVersion {
+            expected_type,
+            expected_version,
+            found_type,
+            found_version,
+            found_fingerprint,
+        } => {
+            assert_eq!(*expected_type, "RideStats");
+            assert_eq!(*expected_version, 2);
+            assert_eq!(found_type, "RideStats");
+            assert_eq!(*found_version, 3);
+            assert_eq!(*found_fingerprint, v3::RideStats::FINGERPRINT);
+        }
+        other => panic!("expected UnknownStateVersion, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("RideStats is version 2"), "{message}");
+    assert!(message.contains("version 3"), "{message}");
+    assert!(
+        message.contains(&format!("{:#018x}", v3::RideStats::FINGERPRINT)),
+        "{message}"
+    );
+}
+
+/// A state written as version 0 by a hand-written impl: older than the
+/// whole chain.
+struct Ancient;
+
+impl Checkpoint for Ancient {
+    const TYPE_NAME: &'static str = "Ancient";
+    const VERSION: u32 = 0;
+    const FINGERPRINT: u64 = LayoutHasher::new().write_str("Ancient").finish();
+
+    fn encode_state<W: std::io::Write>(&self, out: &mut W) -> Result<(), PayloadError> {
+        payload::encode(&0u8, out)
+    }
+
+    fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> {
+        payload::decode::<u8>(input).map(|_| Ancient)
+    }
+}
+
+#[test]
+fn version_older_than_the_chain_is_unknown_and_names_the_newest_type() {
+    let bytes = Snapshot::encode(&Ancient, SnapshotMeta::new("ride-stats", WINDOW)).expect("encode");
+    let err = Snapshot::decode::<RideStats>(&bytes).expect_err("no step reads version 0");
+    match &err {
+        SnapshotError::UnknownStateVersion {
+            expected_type,
+            expected_version,
+            found_type,
+            found_version,
+            ..
+        } => {
+            assert_eq!(*expected_type, "RideStats");
+            assert_eq!(*expected_version, 3);
+            assert_eq!(found_type, "Ancient");
+            assert_eq!(*found_version, 0);
+        }
+        other => panic!("expected UnknownStateVersion, got {other:?}"),
+    }
+}
+
+/// The chain checks each step's fingerprint: a v1 snapshot whose layout
+/// does not match v1's is refused, not decoded into garbage.
+mod changed_v1 {
+    use super::*;
+
+    #[derive(Debug, Checkpoint)]
+    pub(crate) struct RideStats {
+        pub(crate) per_zone: BTreeMap<u32, u64>,
+        pub(crate) rides: u64,
+    }
+}
+
+#[test]
+fn older_step_with_other_layout_is_a_layout_mismatch() {
+    let bytes = Snapshot::encode(
+        &changed_v1::RideStats {
+            per_zone: BTreeMap::new(),
+            rides: 1,
+        },
+        SnapshotMeta::new("ride-stats", WINDOW),
+    )
+    .expect("encode");
+    let err = Snapshot::decode::<RideStats>(&bytes).expect_err("v1 layout differs");
+    assert!(
+        matches!(err, SnapshotError::LayoutMismatch { version: 1, .. }),
+        "expected a version 1 LayoutMismatch, got {err:?}"
+    );
+}

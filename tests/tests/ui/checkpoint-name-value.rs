@@ -1,0 +1,10 @@
+use checkpoint_core::Checkpoint;
+
+#[derive(Checkpoint)]
+struct Stats {
+    total: u64,
+    #[checkpoint = "transient"]
+    scratch: Vec<u8>,
+}
+
+fn main() {}

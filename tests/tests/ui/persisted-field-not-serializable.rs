@@ -1,0 +1,13 @@
+use checkpoint_core::Checkpoint;
+
+struct ZoneTotals {
+    rides: u64,
+}
+
+#[derive(Checkpoint)]
+struct Stats {
+    total: u64,
+    zones: ZoneTotals,
+}
+
+fn main() {}

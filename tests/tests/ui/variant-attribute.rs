@@ -1,0 +1,10 @@
+use checkpoint_core::Checkpoint;
+
+#[derive(Checkpoint)]
+enum Session {
+    Idle,
+    #[checkpoint(transient)]
+    Open { user: String },
+}
+
+fn main() {}
