@@ -316,25 +316,15 @@ static NEXT_DAG: AtomicU64 = AtomicU64::new(1);
 ///
 /// ```
 /// use checkpoint_runtime::{Dag, Emit, InputOperator, Operator, OperatorResult, Output};
-/// # use checkpoint_core::{Checkpoint, LayoutHasher, PayloadError, payload};
+/// # use checkpoint_core::Checkpoint;
+/// # #[derive(Checkpoint)]
 /// # struct Numbers(u64);
-/// # impl Checkpoint for Numbers {
-/// #     const TYPE_NAME: &'static str = "Numbers";
-/// #     const FINGERPRINT: u64 = LayoutHasher::new().write_str("0").finish();
-/// #     fn encode_state<W: std::io::Write>(&self, out: &mut W) -> Result<(), PayloadError> { payload::encode(&self.0, out) }
-/// #     fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> { payload::decode(input).map(Numbers) }
-/// # }
 /// # impl InputOperator for Numbers {
 /// #     type Output = u64;
 /// #     fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> { Ok(Emit::Done) }
 /// # }
+/// # #[derive(Checkpoint)]
 /// # #[derive(Default)] struct Sum(u64);
-/// # impl Checkpoint for Sum {
-/// #     const TYPE_NAME: &'static str = "Sum";
-/// #     const FINGERPRINT: u64 = LayoutHasher::new().write_str("0").finish();
-/// #     fn encode_state<W: std::io::Write>(&self, out: &mut W) -> Result<(), PayloadError> { payload::encode(&self.0, out) }
-/// #     fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> { payload::decode(input).map(Sum) }
-/// # }
 /// # impl Operator for Sum {
 /// #     type Input = u64; type Output = ();
 /// #     fn process(&mut self, n: u64, _: Output<'_, ()>) -> OperatorResult { self.0 += n; Ok(()) }

@@ -9,16 +9,11 @@
 //! A complete job: numbers -> running sum, checkpointed to a directory.
 //!
 //! ```
-//! use checkpoint_core::{Checkpoint, FsStorageAgent, LayoutHasher, PayloadError, payload};
+//! use checkpoint_core::{Checkpoint, FsStorageAgent};
 //! use checkpoint_runtime::{Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, Runtime, WindowMode};
 //!
+//! #[derive(Checkpoint)]
 //! struct Numbers { next: u64, end: u64 }
-//! # impl Checkpoint for Numbers {
-//! #     const TYPE_NAME: &'static str = "Numbers";
-//! #     const FINGERPRINT: u64 = LayoutHasher::new().write_str("next").write_str("end").finish();
-//! #     fn encode_state<W: std::io::Write>(&self, out: &mut W) -> Result<(), PayloadError> { payload::encode(&(self.next, self.end), out) }
-//! #     fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> { let (next, end) = payload::decode(input)?; Ok(Numbers { next, end }) }
-//! # }
 //! impl InputOperator for Numbers {
 //!     type Output = u64;
 //!     fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
@@ -31,14 +26,8 @@
 //!     }
 //! }
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Checkpoint)]
 //! struct Sum { total: u64 }
-//! # impl Checkpoint for Sum {
-//! #     const TYPE_NAME: &'static str = "Sum";
-//! #     const FINGERPRINT: u64 = LayoutHasher::new().write_str("total").finish();
-//! #     fn encode_state<W: std::io::Write>(&self, out: &mut W) -> Result<(), PayloadError> { payload::encode(&self.total, out) }
-//! #     fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> { Ok(Sum { total: payload::decode(input)? }) }
-//! # }
 //! impl Operator for Sum {
 //!     type Input = u64;
 //!     type Output = ();

@@ -47,17 +47,11 @@ pub enum Emit {
 ///
 /// ```
 /// use checkpoint_runtime::{Operator, OperatorContext, OperatorResult, Output};
-/// # use checkpoint_core::{Checkpoint, LayoutHasher, PayloadError};
+/// use checkpoint_core::Checkpoint;
 ///
-/// #[derive(Default)]
+/// #[derive(Default, Checkpoint)]
+/// #[checkpoint(stateless)]
 /// struct Tagger { tag: String }
-/// # impl Checkpoint for Tagger {
-/// #     const TYPE_NAME: &'static str = "Tagger";
-/// #     const STATELESS: bool = true;
-/// #     const FINGERPRINT: u64 = LayoutHasher::new().finish();
-/// #     fn encode_state<W: std::io::Write>(&self, _: &mut W) -> Result<(), PayloadError> { Ok(()) }
-/// #     fn decode_state(_: &mut &[u8]) -> Result<Self, PayloadError> { Ok(Tagger::default()) }
-/// # }
 ///
 /// impl Operator for Tagger {
 ///     type Input = u64;
@@ -82,6 +76,7 @@ pub struct OperatorContext {
     pub(crate) streaming_window: Duration,
     pub(crate) application_window_count: u32,
     pub(crate) checkpoint_window_count: u32,
+    pub(crate) storage: Option<std::sync::Arc<dyn checkpoint_core::StorageAgent>>,
 }
 
 impl OperatorContext {
@@ -128,6 +123,14 @@ impl OperatorContext {
     pub fn checkpoint_window_count(&self) -> u32 {
         self.checkpoint_window_count
     }
+
+    /// The job's storage agent, `None` with checkpointing off. Operators
+    /// that keep their own durable records (an idempotent input's window
+    /// data, say) store them here, under names of their own that do not
+    /// collide with operator names.
+    pub fn storage(&self) -> Option<&std::sync::Arc<dyn checkpoint_core::StorageAgent>> {
+        self.storage.as_ref()
+    }
 }
 
 /// An operator: receives tuples of `Input`, keeps state, emits `Output`.
@@ -148,16 +151,10 @@ impl OperatorContext {
 /// ```
 /// use std::collections::HashMap;
 /// use checkpoint_runtime::{Operator, OperatorResult, Output};
-/// # use checkpoint_core::{Checkpoint, LayoutHasher, PayloadError, payload};
+/// use checkpoint_core::Checkpoint;
 ///
-/// #[derive(Default)]
+/// #[derive(Default, Checkpoint)]
 /// struct Counter { counts: HashMap<u64, u64> }
-/// # impl Checkpoint for Counter {
-/// #     const TYPE_NAME: &'static str = "Counter";
-/// #     const FINGERPRINT: u64 = LayoutHasher::new().write_str("counts").finish();
-/// #     fn encode_state<W: std::io::Write>(&self, out: &mut W) -> Result<(), PayloadError> { payload::encode(&self.counts, out) }
-/// #     fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> { Ok(Counter { counts: payload::decode(input)? }) }
-/// # }
 ///
 /// impl Operator for Counter {
 ///     type Input = u64;
@@ -226,16 +223,11 @@ pub trait Operator: Checkpoint + Send + 'static {
 ///
 /// ```
 /// use checkpoint_runtime::{Emit, InputOperator, OperatorResult, Output};
-/// # use checkpoint_core::{Checkpoint, LayoutHasher, PayloadError, payload};
+/// use checkpoint_core::Checkpoint;
 ///
 /// /// Emits 0, 1, 2, ... up to `end`, 100 per call.
+/// #[derive(Checkpoint)]
 /// struct Numbers { next: u64, end: u64 }
-/// # impl Checkpoint for Numbers {
-/// #     const TYPE_NAME: &'static str = "Numbers";
-/// #     const FINGERPRINT: u64 = LayoutHasher::new().write_str("next").write_str("end").finish();
-/// #     fn encode_state<W: std::io::Write>(&self, out: &mut W) -> Result<(), PayloadError> { payload::encode(&(self.next, self.end), out) }
-/// #     fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> { let (next, end) = payload::decode(input)?; Ok(Numbers { next, end }) }
-/// # }
 ///
 /// impl InputOperator for Numbers {
 ///     type Output = u64;

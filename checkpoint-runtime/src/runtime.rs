@@ -339,6 +339,7 @@ impl Runtime {
                 streaming_window: self.config.window_mode.streaming_window(),
                 application_window_count: spec.application_window_count,
                 checkpoint_window_count,
+                storage: storage.clone(),
             };
             let env = NodeEnv {
                 node: p,

@@ -66,15 +66,10 @@ pub(crate) fn send<T>(tx: &Sender<T>, msg: T, abort: &Receiver<()>) -> Result<()
 ///
 /// ```
 /// use checkpoint_runtime::{Operator, OperatorResult, Output};
-/// # use checkpoint_core::{Checkpoint, LayoutHasher, PayloadError};
+/// # use checkpoint_core::Checkpoint;
+/// # #[derive(Checkpoint)]
+/// # #[checkpoint(stateless)]
 /// # #[derive(Default)] struct Split;
-/// # impl Checkpoint for Split {
-/// #     const TYPE_NAME: &'static str = "Split";
-/// #     const STATELESS: bool = true;
-/// #     const FINGERPRINT: u64 = LayoutHasher::new().finish();
-/// #     fn encode_state<W: std::io::Write>(&self, _: &mut W) -> Result<(), PayloadError> { Ok(()) }
-/// #     fn decode_state(_: &mut &[u8]) -> Result<Self, PayloadError> { Ok(Split) }
-/// # }
 ///
 /// impl Operator for Split {
 ///     type Input = String;

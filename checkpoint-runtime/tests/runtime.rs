@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use checkpoint_core::{FsStorageAgent, MemoryStorageAgent, Snapshot, StorageAgent, WindowId};
+use checkpoint_core::{Checkpoint, FsStorageAgent, MemoryStorageAgent, Snapshot, StorageAgent, WindowId};
 use checkpoint_runtime::{Config, Dag, DagError, JobManifest, RunError, Runtime, WindowMode};
 use common::{Collect, Counting, Hook, Summer, Tagged, hooks_of, log, with_watchdog};
 
@@ -180,20 +180,18 @@ fn fan_in_of_different_types_aligns_windows() {
         Right(String),
     }
 
-    #[derive(Default)]
+    #[derive(Default, Checkpoint)]
     struct Join {
         left: u64,
         right: u64,
+        #[checkpoint(transient)]
         window: Option<WindowId>,
         misaligned: u64,
+        #[checkpoint(transient)]
         per_window: Vec<(u32, u64, u64)>,
+        #[checkpoint(transient)]
         out: Option<PerWindow>,
     }
-    state!(Join {
-        left,
-        right,
-        misaligned
-    });
 
     impl checkpoint_runtime::Operator for Join {
         type Input = Either;
@@ -264,9 +262,9 @@ fn fan_in_of_different_types_aligns_windows() {
 }
 
 /// Converts a tagged tuple to its window id's text (a different type).
-#[derive(Default)]
+#[derive(Default, Checkpoint)]
+#[checkpoint(stateless)]
 struct ToText;
-state!(ToText {} stateless = true);
 
 impl checkpoint_runtime::Operator for ToText {
     type Input = Tagged;
@@ -308,11 +306,11 @@ fn stateless_operators_are_never_saved_but_commits_advance() {
     assert_eq!(report.operator("to-text").expect("report").checkpoints, 0);
 }
 
-#[derive(Default)]
+#[derive(Default, Checkpoint)]
 struct CountStrings {
+    #[checkpoint(transient)]
     seen: Arc<Mutex<u64>>,
 }
-state!(CountStrings {});
 
 impl checkpoint_runtime::Operator for CountStrings {
     type Input = String;
@@ -356,9 +354,8 @@ fn a_diamond_with_tiny_queues_does_not_deadlock_and_stays_aligned() {
 }
 
 /// Passes tuples on, yielding the thread on each so it lags behind.
-#[derive(Default)]
+#[derive(Default, Checkpoint)]
 struct Slow;
-state!(Slow {});
 
 impl checkpoint_runtime::Operator for Slow {
     type Input = Tagged;
@@ -409,12 +406,12 @@ fn partitions_each_get_their_keys_state_and_checkpoints() {
 
 #[test]
 fn a_thread_local_operator_runs_on_its_upstreams_thread() {
-    #[derive(Default)]
+    #[derive(Default, Checkpoint)]
     struct ThreadName {
+        #[checkpoint(transient)]
         names: Arc<Mutex<Vec<String>>>,
         count: u64,
     }
-    state!(ThreadName { count });
 
     impl checkpoint_runtime::Operator for ThreadName {
         type Input = Tagged;
@@ -520,14 +517,16 @@ fn application_windows_span_several_streaming_windows() {
 
 #[test]
 fn checkpointed_fires_only_once_the_snapshot_is_on_disk() {
-    #[derive(Default)]
+    #[derive(Default, Checkpoint)]
     struct Probe {
+        #[checkpoint(transient)]
         dir: std::path::PathBuf,
+        #[checkpoint(transient)]
         missing: Arc<Mutex<Vec<WindowId>>>,
+        #[checkpoint(transient)]
         checked: Arc<Mutex<u32>>,
         n: u64,
     }
-    state!(Probe { n });
 
     impl checkpoint_runtime::Operator for Probe {
         type Input = Tagged;
@@ -612,12 +611,12 @@ fn an_operator_error_fails_the_job_naming_operator_and_window() {
 
 #[test]
 fn a_stop_request_ends_a_time_windowed_job_gracefully() {
-    #[derive(Default)]
+    #[derive(Default, Checkpoint)]
     struct Forever {
         next: u64,
+        #[checkpoint(transient)]
         window: Option<WindowId>,
     }
-    state!(Forever { next });
 
     impl checkpoint_runtime::InputOperator for Forever {
         type Output = Tagged;
@@ -644,12 +643,12 @@ fn a_stop_request_ends_a_time_windowed_job_gracefully() {
     }
 
     /// Asks for the stop once it has seen enough.
-    #[derive(Default)]
+    #[derive(Default, Checkpoint)]
     struct StopAfter {
+        #[checkpoint(transient)]
         stop: Option<checkpoint_runtime::StopHandle>,
         n: u64,
     }
-    state!(StopAfter { n });
 
     impl checkpoint_runtime::Operator for StopAfter {
         type Input = Tagged;

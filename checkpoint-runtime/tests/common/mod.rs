@@ -5,32 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use checkpoint_core::WindowId;
+use checkpoint_core::{Checkpoint, WindowId};
 use checkpoint_runtime::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output};
 use serde::{Deserialize, Serialize};
-
-/// Implements `Checkpoint` for a struct whose persisted fields are listed;
-/// the others are transient and restored with `Default`.
-#[macro_export]
-macro_rules! state {
-    ($ty:ident { $($field:ident),* } $(stateless = $stateless:expr)?) => {
-        impl checkpoint_core::Checkpoint for $ty {
-            const TYPE_NAME: &'static str = stringify!($ty);
-            $(const STATELESS: bool = $stateless;)?
-            const FINGERPRINT: u64 = checkpoint_core::LayoutHasher::new()
-                $(.write_str(stringify!($field)))*
-                .finish();
-            fn encode_state<W: std::io::Write>(&self, _out: &mut W) -> Result<(), checkpoint_core::PayloadError> {
-                $(checkpoint_core::payload::encode(&self.$field, _out)?;)*
-                Ok(())
-            }
-            fn decode_state(_input: &mut &[u8]) -> Result<Self, checkpoint_core::PayloadError> {
-                #[allow(clippy::needless_update, reason = "some states list every field")]
-                Ok($ty { $($field: checkpoint_core::payload::decode(_input)?,)* ..Default::default() })
-            }
-        }
-    };
-}
 
 /// What the hooks of recording operators saw, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,16 +44,18 @@ pub struct Tagged {
 }
 
 /// Emits `0..end`, `per_call` per `emit_tuples`, each tagged with its window.
-#[derive(Default)]
+#[derive(Default, Checkpoint)]
 pub struct Counting {
     pub next: u64,
     pub end: u64,
     pub per_call: u64,
+    #[checkpoint(transient)]
     pub window: Option<WindowId>,
+    #[checkpoint(transient)]
     pub log: Option<Log>,
+    #[checkpoint(transient)]
     pub name: String,
 }
-state!(Counting { next, end, per_call });
 
 impl Counting {
     pub fn new(end: u64, per_call: u64) -> Self {
@@ -155,17 +134,20 @@ impl InputOperator for Counting {
 
 /// Sums values, checks every tuple belongs to the window it is processed
 /// in (window alignment), records hooks, and passes tuples on.
-#[derive(Default)]
+#[derive(Default, Checkpoint)]
 pub struct Summer {
     pub sum: u64,
     pub count: u64,
+    #[checkpoint(transient)]
     pub window: Option<WindowId>,
     pub misaligned: u64,
+    #[checkpoint(transient)]
     pub log: Option<Log>,
+    #[checkpoint(transient)]
     pub name: String,
+    #[checkpoint(transient)]
     pub fail_at: Option<(u32, bool)>,
 }
-state!(Summer { sum, count, misaligned });
 
 impl Summer {
     pub fn logged(log: &Log) -> Self {
@@ -242,13 +224,15 @@ impl Operator for Summer {
 }
 
 /// A sink that shares what it received with the test.
-#[derive(Default)]
+#[derive(Default, Checkpoint)]
 pub struct Collect {
+    #[checkpoint(transient)]
     pub seen: Arc<Mutex<Vec<Tagged>>>,
+    #[checkpoint(transient)]
     pub window: Option<WindowId>,
+    #[checkpoint(transient)]
     pub misaligned: Arc<Mutex<u64>>,
 }
-state!(Collect {});
 
 impl Operator for Collect {
     type Input = Tagged;

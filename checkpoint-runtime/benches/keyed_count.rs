@@ -1,0 +1,413 @@
+//! The `keyed-count` workload of DESIGN.md, end to end through the runtime:
+//! source -> keyed counter -> summing sink, with checkpoints off, every
+//! second and every 100 ms, for K = 100,000 and K = 5,000,000 keys.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench -p checkpoint-runtime --bench keyed_count
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench -p checkpoint-runtime --bench keyed_count -- \
+//!     --config off --keys 100000 --runs 1          # one configuration, e.g. to profile it
+//! ```
+//!
+//! Tuple `i` (0-based, `i < N`) has key `splitmix64(i) % K` and value 1.
+//! The counter keeps one count per key and emits `(key, new count)` for each
+//! tuple; the sink sums the new counts. The result must equal the sum over
+//! keys of `c(c+1)/2`, where the counts `c` are found here by counting keys
+//! directly, without the runtime; a mismatch ends the benchmark with an
+//! error.
+//!
+//! Every run prints one JSON object on stdout; the medians per
+//! configuration follow on stderr. Flags (all optional):
+//!
+//! - `--tuples N`: tuples per run (default 60,000,000);
+//! - `--keys K[,K...]`: key counts (default `100000,5000000`);
+//! - `--config C[,C...]`: `off`, `1s`, `100ms` (default all three);
+//! - `--runs R`: runs per configuration, interleaved (default 3);
+//! - `--window-ms MS`: streaming window (default 100; checkpoint intervals
+//!   are whole multiples of it);
+//! - `--batch-size B`: tuples per batch between threads (runtime default
+//!   1,024);
+//! - `--chunk C`: tuples the source emits per `emit_tuples` call (default
+//!   1,024);
+//! - `--dir PATH`: where checkpoint directories are made (default `/tmp`).
+//!
+//! Figures and their reading are in `docs/BENCHMARKS.md`.
+#![allow(missing_docs, reason = "a benchmark binary, not an API")]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use checkpoint_core::{Checkpoint, FsStorageAgent};
+use checkpoint_runtime::{Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, Runtime, WindowMode};
+
+/// splitmix64 as DESIGN.md defines it (wrapping u64 arithmetic).
+fn splitmix64(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The source: tuples `next..end`, `chunk` per call, each as its key.
+#[derive(Checkpoint)]
+struct Keys {
+    next: u64,
+    end: u64,
+    keys: u64,
+    chunk: u64,
+}
+
+impl InputOperator for Keys {
+    type Output = u64;
+
+    fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+        let stop = self.next.saturating_add(self.chunk).min(self.end);
+        for i in self.next..stop {
+            out.emit(splitmix64(i) % self.keys);
+        }
+        self.next = stop;
+        Ok(if self.next == self.end { Emit::Done } else { Emit::Continue })
+    }
+}
+
+/// The keyed counter: one count per key; every tuple has value 1.
+#[derive(Default, Checkpoint)]
+struct Counter {
+    counts: HashMap<u64, u64>,
+}
+
+impl Operator for Counter {
+    type Input = u64;
+    type Output = (u64, u64);
+
+    fn process(&mut self, key: u64, out: Output<'_, (u64, u64)>) -> OperatorResult {
+        let count = self.counts.entry(key).or_default();
+        *count += 1;
+        out.emit((key, *count));
+        Ok(())
+    }
+}
+
+/// The sink: the sum of the new counts. `result` hands the total to the
+/// benchmark when the operator stops; it is not state.
+#[derive(Default, Checkpoint)]
+struct SumCounts {
+    total: u128,
+    #[checkpoint(transient)]
+    result: Arc<Mutex<Option<u128>>>,
+}
+
+impl Operator for SumCounts {
+    type Input = (u64, u64);
+    type Output = ();
+
+    fn process(&mut self, (_key, count): (u64, u64), _out: Output<'_, ()>) -> OperatorResult {
+        self.total += u128::from(count);
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.total);
+    }
+}
+
+/// The expected result, without the runtime: count each key's tuples, then
+/// sum `c(c+1)/2` over the keys.
+fn expected(tuples: u64, keys: u64) -> u128 {
+    let mut counts = vec![0u64; usize::try_from(keys).expect("K fits in memory")];
+    for i in 0..tuples {
+        counts[(splitmix64(i) % keys) as usize] += 1;
+    }
+    counts
+        .iter()
+        .map(|&c| u128::from(c) * (u128::from(c) + 1) / 2)
+        .sum()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoints {
+    Off,
+    EverySecond,
+    Every100ms,
+}
+
+impl Checkpoints {
+    const ALL: [Checkpoints; 3] = [Checkpoints::Off, Checkpoints::EverySecond, Checkpoints::Every100ms];
+
+    fn name(self) -> &'static str {
+        match self {
+            Checkpoints::Off => "off",
+            Checkpoints::EverySecond => "1s",
+            Checkpoints::Every100ms => "100ms",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        Checkpoints::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown --config {s:?} (off, 1s, 100ms)"))
+    }
+
+    fn interval(self) -> Option<Duration> {
+        match self {
+            Checkpoints::Off => None,
+            Checkpoints::EverySecond => Some(Duration::from_secs(1)),
+            Checkpoints::Every100ms => Some(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Options {
+    tuples: u64,
+    keys: Vec<u64>,
+    configs: Vec<Checkpoints>,
+    runs: usize,
+    window: Duration,
+    batch_size: Option<usize>,
+    chunk: u64,
+    dir: PathBuf,
+}
+
+fn parse_list<T>(value: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    value.split(',').map(|v| parse(v.trim())).collect()
+}
+
+fn parse_number(flag: &str, value: &str) -> Result<u64, String> {
+    value
+        .replace('_', "")
+        .parse::<u64>()
+        .map_err(|e| format!("{flag} {value:?}: {e}"))
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        tuples: 60_000_000,
+        keys: vec![100_000, 5_000_000],
+        configs: Checkpoints::ALL.to_vec(),
+        runs: 3,
+        window: Duration::from_millis(100),
+        batch_size: None,
+        chunk: 1024,
+        dir: PathBuf::from("/tmp"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        // `cargo bench` passes `--bench` to every benchmark binary.
+        if flag == "--bench" {
+            continue;
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--tuples" | "-n" => options.tuples = parse_number(&flag, &value)?,
+            "--keys" | "-k" => options.keys = parse_list(&value, |v| parse_number(&flag, v))?,
+            "--config" => options.configs = parse_list(&value, Checkpoints::parse)?,
+            "--runs" => options.runs = parse_number(&flag, &value)? as usize,
+            "--window-ms" => options.window = Duration::from_millis(parse_number(&flag, &value)?),
+            "--batch-size" => options.batch_size = Some(parse_number(&flag, &value)? as usize),
+            "--chunk" => options.chunk = parse_number(&flag, &value)?,
+            "--dir" => options.dir = PathBuf::from(value),
+            _ => return Err(format!("unknown flag {flag:?} (see the top of benches/keyed_count.rs)")),
+        }
+    }
+    if options.keys.contains(&0) || options.chunk == 0 || options.runs == 0 || options.window.is_zero() {
+        return Err("--keys, --chunk, --runs and --window-ms must be positive".to_owned());
+    }
+    for config in &options.configs {
+        if let Some(interval) = config.interval()
+            && (interval.as_nanos() % options.window.as_nanos() != 0 || interval < options.window)
+        {
+            return Err(format!(
+                "checkpoints every {} need a streaming window that divides it, not {} ms",
+                config.name(),
+                options.window.as_millis()
+            ));
+        }
+    }
+    Ok(options)
+}
+
+/// What one run measured.
+#[derive(Debug, serde::Serialize)]
+struct RunRecord {
+    config: &'static str,
+    keys: u64,
+    tuples: u64,
+    run: usize,
+    seconds: f64,
+    tuples_per_second: f64,
+    /// Checkpoints of the counter, the initial one included.
+    checkpoints: u64,
+    /// Size of the counter's last checkpoint, in bytes.
+    last_checkpoint_bytes: u64,
+    /// Streaming windows the counter completed.
+    windows: u64,
+    committed: Option<String>,
+    result: u128,
+    expected: u128,
+    check: &'static str,
+}
+
+fn run_once(options: &Options, config: Checkpoints, keys: u64, expected: u128, run: usize) -> Result<RunRecord, String> {
+    let result = Arc::new(Mutex::new(None));
+    let mut dag = Dag::new();
+    let source = dag.input(
+        "keys",
+        Keys {
+            next: 0,
+            end: options.tuples,
+            keys,
+            chunk: options.chunk,
+        },
+    );
+    let counter = dag.operator("count", Counter::default());
+    let sink = dag.operator(
+        "sum",
+        SumCounts {
+            total: 0,
+            result: Arc::clone(&result),
+        },
+    );
+    dag.connect(&source, &counter).connect(&counter, &sink);
+
+    let mut runtime_config = Config::default().window_mode(WindowMode::Time(options.window));
+    if let Some(batch) = options.batch_size {
+        runtime_config = runtime_config.batch_size(batch);
+    }
+    // Kept alive until the run is over, then removed.
+    let mut dir = None;
+    if let Some(interval) = config.interval() {
+        let every = u32::try_from(interval.as_nanos() / options.window.as_nanos()).map_err(|e| e.to_string())?;
+        dag.default_checkpoint_window_count(every);
+        let tmp = tempfile::Builder::new()
+            .prefix("keyed-count-")
+            .tempdir_in(&options.dir)
+            .map_err(|e| format!("making a checkpoint directory in {}: {e}", options.dir.display()))?;
+        let storage = FsStorageAgent::new(tmp.path()).map_err(|e| e.to_string())?;
+        runtime_config = runtime_config.storage(storage);
+        dir = Some(tmp);
+    }
+
+    let started = Instant::now();
+    let report = Runtime::new(runtime_config)
+        .run(dag)
+        .map_err(|e| format!("{} K={keys}: the job failed: {e}", config.name()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(dir);
+
+    let count = report.operator("count").ok_or("no report for `count`")?;
+    let got = result
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .ok_or("the sink never reported its total")?;
+    let tuples_ok = count.tuples_in == options.tuples
+        && report.operator("sum").map(|o| o.tuples_in) == Some(options.tuples);
+    Ok(RunRecord {
+        config: config.name(),
+        keys,
+        tuples: options.tuples,
+        run,
+        seconds,
+        tuples_per_second: options.tuples as f64 / seconds,
+        checkpoints: count.checkpoints,
+        last_checkpoint_bytes: count.last_checkpoint_bytes,
+        windows: count.windows,
+        committed: report.committed.map(|w| w.to_string()),
+        result: got,
+        expected,
+        check: if got == expected && tuples_ok { "ok" } else { "MISMATCH" },
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("keyed_count: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut expectations = Vec::new();
+    for &keys in &options.keys {
+        let started = Instant::now();
+        let value = expected(options.tuples, keys);
+        eprintln!(
+            "keyed_count: K={keys} N={}: expected sum {value} (counted in {:.1} s)",
+            options.tuples,
+            started.elapsed().as_secs_f64()
+        );
+        expectations.push((keys, value));
+    }
+
+    let mut records: Vec<RunRecord> = Vec::new();
+    // Interleaved, so a noisy minute of the shared machine touches every
+    // configuration rather than one.
+    for run in 0..options.runs {
+        for &(keys, expected) in &expectations {
+            for &config in &options.configs {
+                let record = match run_once(&options, config, keys, expected, run) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        eprintln!("keyed_count: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match serde_json::to_string(&record) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        eprintln!("keyed_count: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                if record.check != "ok" {
+                    eprintln!(
+                        "keyed_count: WRONG RESULT for {} K={keys} N={}: got {}, expected {}",
+                        record.config, record.tuples, record.result, record.expected
+                    );
+                    return ExitCode::FAILURE;
+                }
+                records.push(record);
+            }
+        }
+    }
+
+    eprintln!();
+    eprintln!("| checkpoints | K | N | runs | median s | median tuples/s | checkpoints | last checkpoint |");
+    eprintln!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for &(keys, _) in &expectations {
+        for &config in &options.configs {
+            let runs: Vec<&RunRecord> = records
+                .iter()
+                .filter(|r| r.keys == keys && r.config == config.name())
+                .collect();
+            let mut seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+            let mut rates: Vec<f64> = runs.iter().map(|r| r.tuples_per_second).collect();
+            let mut checkpoints: Vec<f64> = runs.iter().map(|r| r.checkpoints as f64).collect();
+            let bytes = runs.last().map_or(0, |r| r.last_checkpoint_bytes);
+            eprintln!(
+                "| {} | {keys} | {} | {} | {:.2} | {:.2}M | {} | {:.1} MB |",
+                config.name(),
+                options.tuples,
+                runs.len(),
+                median(&mut seconds),
+                median(&mut rates) / 1e6,
+                median(&mut checkpoints),
+                bytes as f64 / 1e6
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
