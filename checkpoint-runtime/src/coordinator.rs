@@ -1,14 +1,10 @@
 //! The checkpoint coordinator (Apex's STRAM): which checkpoint each operator
 //! would recover from, and which window is committed.
 
-use std::sync::Arc;
-
-use checkpoint_core::{StorageAgent, WindowId};
-use crossbeam_channel::{Receiver, Sender};
+use checkpoint_core::WindowId;
 
 use crate::failure::Failure;
-use crate::manifest::JobManifest;
-use crate::metrics::Metrics;
+use crate::stream::Resume;
 
 /// The shape of the physical DAG the recovery computation needs.
 ///
@@ -161,7 +157,10 @@ pub struct RecoveryPlan {
 /// - the committed window is the smallest recovery checkpoint.
 ///
 /// A stateless operator has a checkpoint at every window it completed; a
-/// finished operator's final checkpoint stands for every later window.
+/// finished operator's final checkpoint stands for every later window, and a
+/// finished operator is left out of the committed minimum (once every
+/// operator finished, the committed window is the largest recovery
+/// checkpoint).
 ///
 /// # Panics
 ///
@@ -211,28 +210,39 @@ pub fn plan(topology: &Topology, operators: &[OperatorCheckpoints]) -> RecoveryP
         recovery[i] = operators[i].newest_at_or_before(bound);
         missing[i] = recovery[i].is_none();
     }
+    // A finished operator's state no longer changes and nothing is replayed
+    // to it: it does not hold the commit back (a short side branch would
+    // otherwise cap it forever). Once everything finished, everything up to
+    // the last window is committed.
+    let running: Vec<usize> = (0..operators.len())
+        .filter(|&i| operators[i].finished_at.is_none())
+        .collect();
     let committed = if missing.iter().any(|m| *m) {
         None
+    } else if running.is_empty() {
+        recovery.iter().flatten().max().copied()
     } else {
-        recovery.iter().flatten().min().copied()
+        running.iter().filter_map(|&i| recovery[i]).min()
     };
     RecoveryPlan { recovery, committed }
 }
 
-/// What workers tell the coordinator.
+/// What workers tell the coordinator. `epoch` is the incarnation of the
+/// operator that sent it: reports from an instance torn down by a recovery
+/// are ignored.
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A checkpoint is durable (or, for a stateless operator, a window
     /// completed).
-    Checkpointed { node: usize, window: WindowId },
+    Checkpointed { node: usize, epoch: u32, window: WindowId },
     /// The operator ended its stream at `window`, its final checkpoint durable.
-    Finished { node: usize, window: WindowId },
-    /// The operator failed.
-    Failed(Failure),
+    Finished { node: usize, epoch: u32, window: WindowId },
+    /// An operator on this thread failed.
+    Failed { node: usize, epoch: u32, failure: Failure },
 }
 
-/// What the coordinator and savers tell a worker.
-#[derive(Debug)]
+/// What the coordinator and savers tell a worker thread, addressed to one
+/// operator of the thread (the thread's own, or one chained on it).
 pub(crate) enum Control {
     /// Deliver `committed(window)` at the next window boundary.
     Committed(WindowId),
@@ -242,136 +252,25 @@ pub(crate) enum Control {
         buffer: Vec<u8>,
         result: Result<(), String>,
     },
+    /// Recovered downstream operators need the stream again, each on a new
+    /// channel (an erased `Sender<Message<_>>`): all of one recovery's in
+    /// one message, so their replays go out window by window together.
+    Reconnect(Vec<(usize, Box<dyn std::any::Any + Send>, Resume)>),
     /// The job is over: tear down and exit.
     Shutdown,
 }
 
-/// The coordinator's loop, on its own thread.
-pub(crate) struct Coordinator {
-    pub(crate) topology: Topology,
-    pub(crate) names: Vec<String>,
-    pub(crate) checkpoints: Vec<OperatorCheckpoints>,
-    pub(crate) controls: Vec<Sender<Control>>,
-    pub(crate) events: Receiver<Event>,
-    pub(crate) storage: Option<Arc<dyn StorageAgent>>,
-    pub(crate) manifest: Option<JobManifest>,
-    pub(crate) abort: Option<Sender<()>>,
-    pub(crate) metrics: Arc<Metrics>,
-}
-
-/// How the job ended, from the coordinator's point of view.
-#[derive(Debug)]
-pub(crate) struct CoordinatorOutcome {
-    pub(crate) committed: Option<WindowId>,
-    pub(crate) failure: Option<Failure>,
-    pub(crate) storage_error: Option<checkpoint_core::StorageError>,
-    /// Held until every worker has exited: dropping it aborts them, which
-    /// must not race their last commit and shutdown on success.
-    pub(crate) abort: Option<Sender<()>>,
-}
-
-impl Coordinator {
-    pub(crate) fn run(mut self) -> CoordinatorOutcome {
-        let n = self.names.len();
-        let mut committed: Option<WindowId> = None;
-        // Retention: the recovery checkpoints computed at the previous commit.
-        let mut retain_from: Vec<Option<WindowId>> = vec![None; n];
-        let mut finished = 0usize;
-        let mut outcome = CoordinatorOutcome {
-            committed: None,
-            failure: None,
-            storage_error: None,
-            abort: None,
-        };
-        while finished < n {
-            let Ok(event) = self.events.recv() else {
-                // Every worker is gone without finishing: they aborted.
-                break;
-            };
-            match event {
-                Event::Checkpointed { node, window } => {
-                    let ops = &mut self.checkpoints[node];
-                    if ops.stateless_through.is_some() {
-                        ops.stateless_through = Some(ops.stateless_through.map_or(window, |w| w.max(window)));
-                    } else if ops.durable.last().is_none_or(|last| *last < window) {
-                        ops.durable.push(window);
-                    }
-                }
-                Event::Finished { node, window } => {
-                    // Sent once the final checkpoint is durable, possibly
-                    // before an asynchronous saver's own report of it.
-                    let ops = &mut self.checkpoints[node];
-                    if let Some(through) = &mut ops.stateless_through {
-                        *through = (*through).max(window);
-                    } else if ops.durable.last().is_none_or(|last| *last < window) {
-                        ops.durable.push(window);
-                    }
-                    ops.finished_at = Some(window);
-                    finished += 1;
-                }
-                Event::Failed(failure) => {
-                    outcome.failure = Some(failure);
-                    break;
-                }
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Committed(w) => write!(f, "Committed({w})"),
+            Control::Saved { window, result, .. } => write!(f, "Saved({window}, {result:?})"),
+            Control::Reconnect(targets) => {
+                let targets: Vec<_> = targets.iter().map(|(t, _, r)| (t, r)).collect();
+                write!(f, "Reconnect({targets:?})")
             }
-            let plan = plan(&self.topology, &self.checkpoints);
-            if let Some(new) = plan.committed
-                && committed.is_none_or(|old| new > old)
-            {
-                committed = Some(new);
-                self.metrics.set_committed(new);
-                for control in &self.controls {
-                    // A worker that is gone has nothing left to be told.
-                    let _ = control.send(Control::Committed(new));
-                }
-                if let Err(e) = self.purge(&retain_from) {
-                    outcome.storage_error = Some(e);
-                    break;
-                }
-                retain_from = plan.recovery.clone();
-                if let Err(e) = self.write_manifest(new) {
-                    outcome.storage_error = Some(e);
-                    break;
-                }
-            }
+            Control::Shutdown => write!(f, "Shutdown"),
         }
-        outcome.committed = committed;
-        if outcome.failure.is_some() || outcome.storage_error.is_some() || finished < n {
-            // Wake every blocked worker; they exit without reporting.
-            self.abort.take();
-        }
-        outcome.abort = self.abort.take();
-        for control in &self.controls {
-            let _ = control.send(Control::Shutdown);
-        }
-        outcome
-    }
-
-    /// Deletes each operator's checkpoints older than its recovery
-    /// checkpoint at the previous commit, so one older good checkpoint
-    /// always remains.
-    fn purge(&mut self, retain_from: &[Option<WindowId>]) -> Result<(), checkpoint_core::StorageError> {
-        let Some(storage) = &self.storage else {
-            return Ok(());
-        };
-        for (node, keep_from) in retain_from.iter().enumerate() {
-            let Some(keep_from) = keep_from else { continue };
-            let ops = &mut self.checkpoints[node];
-            let old: Vec<WindowId> = ops.durable.iter().copied().take_while(|w| w < keep_from).collect();
-            for window in &old {
-                storage.delete(&self.names[node], *window)?;
-            }
-            ops.durable.drain(..old.len());
-        }
-        Ok(())
-    }
-
-    fn write_manifest(&mut self, committed: WindowId) -> Result<(), checkpoint_core::StorageError> {
-        let (Some(storage), Some(manifest)) = (&self.storage, &mut self.manifest) else {
-            return Ok(());
-        };
-        manifest.committed = Some(committed);
-        storage.save_manifest(&manifest.to_bytes())
     }
 }
 
@@ -481,6 +380,35 @@ mod tests {
         );
         assert_eq!(plan.recovery, [Some(w(20)), Some(w(20)), Some(w(20))]);
         assert_eq!(plan.committed, Some(w(20)));
+    }
+
+    #[test]
+    fn a_finished_sink_does_not_cap_the_commit() {
+        // short(0) -> {join(2), side(3)}, long(1) -> join(2). `short` and its
+        // side sink finished at window 2; `long` and `join` run on.
+        let topology = Topology::new(vec![vec![2, 3], vec![2], vec![], vec![]]);
+        let mut short = OperatorCheckpoints::durable(vec![w(0), w(2)]);
+        short.finished_at = Some(w(2));
+        let mut side = OperatorCheckpoints::durable(vec![w(0), w(2)]);
+        side.finished_at = Some(w(2));
+        let running = OperatorCheckpoints::durable(vec![w(0), w(10), w(20)]);
+        let plan = plan(&topology, &[short, running.clone(), running, side]);
+        assert_eq!(plan.recovery, [Some(w(2)), Some(w(20)), Some(w(20)), Some(w(2))]);
+        assert_eq!(plan.committed, Some(w(20)));
+    }
+
+    #[test]
+    fn once_everything_finished_the_last_window_is_committed() {
+        let topology = Topology::new(vec![vec![1, 2], vec![], vec![]]);
+        let mut all = [
+            OperatorCheckpoints::durable(vec![w(0), w(30)]),
+            OperatorCheckpoints::durable(vec![w(0), w(30)]),
+            OperatorCheckpoints::durable(vec![w(0), w(30)]),
+        ];
+        for o in all.iter_mut() {
+            o.finished_at = Some(w(30));
+        }
+        assert_eq!(plan(&topology, &all).committed, Some(w(30)));
     }
 
     #[test]

@@ -14,8 +14,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::coordinator::{Control, Event};
 use crate::failure::{Failure, panic_message};
+use crate::fault::{FaultPoint, Faults};
 use crate::metrics::Metrics;
-use crate::operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Tuple};
+use crate::operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, ProcessingMode, Tuple};
 use crate::stream::{Emitter, Subscriber};
 
 /// The hooks shared by [`Operator`] and [`InputOperator`].
@@ -76,15 +77,37 @@ lifecycle!(AsInput, InputOperator);
 /// What a physical operator needs from the runtime.
 pub(crate) struct NodeEnv {
     pub(crate) node: usize,
+    /// Which incarnation of the operator this is (0, then +1 per restore).
+    pub(crate) epoch: u32,
     pub(crate) ctx: OperatorContext,
     pub(crate) storage: Option<Arc<dyn StorageAgent>>,
     pub(crate) async_saves: bool,
-    pub(crate) control: Receiver<Control>,
-    pub(crate) control_tx: Sender<Control>,
+    /// The thread's control channel; `None` for an operator chained on
+    /// another's thread, whose messages the thread's root hands over.
+    pub(crate) control: Option<Receiver<(usize, Control)>>,
+    pub(crate) control_tx: Sender<(usize, Control)>,
     pub(crate) events: Sender<Event>,
-    pub(crate) abort: Receiver<()>,
+    /// Disconnected when this operator is killed or the job aborts.
+    pub(crate) kill: Receiver<()>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Restored from a checkpoint (no initial checkpoint to take).
+    pub(crate) restored: bool,
+    pub(crate) mode: ProcessingMode,
+    pub(crate) faults: Option<Faults>,
 }
+
+/// A failure from the emitter (a chained operator's, an abort) passed
+/// through [`Core::call`] unchanged.
+#[derive(Debug)]
+struct Forward(Failure);
+
+impl std::fmt::Display for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::error::Error for Forward {}
 
 /// A hook call waiting for the next window boundary.
 #[derive(Debug)]
@@ -113,6 +136,7 @@ impl Saver {
         let node = env.node;
         let control = env.control_tx.clone();
         let events = env.events.clone();
+        let epoch = env.epoch;
         let thread = std::thread::Builder::new()
             .name(format!("save:{name}"))
             .spawn(move || {
@@ -125,7 +149,7 @@ impl Saver {
                     };
                     if result.is_err() {
                         // Leave no partial checkpoint behind.
-                        let _ = storage.delete(&name, job.window);
+                        let _ = catch_unwind(AssertUnwindSafe(|| storage.delete(&name, job.window)));
                     }
                     let durable = result.is_ok();
                     let saved = Control::Saved {
@@ -133,17 +157,15 @@ impl Saver {
                         buffer: job.bytes,
                         result,
                     };
-                    if control.send(saved).is_err() {
+                    if control.send((node, saved)).is_err() {
                         break;
                     }
-                    if durable
-                        && events
-                            .send(Event::Checkpointed {
-                                node,
-                                window: job.window,
-                            })
-                            .is_err()
-                    {
+                    let event = Event::Checkpointed {
+                        node,
+                        epoch,
+                        window: job.window,
+                    };
+                    if durable && events.send(event).is_err() {
                         break;
                     }
                 }
@@ -180,12 +202,15 @@ pub(crate) struct Core<L: Lifecycle> {
     in_flight: Option<WindowId>,
     shutdown: bool,
     torn_down: bool,
+    faults: Option<Faults>,
+    tuples_in_window: u64,
 }
 
 impl<L: Lifecycle> Core<L> {
-    pub(crate) fn new(op: L, out: Emitter<L::Out>, env: NodeEnv) -> Self {
+    pub(crate) fn new(op: L, out: Emitter<L::Out>, mut env: NodeEnv) -> Self {
         let activation = env.ctx.activation_window;
-        Core {
+        let faults = env.faults.take().filter(|f| f.targets(&env.ctx.name));
+        let mut core = Core {
             op,
             out,
             stateless: <L::State as Checkpoint>::STATELESS,
@@ -201,7 +226,36 @@ impl<L: Lifecycle> Core<L> {
             in_flight: None,
             shutdown: false,
             torn_down: false,
-        }
+            faults: None,
+            tuples_in_window: 0,
+        };
+        core.faults = faults;
+        core
+    }
+
+    pub(crate) fn node(&self) -> usize {
+        self.env.node
+    }
+
+    pub(crate) fn application_window_count(&self) -> u32 {
+        self.env.ctx.application_window_count
+    }
+
+    pub(crate) fn mode(&self) -> ProcessingMode {
+        self.env.mode
+    }
+
+    pub(crate) fn restored(&self) -> bool {
+        self.env.restored
+    }
+
+    /// Fires an injected fault armed for this point.
+    fn fault(&mut self, point: FaultPoint) -> Result<(), Failure> {
+        let (Some(faults), Some(window)) = (self.faults.clone(), self.window) else {
+            return Ok(());
+        };
+        let name = self.env.ctx.name.clone();
+        self.call(|_, _| faults.check(&name, window, point).map_err(Into::into))
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -212,12 +266,13 @@ impl<L: Lifecycle> Core<L> {
         self.env.ctx.activation_window
     }
 
-    pub(crate) fn control(&self) -> &Receiver<Control> {
-        &self.env.control
+    /// The thread's control channel (the root operator of a thread only).
+    pub(crate) fn control(&self) -> Option<&Receiver<(usize, Control)>> {
+        self.env.control.as_ref()
     }
 
-    pub(crate) fn abort(&self) -> &Receiver<()> {
-        &self.env.abort
+    pub(crate) fn kill(&self) -> &Receiver<()> {
+        &self.env.kill
     }
 
     fn fail(&self, cause: impl std::fmt::Display) -> Failure {
@@ -233,7 +288,12 @@ impl<L: Lifecycle> Core<L> {
         let result = catch_unwind(AssertUnwindSafe(|| hook(&mut self.op, &mut self.out)));
         let value = match result {
             Ok(Ok(value)) => value,
-            Ok(Err(e)) => return Err(self.fail(e)),
+            Ok(Err(e)) => {
+                return Err(match e.downcast::<Forward>() {
+                    Ok(forward) => forward.0,
+                    Err(e) => self.fail(e),
+                });
+            }
             Err(panic) => return Err(self.fail(panic_message(&*panic))),
         };
         // A failure inside the emitter (a chained operator's, or an abort).
@@ -245,25 +305,37 @@ impl<L: Lifecycle> Core<L> {
         self.env.storage.is_some()
     }
 
-    /// `setup`, then the initial checkpoint at the activation window.
+    /// `setup`, then (unless restored from it) the initial checkpoint at the
+    /// activation window.
     pub(crate) fn start(&mut self) -> Result<(), Failure> {
         let ctx = self.env.ctx.clone();
         self.call(|op, _| op.setup(&ctx))?;
         if self.checkpointing() {
-            if let (false, true, Some(storage)) = (self.stateless, self.env.async_saves, &self.env.storage) {
+            let activation = self.activation();
+            let chained = self.env.control.is_none();
+            if let (false, true, false, Some(storage)) =
+                (self.stateless, self.env.async_saves, chained, &self.env.storage)
+            {
                 self.saver = Some(Saver::spawn(&self.env, Arc::clone(storage))?);
             }
-            let activation = self.activation();
-            if self.stateless {
-                self.report(Event::Checkpointed {
-                    node: self.env.node,
-                    window: activation,
-                })?;
+            if self.env.restored {
+                self.last_checkpoint = Some(activation);
+            } else if self.stateless {
+                self.report_checkpointed(activation)?;
             } else {
-                self.save(activation)?;
+                // Synchronously: a failure in the first window needs it.
+                self.save(activation, true)?;
             }
         }
         self.out.start()
+    }
+
+    fn report_checkpointed(&self, window: WindowId) -> Result<(), Failure> {
+        self.report(Event::Checkpointed {
+            node: self.env.node,
+            epoch: self.env.epoch,
+            window,
+        })
     }
 
     fn report(&self, event: Event) -> Result<(), Failure> {
@@ -273,7 +345,9 @@ impl<L: Lifecycle> Core<L> {
     pub(crate) fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
         self.between_windows()?;
         self.window = Some(window);
-        self.out.begin_window(window)?;
+        self.tuples_in_window = 0;
+        self.fault(FaultPoint::BeginWindow)?;
+        self.call(|_, out| out.begin_window(window).map_err(|f| Box::new(Forward(f)).into()))?;
         if !self.in_app_window {
             self.in_app_window = true;
             self.call(|op, _| op.begin_window(window))?;
@@ -285,11 +359,12 @@ impl<L: Lifecycle> Core<L> {
         let ctx = &self.env.ctx;
         let app_end = last || (window.sequence() + 1).is_multiple_of(ctx.application_window_count);
         let checkpoint_window = (window.sequence() + 1).is_multiple_of(ctx.checkpoint_window_count);
+        self.fault(FaultPoint::EndWindow)?;
         if app_end && self.in_app_window {
             self.call(|op, out| op.end_window(out))?;
             self.in_app_window = false;
         }
-        self.out.end_window(window, last)?;
+        self.call(|_, out| out.end_window(window, last).map_err(|f| Box::new(Forward(f)).into()))?;
         self.window = None;
         self.last_ended = window;
         let metrics = &self.env.metrics.operators[self.env.node];
@@ -304,13 +379,10 @@ impl<L: Lifecycle> Core<L> {
                     self.call(|op, _| op.before_checkpoint(window))?;
                     self.call(|op, _| op.checkpointed(window))?;
                 }
-                self.report(Event::Checkpointed {
-                    node: self.env.node,
-                    window,
-                })?;
+                self.report_checkpointed(window)?;
             } else if checkpoint_window || (last && self.last_checkpoint != Some(window)) {
                 self.call(|op, _| op.before_checkpoint(window))?;
-                self.save(window)?;
+                self.save(window, false)?;
             }
         }
         self.between_windows()?;
@@ -319,15 +391,29 @@ impl<L: Lifecycle> Core<L> {
             self.between_windows()?;
             self.report(Event::Finished {
                 node: self.env.node,
+                epoch: self.env.epoch,
                 window,
             })?;
         }
         Ok(())
     }
 
+    /// Ends the stream without a window: every upstream ended before this
+    /// (restored) operator's checkpoint, whose state stands as final.
+    pub(crate) fn close_stream(&mut self) -> Result<(), Failure> {
+        self.call(|_, out| out.close().map_err(|f| Box::new(Forward(f)).into()))?;
+        self.wait_for_save()?;
+        self.between_windows()?;
+        self.report(Event::Finished {
+            node: self.env.node,
+            epoch: self.env.epoch,
+            window: self.last_ended,
+        })
+    }
+
     /// Encodes the state and saves it, synchronously or by handing it to
     /// the saver (after the previous save, if still in flight, is done).
-    fn save(&mut self, window: WindowId) -> Result<(), Failure> {
+    fn save(&mut self, window: WindowId, synchronous: bool) -> Result<(), Failure> {
         let Some(storage) = self.env.storage.clone() else {
             return Ok(());
         };
@@ -346,24 +432,34 @@ impl<L: Lifecycle> Core<L> {
             .checkpoint_bytes
             .store(self.buffer.len() as u64, Ordering::Relaxed);
         self.last_checkpoint = Some(window);
-        if let Some(jobs) = self.saver.as_ref().and_then(|s| s.jobs.as_ref()) {
+        if let Some(jobs) = self
+            .saver
+            .as_ref()
+            .and_then(|s| s.jobs.as_ref())
+            .filter(|_| !synchronous)
+        {
             let bytes = std::mem::replace(&mut self.buffer, self.spare.take().unwrap_or_default());
             self.in_flight = Some(window);
             jobs.send(SaveJob { window, bytes }).map_err(|_| Failure::Aborted)?;
             return Ok(());
         }
-        if let Err(e) = storage.save(&self.env.ctx.name, window, &self.buffer) {
-            let _ = storage.delete(&self.env.ctx.name, window);
+        let saved = catch_unwind(AssertUnwindSafe(|| {
+            storage.save(&self.env.ctx.name, window, &self.buffer)
+        }));
+        let error = match saved {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(panic) => Some(panic_message(&*panic)),
+        };
+        if let Some(e) = error {
+            let _ = catch_unwind(AssertUnwindSafe(|| storage.delete(&self.env.ctx.name, window)));
             return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
         }
         self.saved(window);
         if window != self.activation() {
             self.call(|op, _| op.checkpointed(window))?;
         }
-        self.report(Event::Checkpointed {
-            node: self.env.node,
-            window,
-        })
+        self.report_checkpointed(window)
     }
 
     fn saved(&self, window: WindowId) {
@@ -375,19 +471,36 @@ impl<L: Lifecycle> Core<L> {
     /// Blocks until no save is in flight (asynchronous saving only).
     fn wait_for_save(&mut self) -> Result<(), Failure> {
         while self.in_flight.is_some() {
+            let Some(control) = self.env.control.clone() else {
+                // Chained operators save synchronously.
+                return Ok(());
+            };
             let message = crossbeam_channel::select! {
-                recv(self.env.control) -> msg => msg.map_err(|_| Failure::Aborted)?,
-                recv(self.env.abort) -> _ => return Err(Failure::Aborted),
+                recv(control) -> msg => msg.map_err(|_| Failure::Aborted)?,
+                recv(self.env.kill) -> _ => return Err(Failure::Aborted),
             };
             self.accept(message)?;
         }
         Ok(())
     }
 
-    /// Takes a control message; hooks it asks for wait in order for the
-    /// next window boundary.
-    pub(crate) fn accept(&mut self, message: Control) -> Result<(), Failure> {
+    /// Takes a control message addressed to `node`: this operator's own, or
+    /// one chained on it. Hooks it asks for wait, in order, for the next
+    /// window boundary.
+    pub(crate) fn accept(&mut self, (node, message): (usize, Control)) -> Result<(), Failure> {
+        if node != self.env.node {
+            // A chained operator's; one no longer here (restored) is dropped.
+            let _ = self.out.deliver(node, message)?;
+            return Ok(());
+        }
+        self.accept_own(message)
+    }
+
+    pub(crate) fn accept_own(&mut self, message: Control) -> Result<(), Failure> {
         match message {
+            // Nothing at or before the activation window concerns this
+            // incarnation (and the initial checkpoint has no `checkpointed`).
+            Control::Committed(window) if window <= self.activation() => {}
             Control::Committed(window) => self.deferred.push_back(Deferred::Committed(window)),
             Control::Saved { window, buffer, result } => {
                 self.in_flight = None;
@@ -400,6 +513,7 @@ impl<L: Lifecycle> Core<L> {
                     self.deferred.push_back(Deferred::Checkpointed(window));
                 }
             }
+            Control::Reconnect(targets) => self.out.reconnect(targets)?,
             Control::Shutdown => self.shutdown = true,
         }
         Ok(())
@@ -407,10 +521,13 @@ impl<L: Lifecycle> Core<L> {
 
     /// Drains control messages without blocking.
     pub(crate) fn poll_control(&mut self) -> Result<(), Failure> {
-        if let Err(crossbeam_channel::TryRecvError::Disconnected) = self.env.abort.try_recv() {
+        if let Err(crossbeam_channel::TryRecvError::Disconnected) = self.env.kill.try_recv() {
             return Err(Failure::Aborted);
         }
-        while let Ok(message) = self.env.control.try_recv() {
+        let Some(control) = self.env.control.clone() else {
+            return Ok(());
+        };
+        while let Ok(message) = control.try_recv() {
             self.accept(message)?;
         }
         Ok(())
@@ -419,7 +536,9 @@ impl<L: Lifecycle> Core<L> {
     /// Delivers waiting hooks: the operator is between windows.
     pub(crate) fn between_windows(&mut self) -> Result<(), Failure> {
         self.poll_control()?;
-        while let Some(deferred) = self.deferred.pop_front() {
+        while !self.in_app_window
+            && let Some(deferred) = self.deferred.pop_front()
+        {
             match deferred {
                 Deferred::Checkpointed(window) => self.call(|op, _| op.checkpointed(window))?,
                 Deferred::Committed(window) => {
@@ -431,18 +550,22 @@ impl<L: Lifecycle> Core<L> {
         self.out.between_windows()
     }
 
-    /// After the stream ended: delivers commits until the job shuts down.
+    /// After the stream ended: delivers commits (and replays for recovered
+    /// downstreams) until the job shuts down.
     pub(crate) fn await_shutdown(&mut self) -> Result<(), Failure> {
+        let Some(control) = self.env.control.clone() else {
+            // Chained: the thread's root received everything addressed here.
+            return self.between_windows().and_then(|()| self.out.shutdown());
+        };
         while !self.shutdown {
             let message = crossbeam_channel::select! {
-                recv(self.env.control) -> msg => msg.map_err(|_| Failure::Aborted)?,
-                recv(self.env.abort) -> _ => return Err(Failure::Aborted),
+                recv(control) -> msg => msg.map_err(|_| Failure::Aborted)?,
+                recv(self.env.kill) -> _ => return Err(Failure::Aborted),
             };
             self.accept(message)?;
             self.between_windows()?;
         }
-        self.out.shutdown();
-        Ok(())
+        self.out.shutdown()
     }
 
     /// `teardown`, once; a panic in it is ignored (the operator is done).
@@ -459,6 +582,13 @@ impl<L: Lifecycle> Core<L> {
     }
 }
 
+impl<L: Lifecycle> Drop for Core<L> {
+    /// Tears down even when a panic unwinds past the thread's loop.
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
 impl<O: Operator> Core<AsOperator<O>> {
     /// Processes a batch: moved out if this operator is its only holder,
     /// cloned tuple by tuple if it is shared.
@@ -466,6 +596,10 @@ impl<O: Operator> Core<AsOperator<O>> {
         self.env.metrics.operators[self.env.node]
             .tuples_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if self.faults.is_some() {
+            return self.process_batch_with_faults(batch);
+        }
+        self.tuples_in_window += batch.len() as u64;
         self.call(|op, out| {
             match Arc::try_unwrap(batch) {
                 Ok(owned) => {
@@ -484,9 +618,30 @@ impl<O: Operator> Core<AsOperator<O>> {
     }
 }
 
+impl<O: Operator> Core<AsOperator<O>> {
+    /// One tuple at a time, so a fault can fire after exactly the k-th.
+    fn process_batch_with_faults(&mut self, batch: Arc<Vec<O::Input>>) -> Result<(), Failure> {
+        for tuple in batch.iter() {
+            let tuple = tuple.clone();
+            self.call(|op, out| op.0.process(tuple, out))?;
+            self.tuples_in_window += 1;
+            self.fault(FaultPoint::Tuple(self.tuples_in_window))?;
+        }
+        Ok(())
+    }
+}
+
 impl<I: InputOperator> Core<AsInput<I>> {
     pub(crate) fn emit_tuples(&mut self) -> Result<Emit, Failure> {
-        self.call(|op, out| op.0.emit_tuples(out))
+        let emit = self.call(|op, out| op.0.emit_tuples(out))?;
+        if self.faults.is_some() {
+            let before = self.tuples_in_window;
+            self.tuples_in_window = self.out.emitted_in_window();
+            for k in before + 1..=self.tuples_in_window {
+                self.fault(FaultPoint::Tuple(k))?;
+            }
+        }
+        Ok(emit)
     }
 }
 
@@ -494,6 +649,9 @@ impl<I: InputOperator> Core<AsInput<I>> {
 /// THREAD_LOCAL): the upstream's emitter drives it directly, no queue.
 pub(crate) struct InlineSubscriber<O: Operator> {
     pub(crate) core: Core<AsOperator<O>>,
+    /// In a window at or before the restored checkpoint, dropped whole (the
+    /// upstream of the chain may have been restored to an older one).
+    pub(crate) skipping: bool,
 }
 
 impl<O: Operator> Subscriber<O::Input> for InlineSubscriber<O> {
@@ -501,20 +659,40 @@ impl<O: Operator> Subscriber<O::Input> for InlineSubscriber<O> {
         self.core.start()
     }
     fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
+        if window <= self.core.activation() {
+            self.skipping = true;
+            return Ok(());
+        }
         self.core.begin_window(window)
     }
     fn batch(&mut self, batch: &Arc<Vec<O::Input>>) -> Result<(), Failure> {
+        if self.skipping {
+            return Ok(());
+        }
         self.core.process_batch(Arc::clone(batch))
     }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
+        if self.skipping {
+            self.skipping = false;
+            return if last { self.core.close_stream() } else { Ok(()) };
+        }
         self.core.end_window(window, last)
+    }
+    fn close(&mut self) -> Result<(), Failure> {
+        self.core.close_stream()
+    }
+    fn deliver(&mut self, node: usize, message: Control) -> Result<Option<Control>, Failure> {
+        if node == self.core.node() {
+            self.core.accept_own(message)?;
+            return Ok(None);
+        }
+        self.core.out.deliver(node, message)
     }
     fn between_windows(&mut self) -> Result<(), Failure> {
         self.core.between_windows()
     }
-    fn shutdown(&mut self) {
-        // An abort while waiting leaves nothing to do but tear down.
-        let _ = self.core.await_shutdown();
+    fn shutdown(&mut self) -> Result<(), Failure> {
+        self.core.await_shutdown()
     }
     fn teardown(&mut self) {
         self.core.teardown();

@@ -5,15 +5,16 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use checkpoint_core::Checkpoint;
-use crossbeam_channel::Receiver;
+use checkpoint_core::{Checkpoint, Snapshot};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::core::{AsInput, AsOperator, Core, InlineSubscriber, NodeEnv};
 use crate::error::DagError;
 use crate::failure::Failure;
-use crate::operator::{InputOperator, Operator, Tuple};
+use crate::operator::{InputOperator, Operator, ProcessingMode, Tuple};
 use crate::partition::StableHash;
-use crate::stream::{ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Message, Subscriber};
+use crate::replay::{ReplayBuffer, SpillPolicy};
+use crate::stream::{Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Message, Subscriber};
 use crate::window_gen::WindowGenerator;
 use crate::worker::{StopFlag, run_input, run_operator};
 
@@ -73,10 +74,6 @@ impl EdgeKind {
 /// A type-erased value whose type the two ends of an edge agree on.
 pub(crate) type Erased = Box<dyn Any + Send>;
 
-/// What one edge wiring makes: a subscriber per upstream partition, the
-/// receivers of each downstream partition.
-pub(crate) type Wired = (Vec<Erased>, Vec<Vec<Erased>>);
-
 /// A partition's thread body.
 pub(crate) type ThreadBody = Box<dyn FnOnce() -> Result<(), Failure> + Send>;
 
@@ -88,9 +85,32 @@ pub(crate) struct NodeParts {
     /// `Receiver<Message<In>>` per incoming queued edge.
     pub(crate) inputs: Vec<Box<dyn Any + Send>>,
     pub(crate) batch_size: usize,
-    pub(crate) replay: bool,
+    /// Where its output stream's replay buffer spills; `None` with
+    /// checkpointing off (no buffer).
+    pub(crate) replay: Option<SpillPolicy>,
     pub(crate) generator: WindowGenerator,
     pub(crate) stop: StopFlag,
+}
+
+/// What a partition is built from.
+pub(crate) enum Restore {
+    /// The user's value (first run).
+    Fresh,
+    /// A snapshot to decode.
+    Snapshot(Vec<u8>),
+}
+
+/// Builds the operator value of a partition.
+fn instance<T: Checkpoint>(restore: Restore, name: &str, fresh: impl FnOnce() -> Option<T>) -> Result<T, String> {
+    match restore {
+        Restore::Fresh => fresh().ok_or_else(|| format!("operator {name:?} was already built")),
+        Restore::Snapshot(bytes) if bytes.is_empty() && T::STATELESS => {
+            T::decode_state(&mut &[][..]).map_err(|e| format!("rebuilding stateless {name:?}: {e}"))
+        }
+        Restore::Snapshot(bytes) => Snapshot::decode::<T>(&bytes)
+            .map(|(_, value)| value)
+            .map_err(|e| format!("restoring {name:?}: {e}")),
+    }
 }
 
 /// A built partition: a thread body, or (for the downstream of a
@@ -102,7 +122,7 @@ pub(crate) enum Built {
 }
 
 pub(crate) trait NodeFactory: Send {
-    fn build(&mut self, partition: usize, parts: NodeParts, inline: bool) -> Built;
+    fn build(&mut self, partition: usize, parts: NodeParts, inline: bool, restore: Restore) -> Result<Built, String>;
 }
 
 fn downcast_all<T: 'static>(boxes: Vec<Box<dyn Any + Send>>) -> Vec<T> {
@@ -121,21 +141,23 @@ struct OperatorFactory<O, F> {
     _op: PhantomData<fn() -> O>,
 }
 
-impl<O: Operator, F: FnMut(usize) -> O + Send> NodeFactory for OperatorFactory<O, F> {
-    fn build(&mut self, partition: usize, parts: NodeParts, inline: bool) -> Built {
+impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorFactory<O, F> {
+    fn build(&mut self, partition: usize, parts: NodeParts, inline: bool, restore: Restore) -> Result<Built, String> {
+        let op = instance(restore, &parts.env.ctx.name, || (self.make)(partition))?;
         let subscribers = downcast_all::<Box<dyn Subscriber<O::Output>>>(parts.subscribers);
-        let emitter = Emitter::new(parts.batch_size, subscribers, parts.replay);
-        let mut core = Core::new(AsOperator((self.make)(partition)), emitter, parts.env);
+        let replay = parts.replay.map(|spill| ReplayBuffer::new(&parts.env.ctx.name, spill));
+        let emitter = Emitter::new(parts.batch_size, subscribers, replay);
+        let mut core = Core::new(AsOperator(op), emitter, parts.env);
         if inline {
-            let subscriber: Box<dyn Subscriber<O::Input>> = Box::new(InlineSubscriber { core });
-            return Built::Inline(Box::new(subscriber));
+            let subscriber: Box<dyn Subscriber<O::Input>> = Box::new(InlineSubscriber { core, skipping: false });
+            return Ok(Built::Inline(Box::new(subscriber)));
         }
         let inputs = downcast_all::<Receiver<Message<O::Input>>>(parts.inputs);
-        Built::Thread(Box::new(move || {
+        Ok(Built::Thread(Box::new(move || {
             let result = run_operator(&mut core, inputs);
             core.teardown();
             result
-        }))
+        })))
     }
 }
 
@@ -144,66 +166,75 @@ struct InputFactory<I> {
 }
 
 impl<I: InputOperator> NodeFactory for InputFactory<I> {
-    fn build(&mut self, _partition: usize, parts: NodeParts, _inline: bool) -> Built {
+    fn build(&mut self, _partition: usize, parts: NodeParts, _inline: bool, restore: Restore) -> Result<Built, String> {
+        let op = instance(restore, &parts.env.ctx.name, || self.op.take())?;
         let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(parts.subscribers);
-        let emitter = Emitter::new(parts.batch_size, subscribers, parts.replay);
-        let Some(op) = self.op.take() else {
-            unreachable!("an input has one partition and is built once");
-        };
+        let replay = parts.replay.map(|spill| ReplayBuffer::new(&parts.env.ctx.name, spill));
+        let emitter = Emitter::new(parts.batch_size, subscribers, replay);
         let mut core = Core::new(AsInput(op), emitter, parts.env);
         let generator = parts.generator;
         let stop = parts.stop;
-        Built::Thread(Box::new(move || {
+        Ok(Built::Thread(Box::new(move || {
             let result = run_input(&mut core, &generator, &stop);
             core.teardown();
             result
-        }))
+        })))
     }
 }
 
-/// How one edge's channels are made, typed at `connect` time.
+/// How one edge's channels and subscribers are made, typed at `connect`
+/// time.
 pub(crate) trait EdgeWiring: Send {
-    /// Channels of a queued edge: one `Box<dyn Subscriber<T>>` per upstream
-    /// partition, and the `Receiver<Message<In>>`s of each downstream
-    /// partition.
-    fn wire(
-        &self,
-        upstream_partitions: usize,
-        downstream_partitions: usize,
-        capacity: usize,
-        abort: &Receiver<()>,
-    ) -> Wired;
+    /// A channel to one downstream partition: an erased
+    /// `Sender<Message<W>>` (W: what the upstream's subscriber sends) and
+    /// the erased `Receiver<Message<In>>` of the downstream.
+    fn channel(&self, capacity: usize) -> (Erased, Erased);
+
+    /// The `Box<dyn Subscriber<T>>` of one upstream partition, from its
+    /// channels to the downstream partitions (downstream node, sender), in
+    /// partition order.
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased;
 
     /// For a thread-local edge: the upstream's subscriber for the chained
     /// downstream (`Box<dyn Subscriber<In>>` in, `Box<dyn Subscriber<T>>` out).
-    fn chain(&self, downstream: Box<dyn Any + Send>) -> Box<dyn Any + Send>;
+    fn chain(&self, downstream: Erased) -> Erased;
+}
+
+fn channel_of<W: Tuple>(capacity: usize) -> (Erased, Erased) {
+    let (tx, rx) = crossbeam_channel::bounded::<Message<W>>(capacity);
+    (Box::new(tx), Box::new(rx))
+}
+
+fn channels_of<W: Tuple>(channels: Vec<(usize, Erased)>) -> Vec<Channel<W>> {
+    channels
+        .into_iter()
+        .map(|(target, tx)| match tx.downcast::<Sender<Message<W>>>() {
+            Ok(tx) => Channel::new(target, *tx),
+            Err(_) => unreachable!("edge wiring of the wrong type"),
+        })
+        .collect()
 }
 
 struct PlainEdge<T>(PhantomData<fn() -> T>);
 
 impl<T: Tuple> EdgeWiring for PlainEdge<T> {
-    fn wire(
-        &self,
-        upstream_partitions: usize,
-        _downstream_partitions: usize,
-        capacity: usize,
-        abort: &Receiver<()>,
-    ) -> Wired {
-        let mut subscribers = Vec::new();
-        let mut receivers: Vec<Box<dyn Any + Send>> = Vec::new();
-        for _ in 0..upstream_partitions {
-            let (tx, rx) = crossbeam_channel::bounded::<Message<T>>(capacity);
-            let subscriber: Box<dyn Subscriber<T>> = Box::new(ChannelSubscriber {
-                tx,
-                abort: abort.clone(),
-            });
-            subscribers.push(Box::new(subscriber) as Box<dyn Any + Send>);
-            receivers.push(Box::new(rx));
-        }
-        (subscribers, vec![receivers])
+    fn channel(&self, capacity: usize) -> (Erased, Erased) {
+        channel_of::<T>(capacity)
     }
 
-    fn chain(&self, downstream: Box<dyn Any + Send>) -> Box<dyn Any + Send> {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased {
+        let mut channels = channels_of::<T>(channels);
+        let Some(channel) = channels.pop() else {
+            unreachable!("a plain edge has one downstream partition");
+        };
+        let subscriber: Box<dyn Subscriber<T>> = Box::new(ChannelSubscriber {
+            channel,
+            kill: kill.clone(),
+        });
+        Box::new(subscriber)
+    }
+
+    fn chain(&self, downstream: Erased) -> Erased {
         downstream
     }
 }
@@ -213,31 +244,26 @@ struct ConvertEdge<T, In> {
 }
 
 impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
-    fn wire(
-        &self,
-        upstream_partitions: usize,
-        _downstream_partitions: usize,
-        capacity: usize,
-        abort: &Receiver<()>,
-    ) -> Wired {
-        let mut subscribers = Vec::new();
-        let mut receivers: Vec<Box<dyn Any + Send>> = Vec::new();
-        for _ in 0..upstream_partitions {
-            let (tx, rx) = crossbeam_channel::bounded::<Message<In>>(capacity);
-            let subscriber: Box<dyn Subscriber<T>> = Box::new(ConvertSubscriber {
-                convert: Arc::clone(&self.convert),
-                inner: Box::new(ChannelSubscriber {
-                    tx,
-                    abort: abort.clone(),
-                }),
-            });
-            subscribers.push(Box::new(subscriber) as Box<dyn Any + Send>);
-            receivers.push(Box::new(rx));
-        }
-        (subscribers, vec![receivers])
+    fn channel(&self, capacity: usize) -> (Erased, Erased) {
+        channel_of::<In>(capacity)
     }
 
-    fn chain(&self, downstream: Box<dyn Any + Send>) -> Box<dyn Any + Send> {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased {
+        let mut channels = channels_of::<In>(channels);
+        let Some(channel) = channels.pop() else {
+            unreachable!("a converting edge has one downstream partition");
+        };
+        let subscriber: Box<dyn Subscriber<T>> = Box::new(ConvertSubscriber {
+            convert: Arc::clone(&self.convert),
+            inner: Box::new(ChannelSubscriber {
+                channel,
+                kill: kill.clone(),
+            }),
+        });
+        Box::new(subscriber)
+    }
+
+    fn chain(&self, downstream: Erased) -> Erased {
         let inner = downcast_all::<Box<dyn Subscriber<In>>>(vec![downstream]).remove(0);
         let subscriber: Box<dyn Subscriber<T>> = Box::new(ConvertSubscriber {
             convert: Arc::clone(&self.convert),
@@ -252,33 +278,20 @@ struct KeyedEdge<T> {
 }
 
 impl<T: Tuple> EdgeWiring for KeyedEdge<T> {
-    fn wire(
-        &self,
-        upstream_partitions: usize,
-        downstream_partitions: usize,
-        capacity: usize,
-        abort: &Receiver<()>,
-    ) -> Wired {
-        let mut subscribers = Vec::new();
-        let mut receivers: Vec<Vec<Box<dyn Any + Send>>> = (0..downstream_partitions).map(|_| Vec::new()).collect();
-        for _ in 0..upstream_partitions {
-            let mut partitions = Vec::new();
-            for receivers in receivers.iter_mut() {
-                let (tx, rx) = crossbeam_channel::bounded::<Message<T>>(capacity);
-                partitions.push(tx);
-                receivers.push(Box::new(rx) as Box<dyn Any + Send>);
-            }
-            let subscriber: Box<dyn Subscriber<T>> = Box::new(KeyedSubscriber {
-                key: Arc::clone(&self.key),
-                partitions,
-                abort: abort.clone(),
-            });
-            subscribers.push(Box::new(subscriber) as Box<dyn Any + Send>);
-        }
-        (subscribers, receivers)
+    fn channel(&self, capacity: usize) -> (Erased, Erased) {
+        channel_of::<T>(capacity)
     }
 
-    fn chain(&self, downstream: Box<dyn Any + Send>) -> Box<dyn Any + Send> {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased {
+        let subscriber: Box<dyn Subscriber<T>> = Box::new(KeyedSubscriber {
+            key: Arc::clone(&self.key),
+            partitions: channels_of::<T>(channels),
+            kill: kill.clone(),
+        });
+        Box::new(subscriber)
+    }
+
+    fn chain(&self, downstream: Erased) -> Erased {
         // Validation allows thread-local edges only as plain edges.
         downstream
     }
@@ -291,6 +304,7 @@ pub(crate) struct NodeSpec {
     pub(crate) stateless: bool,
     pub(crate) application_window_count: u32,
     pub(crate) checkpoint_window_count: Option<u32>,
+    pub(crate) mode: ProcessingMode,
     pub(crate) factory: Box<dyn NodeFactory>,
 }
 
@@ -316,7 +330,7 @@ static NEXT_DAG: AtomicU64 = AtomicU64::new(1);
 ///
 /// ```
 /// use checkpoint_runtime::{Dag, Emit, InputOperator, Operator, OperatorResult, Output};
-/// # use checkpoint_core::Checkpoint;
+/// # use checkpoint_core::{Checkpoint, Snapshot};
 /// # #[derive(Checkpoint)]
 /// # struct Numbers(u64);
 /// # impl InputOperator for Numbers {
@@ -390,6 +404,7 @@ impl Dag {
             stateless,
             application_window_count: 1,
             checkpoint_window_count: None,
+            mode: ProcessingMode::AtLeastOnce,
             factory,
         });
         self.nodes.len() - 1
@@ -414,10 +429,7 @@ impl Dag {
     pub fn operator<O: Operator>(&mut self, name: &str, op: O) -> Node<O::Input, O::Output> {
         let mut slot = Some(op);
         let factory = Box::new(OperatorFactory {
-            make: move |_| match slot.take() {
-                Some(op) => op,
-                None => unreachable!("an operator without partitions is built once"),
-            },
+            make: move |_| slot.take(),
             _op: PhantomData,
         });
         let index = self.add(name, NodeKind::Operator, 1, <O as Checkpoint>::STATELESS, factory);
@@ -434,7 +446,11 @@ impl Dag {
         partitions: usize,
         make: impl FnMut(usize) -> O + Send + 'static,
     ) -> Node<O::Input, O::Output> {
-        let factory = Box::new(OperatorFactory { make, _op: PhantomData });
+        let mut make = make;
+        let factory = Box::new(OperatorFactory {
+            make: move |p| Some(make(p)),
+            _op: PhantomData,
+        });
         let index = self.add(
             name,
             NodeKind::Operator,
@@ -544,10 +560,25 @@ impl Dag {
         self
     }
 
+    /// Sets how `node` recovers from a failure (AT_LEAST_ONCE unless set).
+    /// Operators downstream of an AT_MOST_ONCE or EXACTLY_ONCE operator must
+    /// be AT_MOST_ONCE.
+    pub fn processing_mode<In, Out>(&mut self, node: &Node<In, Out>, mode: ProcessingMode) -> &mut Self {
+        match self.nodes.get_mut(node.index).filter(|_| node.dag == self.id) {
+            Some(spec) => spec.mode = mode,
+            None => self.errors.push(DagError::ForeignNode),
+        }
+        self
+    }
+
+    /// The checkpoint window count in force: EXACTLY_ONCE checkpoints after
+    /// every application window.
     pub(crate) fn effective_checkpoint_count(&self, index: usize) -> u32 {
-        self.nodes[index]
-            .checkpoint_window_count
-            .unwrap_or(self.checkpoint_window_count)
+        let node = &self.nodes[index];
+        if node.mode == ProcessingMode::ExactlyOnce {
+            return node.application_window_count;
+        }
+        node.checkpoint_window_count.unwrap_or(self.checkpoint_window_count)
     }
 
     /// Checks that the DAG can run, returning every problem found.
@@ -645,6 +676,17 @@ impl Dag {
                     }
                 }
                 _ => {}
+            }
+        }
+        for edge in &self.edges {
+            let (from, to) = (&self.nodes[edge.from], &self.nodes[edge.to]);
+            if from.mode != ProcessingMode::AtLeastOnce && to.mode != ProcessingMode::AtMostOnce {
+                errors.push(DagError::ProcessingMode {
+                    upstream: from.name.clone(),
+                    upstream_mode: from.mode.name(),
+                    downstream: to.name.clone(),
+                    downstream_mode: to.mode.name(),
+                });
             }
         }
         if let Some(cycle) = self.find_cycle() {

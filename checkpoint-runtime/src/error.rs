@@ -71,6 +71,23 @@ pub enum DagError {
         /// Why not.
         reason: &'static str,
     },
+    /// An operator downstream of an AT_MOST_ONCE or EXACTLY_ONCE operator
+    /// that is not AT_MOST_ONCE.
+    #[error(
+        "operator {downstream:?} is {downstream_mode} but its upstream {upstream:?} is {upstream_mode}: operators \
+         downstream of an at-most-once or exactly-once operator must be at-most-once (set \
+         `dag.processing_mode(&node, ProcessingMode::AtMostOnce)`)"
+    )]
+    ProcessingMode {
+        /// The upstream.
+        upstream: String,
+        /// Its mode.
+        upstream_mode: &'static str,
+        /// The downstream.
+        downstream: String,
+        /// Its mode.
+        downstream_mode: &'static str,
+    },
     /// An edge names an operator handle from another DAG.
     #[error("an edge refers to an operator that is not in this DAG")]
     ForeignNode,
@@ -99,13 +116,30 @@ pub enum RunError {
     /// The storage agent failed outside an operator (the manifest, a purge).
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
-    /// The storage already holds checkpoints of a job.
-    #[error(
-        "the storage already holds a job ({detail}); resuming from it is not supported yet: use an empty \
-         checkpoint directory"
-    )]
+    /// The storage holds checkpoints but no job manifest: not a job this
+    /// runtime can resume.
+    #[error("the storage holds {detail}: use an empty checkpoint directory, or the one of this job")]
     StorageInUse {
         /// What is there.
+        detail: String,
+    },
+    /// The job manifest in storage does not match the DAG, or cannot be
+    /// read.
+    #[error("cannot resume the job in storage: {detail}")]
+    Manifest {
+        /// What does not match.
+        detail: String,
+    },
+    /// An operator has no checkpoint it could be restored from.
+    #[error("operator {operator:?} has no usable checkpoint to restore from")]
+    NoCheckpoint {
+        /// The physical operator.
+        operator: String,
+    },
+    /// A setting of the [`Config`](crate::Config) cannot work.
+    #[error("invalid configuration: {detail}")]
+    Config {
+        /// What is wrong.
         detail: String,
     },
     /// A runtime thread could not be started.

@@ -36,10 +36,6 @@ impl Metrics {
     pub(crate) fn set_committed(&self, window: WindowId) {
         *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(window);
     }
-
-    pub(crate) fn committed(&self) -> Option<WindowId> {
-        *self.committed.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// What one physical operator did during a run.
@@ -60,8 +56,11 @@ pub struct OperatorReport {
     pub last_checkpoint_bytes: u64,
     /// The window of its last checkpoint.
     pub last_checkpoint: Option<WindowId>,
-    /// Bytes its output stream's replay buffer held at the end.
+    /// Bytes its output stream's replay buffer held in memory at its last
+    /// window.
     pub replay_bytes: u64,
+    /// Times it was restored after a failure.
+    pub restarts: u32,
 }
 
 /// What a job did: returned by [`Runtime::run`](crate::Runtime::run).
@@ -74,6 +73,29 @@ pub struct RunReport {
     pub operators: Vec<OperatorReport>,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
+    /// Whether the job resumed from checkpoints already in storage (a
+    /// restart), and from which windows.
+    pub resumed_from: Vec<(String, WindowId)>,
+    /// Every recovery from an operator failure, in order.
+    pub recoveries: Vec<Recovery>,
+    /// Things worth knowing that did not stop the job: corrupt checkpoints
+    /// skipped on a restart, say.
+    pub notes: Vec<String>,
+}
+
+/// One recovery from an operator failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// The operator that failed.
+    pub operator: String,
+    /// The window it failed in, if it had begun one.
+    pub window: Option<WindowId>,
+    /// The error or panic message.
+    pub cause: String,
+    /// The operators restored, each with the checkpoint it was restored
+    /// from.
+    pub restored: Vec<(String, WindowId)>,
 }
 
 impl RunReport {
@@ -96,6 +118,7 @@ impl OperatorMetrics {
             last_checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),
             last_checkpoint: (checkpoints > 0).then(|| WindowId::from_u64(last)),
             replay_bytes: self.replay_bytes.load(Ordering::Relaxed),
+            restarts: 0,
         }
     }
 }

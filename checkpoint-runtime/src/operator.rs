@@ -282,3 +282,40 @@ pub trait InputOperator: Checkpoint + Send + 'static {
         Ok(())
     }
 }
+
+/// How an operator recovers from a failure (Apex's processing modes).
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::ProcessingMode;
+///
+/// assert_eq!(ProcessingMode::default(), ProcessingMode::AtLeastOnce);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ProcessingMode {
+    /// The failed operator and everything downstream of it are restored from
+    /// their recovery checkpoints and the windows since are replayed: no
+    /// window is lost, a window may be processed twice.
+    #[default]
+    AtLeastOnce,
+    /// The failed operator is restored from its newest checkpoint and
+    /// rejoins at the start of the next application window: what it missed
+    /// is lost, no window is processed twice.
+    AtMostOnce,
+    /// The operator checkpoints after every application window, durably,
+    /// before the next begins: no window is processed twice in its state.
+    ExactlyOnce,
+}
+
+impl ProcessingMode {
+    /// The name used in the job manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessingMode::AtLeastOnce => "at-least-once",
+            ProcessingMode::AtMostOnce => "at-most-once",
+            ProcessingMode::ExactlyOnce => "exactly-once",
+        }
+    }
+}

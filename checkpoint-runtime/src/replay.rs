@@ -1,66 +1,188 @@
-//! Per-stream replay buffers (Apex's buffer server), the seam recovery
-//! replays from.
+//! Per-stream replay buffers (Apex's buffer server): every window an output
+//! stream emitted since the last commit, so a recovered downstream can be
+//! sent its windows again.
 
 use std::collections::VecDeque;
+use std::fs;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use checkpoint_core::WindowId;
 
+use crate::failure::Failure;
+use crate::operator::Tuple;
+use crate::stream::Message;
+
+/// Where a buffer spills, and past how many bytes in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct SpillPolicy {
+    pub(crate) memory_cap: usize,
+    pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug)]
+struct WindowEntry<T> {
+    window: WindowId,
+    batches: Vec<Arc<Vec<T>>>,
+    tuples: usize,
+    /// `Some(last)` once the window ended.
+    ended: Option<bool>,
+    /// The file holding the batches once spilled.
+    spilled: Option<PathBuf>,
+}
+
 /// The batches one output stream emitted in each window not yet committed.
 ///
 /// Batches are `Arc`s shared with every subscriber (no copy per
-/// subscriber). At a commit the windows up to it are dropped: they will
-/// never be replayed. With checkpointing off no buffer exists.
+/// subscriber). Past its memory cap, whole completed windows are written to
+/// files (postcard) and read back only for a replay. At a commit the windows
+/// up to it are dropped, files included: they will never be replayed. With
+/// checkpointing off no buffer exists.
 #[derive(Debug)]
 pub(crate) struct ReplayBuffer<T> {
-    windows: VecDeque<(WindowId, Vec<Arc<Vec<T>>>)>,
-    tuples: usize,
+    owner: String,
+    windows: VecDeque<WindowEntry<T>>,
+    memory_tuples: usize,
+    spill: SpillPolicy,
+    spilled_windows: u64,
 }
 
-impl<T> ReplayBuffer<T> {
-    pub(crate) fn new() -> Self {
+impl<T: Tuple> ReplayBuffer<T> {
+    pub(crate) fn new(owner: &str, spill: SpillPolicy) -> Self {
         ReplayBuffer {
+            owner: owner.to_owned(),
             windows: VecDeque::new(),
-            tuples: 0,
+            memory_tuples: 0,
+            spill,
+            spilled_windows: 0,
         }
+    }
+
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> Failure {
+        Failure::operator(&self.owner, None, format!("replay buffer: {what}: {e}"))
     }
 
     /// Records that `window` began, so an empty window is replayed as one.
-    pub(crate) fn begin_window(&mut self, window: WindowId) {
-        self.windows.push_back((window, Vec::new()));
+    pub(crate) fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
+        self.windows.push_back(WindowEntry {
+            window,
+            batches: Vec::new(),
+            tuples: 0,
+            ended: None,
+            spilled: None,
+        });
+        Ok(())
     }
 
     /// Keeps a batch of the current window.
-    pub(crate) fn push(&mut self, batch: &Arc<Vec<T>>) {
-        if let Some((_, batches)) = self.windows.back_mut() {
-            self.tuples += batch.len();
-            batches.push(Arc::clone(batch));
+    pub(crate) fn push(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
+        if let Some(entry) = self.windows.back_mut() {
+            entry.tuples += batch.len();
+            self.memory_tuples += batch.len();
+            entry.batches.push(Arc::clone(batch));
         }
+        Ok(())
+    }
+
+    /// The current window ended; spills old windows if over the cap.
+    pub(crate) fn end_window(&mut self, last: bool) -> Result<(), Failure> {
+        if let Some(entry) = self.windows.back_mut() {
+            entry.ended = Some(last);
+        }
+        while self.memory_bytes() > self.spill.memory_cap {
+            let Some(index) = self
+                .windows
+                .iter()
+                .position(|e| e.ended.is_some() && e.spilled.is_none() && e.tuples > 0)
+            else {
+                break;
+            };
+            self.spill_window(index)?;
+        }
+        Ok(())
+    }
+
+    fn spill_window(&mut self, index: usize) -> Result<(), Failure> {
+        fs::create_dir_all(&self.spill.dir).map_err(|e| self.fail("creating its spill directory", e))?;
+        let entry = &self.windows[index];
+        let path = self.spill.dir.join(format!(
+            "{}-{}-{:016x}.spill",
+            std::process::id(),
+            self.owner.replace(['/', '\\'], "_"),
+            entry.window.as_u64()
+        ));
+        let batches: Vec<&[T]> = entry.batches.iter().map(|b| b.as_slice()).collect();
+        let bytes = postcard::to_stdvec(&batches).map_err(|e| self.fail("encoding a window to spill", e))?;
+        fs::write(&path, bytes).map_err(|e| self.fail(&format!("writing {}", path.display()), e))?;
+        let entry = &mut self.windows[index];
+        self.memory_tuples -= entry.tuples;
+        entry.batches = Vec::new();
+        entry.spilled = Some(path);
+        self.spilled_windows += 1;
+        Ok(())
+    }
+
+    /// The messages of every kept window after `after`, in order, as a
+    /// replay sends them: the window in progress without its end.
+    pub(crate) fn messages_after(&self, after: WindowId, out: &mut Vec<Message<T>>) -> Result<(), Failure> {
+        for entry in self.windows.iter().filter(|e| e.window > after) {
+            out.push(Message::Begin(entry.window));
+            match &entry.spilled {
+                None => out.extend(entry.batches.iter().map(|b| Message::Batch(Arc::clone(b)))),
+                Some(path) => {
+                    let bytes = fs::read(path).map_err(|e| self.fail(&format!("reading {}", path.display()), e))?;
+                    let batches: Vec<Vec<T>> = postcard::from_bytes(&bytes)
+                        .map_err(|e| self.fail(&format!("decoding {}", path.display()), e))?;
+                    out.extend(batches.into_iter().map(|b| Message::Batch(Arc::new(b))));
+                }
+            }
+            if let Some(last) = entry.ended {
+                out.push(Message::End {
+                    window: entry.window,
+                    last,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Drops every window `<= committed`.
     pub(crate) fn purge_through(&mut self, committed: WindowId) {
-        while let Some((window, batches)) = self.windows.front() {
-            if *window > committed {
+        while let Some(entry) = self.windows.front() {
+            if entry.window > committed {
                 break;
             }
-            self.tuples -= batches.iter().map(|b| b.len()).sum::<usize>();
-            self.windows.pop_front();
+            if let Some(entry) = self.windows.pop_front() {
+                if let Some(path) = &entry.spilled {
+                    // A leftover scratch file is harmless; the window is gone either way.
+                    let _ = fs::remove_file(path);
+                } else {
+                    self.memory_tuples -= entry.tuples;
+                }
+            }
         }
     }
 
-    /// Bytes held by the buffered tuples (their in-memory size, not what
-    /// they own on the heap).
-    pub(crate) fn bytes(&self) -> usize {
-        self.tuples * std::mem::size_of::<T>()
+    /// Bytes of tuples held in memory (their in-memory size, not what they
+    /// own on the heap).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_tuples * std::mem::size_of::<T>().max(1)
     }
 
-    /// The windows held, oldest first.
+    /// Windows written to disk so far.
     #[cfg(test)]
-    pub(crate) fn windows(&self) -> impl Iterator<Item = (WindowId, usize)> + '_ {
-        self.windows
-            .iter()
-            .map(|(w, batches)| (*w, batches.iter().map(|b| b.len()).sum()))
+    pub(crate) fn spilled_windows(&self) -> u64 {
+        self.spilled_windows
+    }
+}
+
+impl<T> Drop for ReplayBuffer<T> {
+    fn drop(&mut self) {
+        for entry in &self.windows {
+            if let Some(path) = &entry.spilled {
+                let _ = fs::remove_file(path);
+            }
+        }
     }
 }
 
@@ -68,33 +190,102 @@ impl<T> ReplayBuffer<T> {
 mod tests {
     use super::*;
 
+    fn w(seq: u32) -> WindowId {
+        WindowId::new(1, seq)
+    }
+
+    fn buffer(cap: usize, dir: &std::path::Path) -> ReplayBuffer<u64> {
+        ReplayBuffer::new(
+            "op",
+            SpillPolicy {
+                memory_cap: cap,
+                dir: dir.to_path_buf(),
+            },
+        )
+    }
+
+    fn replay(buffer: &ReplayBuffer<u64>, after: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        buffer.messages_after(w(after), &mut out).expect("replay");
+        out.iter()
+            .map(|m| match m {
+                Message::Begin(w) => format!("B{}", w.sequence()),
+                Message::Batch(b) => format!("{:?}", b.as_slice()),
+                Message::End { window, last } => format!("E{}{}", window.sequence(), if *last { "!" } else { "" }),
+                Message::Closed => "C".to_owned(),
+            })
+            .collect()
+    }
+
     #[test]
     fn commit_drops_exactly_the_committed_windows() {
-        let mut buffer = ReplayBuffer::new();
-        for seq in 1..=4 {
-            buffer.begin_window(WindowId::new(1, seq));
-            buffer.push(&Arc::new(vec![seq as u64; seq as usize]));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = buffer(usize::MAX, dir.path());
+        for seq in 1..=4u32 {
+            buffer.begin_window(w(seq)).expect("begin");
+            buffer
+                .push(&Arc::new(vec![u64::from(seq); seq as usize]))
+                .expect("push");
+            buffer.end_window(seq == 4).expect("end");
         }
-        assert_eq!(buffer.bytes(), 10 * 8);
-        buffer.purge_through(WindowId::new(1, 2));
+        assert_eq!(buffer.memory_bytes(), 10 * 8);
+        buffer.purge_through(w(2));
         assert_eq!(
-            buffer.windows().collect::<Vec<_>>(),
-            [(WindowId::new(1, 3), 3), (WindowId::new(1, 4), 4)]
+            replay(&buffer, 0),
+            ["B3", "[3, 3, 3]", "E3", "B4", "[4, 4, 4, 4]", "E4!"]
         );
-        assert_eq!(buffer.bytes(), 7 * 8);
-        buffer.purge_through(WindowId::new(1, 9));
-        assert_eq!(buffer.bytes(), 0);
-        assert_eq!(buffer.windows().count(), 0);
+        assert_eq!(buffer.memory_bytes(), 7 * 8);
+        buffer.purge_through(w(9));
+        assert_eq!(buffer.memory_bytes(), 0);
+        assert!(replay(&buffer, 0).is_empty());
+    }
+
+    #[test]
+    fn a_replay_starts_after_the_given_window_and_includes_the_open_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = buffer(usize::MAX, dir.path());
+        buffer.begin_window(w(1)).expect("begin");
+        buffer.push(&Arc::new(vec![1])).expect("push");
+        buffer.end_window(false).expect("end");
+        buffer.begin_window(w(2)).expect("begin");
+        buffer.end_window(false).expect("end");
+        buffer.begin_window(w(3)).expect("begin");
+        buffer.push(&Arc::new(vec![3, 3])).expect("push");
+        assert_eq!(replay(&buffer, 1), ["B2", "E2", "B3", "[3, 3]"]);
+    }
+
+    #[test]
+    fn past_the_cap_whole_windows_go_to_disk_and_come_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = buffer(3 * 8, dir.path());
+        for seq in 1..=4u32 {
+            buffer.begin_window(w(seq)).expect("begin");
+            buffer.push(&Arc::new(vec![u64::from(seq); 2])).expect("push");
+            buffer.end_window(false).expect("end");
+        }
+        // 8 tuples; at most 3 in memory: windows 1..=3 spilled.
+        assert_eq!(buffer.spilled_windows(), 3);
+        assert!(buffer.memory_bytes() <= 3 * 8);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 3);
+        assert_eq!(
+            replay(&buffer, 1),
+            ["B2", "[2, 2]", "E2", "B3", "[3, 3]", "E3", "B4", "[4, 4]", "E4"]
+        );
+        buffer.purge_through(w(2));
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+        drop(buffer);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 
     #[test]
     fn batches_are_shared_not_copied() {
-        let mut buffer = ReplayBuffer::new();
-        buffer.begin_window(WindowId::new(1, 1));
-        let batch = Arc::new(vec![1u8, 2, 3]);
-        buffer.push(&batch);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = buffer(usize::MAX, dir.path());
+        buffer.begin_window(w(1)).expect("begin");
+        let batch = Arc::new(vec![1u64, 2, 3]);
+        buffer.push(&batch).expect("push");
         assert_eq!(Arc::strong_count(&batch), 2);
-        buffer.purge_through(WindowId::new(1, 1));
+        buffer.purge_through(w(1));
         assert_eq!(Arc::strong_count(&batch), 1);
     }
 }

@@ -6,16 +6,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use checkpoint_core::WindowId;
-use crossbeam_channel::{Receiver, Select, TryRecvError};
+use crossbeam_channel::{Receiver, RecvError, Select, TryRecvError};
 
+use crate::coordinator::Control;
 use crate::core::{AsInput, AsOperator, Core};
 use crate::failure::Failure;
-use crate::operator::{Emit, InputOperator, Operator};
+use crate::operator::{Emit, InputOperator, Operator, ProcessingMode};
 use crate::stream::Message;
 use crate::window_gen::WindowGenerator;
 
+/// Keeps the generator's stop flag shared between inputs and the stop handle.
+pub(crate) type StopFlag = Arc<AtomicBool>;
+
 /// An input's thread: windows cut by the generator, between two
-/// `emit_tuples` calls.
+/// `emit_tuples` calls. A restored input resumes at the window after its
+/// checkpoint.
 pub(crate) fn run_input<I: InputOperator>(
     core: &mut Core<AsInput<I>>,
     generator: &WindowGenerator,
@@ -59,19 +64,28 @@ enum EdgeStatus {
     Began,
     /// The edge ended the current window; `last` ends its stream too.
     Ended { last: bool },
+    /// The edge is in a window this operator drops whole (at or before its
+    /// restored checkpoint, or missed while it rejoins).
+    Skipping,
+    /// Rejoining (AT_MOST_ONCE): the edge's first window began; the edge is
+    /// not read until every edge has shown its first window.
+    Held(WindowId),
     /// The edge's stream is over: it left the alignment set.
     Closed,
 }
 
-enum Wake<T> {
-    Abort,
-    Control(Result<crate::coordinator::Control, crossbeam_channel::RecvError>),
-    Edge(usize, Result<Message<T>, crossbeam_channel::RecvError>),
-}
-
+#[derive(Debug, Clone, Copy)]
 enum Stage {
+    /// AT_MOST_ONCE after a restore: learning where every edge resumes.
+    Rejoining,
     Opening(WindowId),
     InWindow(WindowId),
+}
+
+enum Wake<T> {
+    Kill,
+    Control(Result<(usize, Control), RecvError>),
+    Edge(usize, Result<Message<T>, RecvError>),
 }
 
 /// An operator's thread: processes window W only after every live upstream
@@ -81,24 +95,76 @@ enum Stage {
 /// so an upstream that is ahead is back-pressured by its full channel; that
 /// cannot deadlock, because an upstream blocked on window W+1 has already
 /// sent everything of W to every downstream.
+///
+/// A restored operator drops whole windows up to its checkpoint (replays
+/// start at its upstreams' recovery points, which may be older). An
+/// AT_MOST_ONCE operator rejoins at the first application window that
+/// starts after everything its upstreams are already past.
 pub(crate) fn run_operator<O: Operator>(
     core: &mut Core<AsOperator<O>>,
     inputs: Vec<Receiver<Message<O::Input>>>,
 ) -> Result<(), Failure> {
     core.start()?;
+    let Some(control) = core.control().cloned() else {
+        return Err(Failure::operator(
+            core.name(),
+            None,
+            "internal error: a thread without a control channel",
+        ));
+    };
+    let kill = core.kill().clone();
     let mut status = vec![EdgeStatus::AwaitBegin; inputs.len()];
-    let mut stage = Stage::Opening(core.activation().next());
+    let mut skip_through = core.activation();
+    let mut stage = if core.restored() && core.mode() == ProcessingMode::AtMostOnce {
+        Stage::Rejoining
+    } else {
+        Stage::Opening(core.activation().next())
+    };
+    let app = core.application_window_count();
     let mut next_edge = 0usize;
     loop {
         let readable: Vec<usize> = (0..inputs.len())
             .filter(|&i| match stage {
-                Stage::Opening(_) => status[i] == EdgeStatus::AwaitBegin,
+                Stage::Rejoining => status[i] == EdgeStatus::AwaitBegin,
+                Stage::Opening(_) => matches!(status[i], EdgeStatus::AwaitBegin | EdgeStatus::Skipping),
                 Stage::InWindow(_) => status[i] == EdgeStatus::Began,
             })
             .collect();
         if readable.is_empty() {
             match stage {
+                Stage::Rejoining => {
+                    // Resume at an application window start after every
+                    // edge's first window and after the restored checkpoint.
+                    let first = status
+                        .iter()
+                        .filter_map(|s| if let EdgeStatus::Held(w) = s { Some(*w) } else { None })
+                        .max()
+                        .unwrap_or(skip_through.next())
+                        .max(skip_through.next());
+                    let mut resume = first;
+                    while !resume.sequence().is_multiple_of(app) {
+                        resume = resume.next();
+                    }
+                    skip_through = WindowId::from_u64(resume.as_u64() - 1);
+                    for s in &mut status {
+                        if let EdgeStatus::Held(w) = *s {
+                            *s = if w == resume {
+                                EdgeStatus::Began
+                            } else {
+                                EdgeStatus::Skipping
+                            };
+                        }
+                    }
+                    stage = Stage::Opening(resume);
+                }
                 Stage::Opening(window) => {
+                    if status.iter().all(|s| *s == EdgeStatus::Closed) {
+                        // Every upstream ended before this operator's restored
+                        // checkpoint (or, rejoining, before it could): its
+                        // stream ends there too, without another window.
+                        core.close_stream()?;
+                        break;
+                    }
                     core.begin_window(window)?;
                     stage = Stage::InWindow(window);
                 }
@@ -122,13 +188,13 @@ pub(crate) fn run_operator<O: Operator>(
         }
 
         // A message from a readable edge without blocking, round robin so no
-        // upstream starves; else block on the edges, control and abort.
+        // upstream starves; else block on the edges, control and kill.
         let mut received = None;
         for k in 0..readable.len() {
             let i = readable[(next_edge + k) % readable.len()];
             match inputs[i].try_recv() {
                 Ok(message) => {
-                    received = Some((i, Ok(message)));
+                    received = Some((i, message));
                     next_edge = next_edge.wrapping_add(k + 1);
                     break;
                 }
@@ -144,59 +210,68 @@ pub(crate) fn run_operator<O: Operator>(
                     for &i in &readable {
                         select.recv(&inputs[i]);
                     }
-                    let control_index = select.recv(core.control());
-                    let abort_index = select.recv(core.abort());
+                    let control_index = select.recv(&control);
+                    let kill_index = select.recv(&kill);
                     let operation = select.select();
                     let index = operation.index();
-                    if index == abort_index {
-                        let _ = operation.recv(core.abort());
-                        Wake::Abort
+                    if index == kill_index {
+                        let _ = operation.recv(&kill);
+                        Wake::Kill
                     } else if index == control_index {
-                        Wake::Control(operation.recv(core.control()))
+                        Wake::Control(operation.recv(&control))
                     } else {
                         let i = readable[index];
                         Wake::Edge(i, operation.recv(&inputs[i]))
                     }
                 };
                 match wake {
-                    Wake::Abort => return Err(Failure::Aborted),
+                    Wake::Kill => return Err(Failure::Aborted),
                     Wake::Control(message) => {
                         core.accept(message.map_err(|_| Failure::Aborted)?)?;
-                        if let Stage::Opening(_) = stage {
+                        if let Stage::Opening(_) | Stage::Rejoining = stage {
                             core.between_windows()?;
                         }
                         continue;
                     }
-                    Wake::Edge(i, message) => (i, message.map_err(|_| Failure::Aborted)),
+                    Wake::Edge(i, message) => (i, message.map_err(|_| Failure::Aborted)?),
                 }
             }
         };
-        match message? {
+        let out_of_order = |what: &str, window: WindowId| {
+            Failure::operator(
+                core.name(),
+                None,
+                format!("internal error: upstream {what} window {window} out of order"),
+            )
+        };
+        match message {
+            Message::Closed => status[edge] = EdgeStatus::Closed,
             Message::Begin(window) => match stage {
+                Stage::Rejoining => status[edge] = EdgeStatus::Held(window),
+                _ if window <= skip_through => status[edge] = EdgeStatus::Skipping,
                 Stage::Opening(expected) if window == expected => status[edge] = EdgeStatus::Began,
-                _ => {
-                    return Err(Failure::operator(
-                        core.name(),
-                        None,
-                        format!("internal error: upstream began window {window} out of order"),
-                    ));
-                }
+                _ => return Err(out_of_order("began", window)),
             },
-            Message::Batch(batch) => core.process_batch(batch)?,
-            Message::End { window, last } => match stage {
-                Stage::InWindow(current) if window == current => status[edge] = EdgeStatus::Ended { last },
-                _ => {
-                    return Err(Failure::operator(
-                        core.name(),
-                        None,
-                        format!("internal error: upstream ended window {window} out of order"),
-                    ));
+            Message::Batch(batch) => {
+                if status[edge] != EdgeStatus::Skipping {
+                    core.process_batch(batch)?;
                 }
-            },
+            }
+            Message::End { window, last } => {
+                if status[edge] == EdgeStatus::Skipping {
+                    status[edge] = if last {
+                        EdgeStatus::Closed
+                    } else {
+                        EdgeStatus::AwaitBegin
+                    };
+                } else {
+                    match stage {
+                        Stage::InWindow(current) if window == current => status[edge] = EdgeStatus::Ended { last },
+                        _ => return Err(out_of_order("ended", window)),
+                    }
+                }
+            }
         }
     }
     core.await_shutdown()
 }
-
-/// Keeps the generator's stop flag shared between inputs and the stop handle.
-pub(crate) type StopFlag = Arc<AtomicBool>;

@@ -571,11 +571,11 @@ fn checkpointed_fires_only_once_the_snapshot_is_on_disk() {
 }
 
 #[test]
-fn an_operator_error_fails_the_job_naming_operator_and_window() {
+fn past_the_restart_limit_an_operator_error_fails_the_job_naming_operator_and_window() {
     for panic in [false, true] {
         let storage: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
         let mut dag = Dag::new();
-        let source = dag.input("source", Counting::new(1_000_000, 1));
+        let source = dag.input("source", Counting::new(1_000, 1));
         let summer = dag.operator(
             "summer",
             Summer {
@@ -586,7 +586,7 @@ fn an_operator_error_fails_the_job_naming_operator_and_window() {
         let sink = dag.operator("sink", Collect::default());
         dag.connect(&source, &summer).connect(&summer, &sink);
         let result = with_watchdog({
-            let config = config(&storage, 10).channel_capacity(1);
+            let config = config(&storage, 10).channel_capacity(1).restart_limit(0);
             move || Runtime::new(config).run(dag)
         });
         match result {
@@ -603,6 +603,7 @@ fn an_operator_error_fails_the_job_naming_operator_and_window() {
                     "injected error"
                 };
                 assert!(cause.starts_with(expected), "{cause}");
+                assert!(cause.contains("gave up after 0 restarts"), "{cause}");
             }
             other => panic!("expected a failure, got {other:?}"),
         }
@@ -749,20 +750,31 @@ fn thread_local_edges_need_single_partitions_and_one_upstream() {
 }
 
 #[test]
-fn storage_that_already_holds_a_job_is_refused() {
+fn storage_of_another_job_is_refused() {
     let storage: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
-    let run = |storage: &Arc<dyn StorageAgent>| {
+    let run = |storage: &Arc<dyn StorageAgent>, sink_name: &str| {
         let mut dag = Dag::new();
         let source = dag.input("source", Counting::new(10, 1));
-        let sink = dag.operator("sink", Collect::default());
+        let sink = dag.operator(sink_name, Collect::default());
         dag.connect(&source, &sink);
         Runtime::new(config(storage, 5)).run(dag)
     };
-    run(&storage).expect("first run");
-    match run(&storage) {
-        Err(RunError::StorageInUse { detail }) => assert!(detail.contains("source"), "{detail}"),
-        other => panic!("expected StorageInUse, got {other:?}"),
+    run(&storage, "sink").expect("first run");
+    match run(&storage, "other-sink") {
+        Err(e @ RunError::Manifest { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("other-sink") && message.contains("another checkpoint directory"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a manifest mismatch, got {other:?}"),
     }
+    // Checkpoints without a manifest are not a job this runtime wrote.
+    let orphan: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
+    let bytes = Snapshot::encode(&1u64, checkpoint_core::SnapshotMeta::new("x", w(1))).expect("encode");
+    orphan.save("x", w(1), &bytes).expect("save");
+    assert!(matches!(run(&orphan, "sink"), Err(RunError::StorageInUse { .. })));
 }
 
 /// A storage agent whose saves fail after the first `ok` ones.

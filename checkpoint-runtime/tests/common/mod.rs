@@ -255,12 +255,17 @@ impl Operator for Collect {
 /// Runs `f` on a thread and fails the test if it takes longer than a
 /// generous watchdog limit (a deadlock), instead of hanging CI.
 pub fn with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    with_watchdog_secs(120, f)
+}
+
+/// [`with_watchdog`] with a limit of `secs` seconds.
+pub fn with_watchdog_secs<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    match rx.recv_timeout(Duration::from_secs(120)) {
+    match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(value) => value,
-        Err(_) => panic!("watchdog: the job did not finish in 120 s (deadlock?)"),
+        Err(_) => panic!("watchdog: the job did not finish in {secs} s (deadlock?)"),
     }
 }
