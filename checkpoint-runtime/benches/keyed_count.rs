@@ -18,9 +18,13 @@
 //! Every run prints one JSON object on stdout; the medians per
 //! configuration follow on stderr. Flags (all optional):
 //!
-//! - `--tuples N`: tuples per run (default 60,000,000);
+//! - `--tuples N`: tuples per run (default 200,000,000: about 4 s for
+//!   K = 100,000 with checkpoints off on the 2-core VM of
+//!   `docs/BENCHMARKS.md`; K = 5,000,000 runs take 30-35 s, 70-100 s with
+//!   checkpoints every 100 ms; a default session about 10 minutes);
 //! - `--keys K[,K...]`: key counts (default `100000,5000000`);
-//! - `--config C[,C...]`: `off`, `1s`, `100ms` (default all three);
+//! - `--config C[,C...]`: `off`, `1s`, `100ms` (default all three), or
+//!   `bare`: the same work in one plain loop on one thread, no runtime;
 //! - `--runs R`: runs per configuration, interleaved (default 3);
 //! - `--window-ms MS`: streaming window (default 100; checkpoint intervals
 //!   are whole multiples of it);
@@ -28,12 +32,17 @@
 //!   1,024);
 //! - `--chunk C`: tuples the source emits per `emit_tuples` call (default
 //!   1,024);
-//! - `--dir PATH`: where checkpoint directories are made (default `/tmp`).
+//! - `--dir PATH`: where checkpoint directories are made (default `/tmp`);
+//! - `--hasher H`: the counter's map hasher, `sip` (std's default
+//!   `RandomState`, the default here) or `fx` (a multiply-rotate hash, to
+//!   measure what hashing costs).
 //!
 //! Figures and their reading are in `docs/BENCHMARKS.md`.
 #![allow(missing_docs, reason = "a benchmark binary, not an API")]
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -49,6 +58,30 @@ fn splitmix64(i: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// rustc's FxHash for one `u64`: a multiply and a rotate, against
+/// SipHash-1-3's dozens of rounds. Only to measure what the map's hashing
+/// costs (`--hasher fx`); not DoS-resistant.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
 
 /// The source: tuples `next..end`, `chunk` per call, each as its key.
 #[derive(Checkpoint)]
@@ -68,17 +101,23 @@ impl InputOperator for Keys {
             out.emit(splitmix64(i) % self.keys);
         }
         self.next = stop;
-        Ok(if self.next == self.end { Emit::Done } else { Emit::Continue })
+        Ok(if self.next == self.end {
+            Emit::Done
+        } else {
+            Emit::Continue
+        })
     }
 }
 
-/// The keyed counter: one count per key; every tuple has value 1.
+/// The keyed counter: one count per key; every tuple has value 1. `S` is
+/// the map's hasher: std's SipHash (`RandomState`, what a user writes by
+/// default) or [`Fx`].
 #[derive(Default, Checkpoint)]
-struct Counter {
-    counts: HashMap<u64, u64>,
+struct Counter<S> {
+    counts: HashMap<u64, u64, S>,
 }
 
-impl Operator for Counter {
+impl<S: BuildHasher + Default + Send + Sync + 'static> Operator for Counter<S> {
     type Input = u64;
     type Output = (u64, u64);
 
@@ -120,10 +159,7 @@ fn expected(tuples: u64, keys: u64) -> u128 {
     for i in 0..tuples {
         counts[(splitmix64(i) % keys) as usize] += 1;
     }
-    counts
-        .iter()
-        .map(|&c| u128::from(c) * (u128::from(c) + 1) / 2)
-        .sum()
+    counts.iter().map(|&c| u128::from(c) * (u128::from(c) + 1) / 2).sum()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +167,9 @@ enum Checkpoints {
     Off,
     EverySecond,
     Every100ms,
+    /// Not a runtime configuration: the same work in one loop on one
+    /// thread, as a yardstick for the runtime's overhead.
+    Bare,
 }
 
 impl Checkpoints {
@@ -141,19 +180,21 @@ impl Checkpoints {
             Checkpoints::Off => "off",
             Checkpoints::EverySecond => "1s",
             Checkpoints::Every100ms => "100ms",
+            Checkpoints::Bare => "bare",
         }
     }
 
     fn parse(s: &str) -> Result<Self, String> {
         Checkpoints::ALL
             .into_iter()
+            .chain([Checkpoints::Bare])
             .find(|c| c.name() == s)
-            .ok_or_else(|| format!("unknown --config {s:?} (off, 1s, 100ms)"))
+            .ok_or_else(|| format!("unknown --config {s:?} (off, 1s, 100ms, bare)"))
     }
 
     fn interval(self) -> Option<Duration> {
         match self {
-            Checkpoints::Off => None,
+            Checkpoints::Off | Checkpoints::Bare => None,
             Checkpoints::EverySecond => Some(Duration::from_secs(1)),
             Checkpoints::Every100ms => Some(Duration::from_millis(100)),
         }
@@ -170,6 +211,7 @@ struct Options {
     batch_size: Option<usize>,
     chunk: u64,
     dir: PathBuf,
+    fx: bool,
 }
 
 fn parse_list<T>(value: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
@@ -185,7 +227,7 @@ fn parse_number(flag: &str, value: &str) -> Result<u64, String> {
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
-        tuples: 60_000_000,
+        tuples: 200_000_000,
         keys: vec![100_000, 5_000_000],
         configs: Checkpoints::ALL.to_vec(),
         runs: 3,
@@ -193,6 +235,7 @@ fn parse_args() -> Result<Options, String> {
         batch_size: None,
         chunk: 1024,
         dir: PathBuf::from("/tmp"),
+        fx: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -210,6 +253,13 @@ fn parse_args() -> Result<Options, String> {
             "--batch-size" => options.batch_size = Some(parse_number(&flag, &value)? as usize),
             "--chunk" => options.chunk = parse_number(&flag, &value)?,
             "--dir" => options.dir = PathBuf::from(value),
+            "--hasher" => {
+                options.fx = match value.as_str() {
+                    "sip" => false,
+                    "fx" => true,
+                    _ => return Err(format!("unknown --hasher {value:?} (sip, fx)")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag:?} (see the top of benches/keyed_count.rs)")),
         }
     }
@@ -234,6 +284,7 @@ fn parse_args() -> Result<Options, String> {
 #[derive(Debug, serde::Serialize)]
 struct RunRecord {
     config: &'static str,
+    hasher: &'static str,
     keys: u64,
     tuples: u64,
     run: usize,
@@ -251,7 +302,62 @@ struct RunRecord {
     check: &'static str,
 }
 
-fn run_once(options: &Options, config: Checkpoints, keys: u64, expected: u128, run: usize) -> Result<RunRecord, String> {
+/// The workload without the runtime: one thread, one loop, the same
+/// operators' code paths (key, `HashMap` entry, sum).
+fn run_bare<S: BuildHasher + Default>(options: &Options, keys: u64, expected: u128, run: usize) -> RunRecord {
+    let started = Instant::now();
+    let mut counts: HashMap<u64, u64, S> = HashMap::default();
+    let mut total = 0u128;
+    for i in 0..options.tuples {
+        let count = counts.entry(splitmix64(i) % keys).or_default();
+        *count += 1;
+        total += u128::from(*count);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    RunRecord {
+        config: Checkpoints::Bare.name(),
+        hasher: hasher_name(options),
+        keys,
+        tuples: options.tuples,
+        run,
+        seconds,
+        tuples_per_second: options.tuples as f64 / seconds,
+        checkpoints: 0,
+        last_checkpoint_bytes: 0,
+        windows: 0,
+        committed: None,
+        result: total,
+        expected,
+        check: if total == expected { "ok" } else { "MISMATCH" },
+    }
+}
+
+fn hasher_name(options: &Options) -> &'static str {
+    if options.fx { "fx" } else { "sip" }
+}
+
+fn run_once(
+    options: &Options,
+    config: Checkpoints,
+    keys: u64,
+    expected: u128,
+    run: usize,
+) -> Result<RunRecord, String> {
+    match (config, options.fx) {
+        (Checkpoints::Bare, false) => Ok(run_bare::<RandomState>(options, keys, expected, run)),
+        (Checkpoints::Bare, true) => Ok(run_bare::<Fx>(options, keys, expected, run)),
+        (_, false) => run_job::<RandomState>(options, config, keys, expected, run),
+        (_, true) => run_job::<Fx>(options, config, keys, expected, run),
+    }
+}
+
+fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
+    options: &Options,
+    config: Checkpoints,
+    keys: u64,
+    expected: u128,
+    run: usize,
+) -> Result<RunRecord, String> {
     let result = Arc::new(Mutex::new(None));
     let mut dag = Dag::new();
     let source = dag.input(
@@ -263,7 +369,7 @@ fn run_once(options: &Options, config: Checkpoints, keys: u64, expected: u128, r
             chunk: options.chunk,
         },
     );
-    let counter = dag.operator("count", Counter::default());
+    let counter = dag.operator("count", Counter::<S>::default());
     let sink = dag.operator(
         "sum",
         SumCounts {
@@ -303,10 +409,11 @@ fn run_once(options: &Options, config: Checkpoints, keys: u64, expected: u128, r
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .ok_or("the sink never reported its total")?;
-    let tuples_ok = count.tuples_in == options.tuples
-        && report.operator("sum").map(|o| o.tuples_in) == Some(options.tuples);
+    let tuples_ok =
+        count.tuples_in == options.tuples && report.operator("sum").map(|o| o.tuples_in) == Some(options.tuples);
     Ok(RunRecord {
         config: config.name(),
+        hasher: hasher_name(options),
         keys,
         tuples: options.tuples,
         run,

@@ -51,7 +51,7 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// No checkpointing, 500 ms windows, batches of 1,024 tuples, 16
+    /// No checkpointing, 500 ms windows, batches of 16,384 tuples, 8
     /// batches per queue, asynchronous saves once storage is set, 5 restarts
     /// per operator, replay buffers spilling past 64 MiB each.
     fn default() -> Self {
@@ -59,8 +59,8 @@ impl Default for Config {
             storage: None,
             window_mode: WindowMode::default(),
             window_base: None,
-            batch_size: 1024,
-            channel_capacity: 16,
+            batch_size: 16 * 1024,
+            channel_capacity: 8,
             async_checkpoints: true,
             restart_limit: DEFAULT_RESTART_LIMIT,
             faults: Faults::default(),
@@ -99,14 +99,16 @@ impl Config {
         self
     }
 
-    /// Tuples per batch sent between threads (1,024 unless set; at least 1).
+    /// Tuples per batch sent between threads (16,384 unless set; at least
+    /// 1). Batches are also sent at every window end, so windows bound the
+    /// latency; bigger batches mean fewer thread wake-ups (docs/BENCHMARKS.md).
     pub fn batch_size(mut self, tuples: usize) -> Self {
         self.batch_size = tuples.max(1);
         self
     }
 
     /// Batches a queue between two operators holds before the upstream
-    /// blocks (16 unless set; at least 1).
+    /// blocks (8 unless set; at least 1).
     pub fn channel_capacity(mut self, batches: usize) -> Self {
         self.channel_capacity = batches.max(1);
         self
