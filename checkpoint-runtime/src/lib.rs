@@ -76,7 +76,7 @@ pub use dag::{DEFAULT_CHECKPOINT_WINDOW_COUNT, Dag, NoInput, Node};
 pub use error::{DagError, RunError};
 pub use fault::{Fault, FaultKind, FaultPoint};
 pub use manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator};
-pub use metrics::{OperatorReport, Recovery, RunReport};
+pub use metrics::{OperatorReport, Progress, ProgressSnapshot, Recovery, RunReport};
 pub use operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output, ProcessingMode, Tuple};
 pub use partition::StableHash;
 pub use runtime::{Config, DEFAULT_RESTART_LIMIT, Runtime, StopHandle};

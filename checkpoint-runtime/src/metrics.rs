@@ -22,7 +22,7 @@ pub(crate) struct OperatorMetrics {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub(crate) operators: Vec<OperatorMetrics>,
-    committed: Mutex<Option<WindowId>>,
+    pub(crate) committed: Mutex<Option<WindowId>>,
 }
 
 impl Metrics {
@@ -120,5 +120,85 @@ impl OperatorMetrics {
             replay_bytes: self.replay_bytes.load(Ordering::Relaxed),
             restarts: 0,
         }
+    }
+}
+
+/// A live view of a running job, for progress displays: clone it from
+/// [`Runtime::progress`](crate::Runtime::progress) before `run`, read it
+/// from another thread while the job runs.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::Runtime;
+///
+/// let runtime = Runtime::new(Default::default());
+/// let progress = runtime.progress();
+/// // Before the job starts there is nothing to show.
+/// assert!(progress.snapshot().is_none());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    inner: std::sync::Arc<Mutex<Option<ProgressSource>>>,
+}
+
+#[derive(Debug)]
+struct ProgressSource {
+    metrics: std::sync::Arc<Metrics>,
+    names: Vec<String>,
+    inputs: Vec<bool>,
+}
+
+/// What a job has done so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProgressSnapshot {
+    /// Streaming windows completed by the slowest input.
+    pub windows: u64,
+    /// Tuples emitted by all inputs.
+    pub input_tuples: u64,
+    /// The committed window.
+    pub committed: Option<WindowId>,
+    /// Checkpoints saved by all operators.
+    pub checkpoints: u64,
+    /// The newest checkpoint window of any operator.
+    pub last_checkpoint: Option<WindowId>,
+    /// The total size of every operator's last checkpoint, in bytes.
+    pub last_checkpoint_bytes: u64,
+    /// Per physical operator.
+    pub operators: Vec<OperatorReport>,
+}
+
+impl Progress {
+    pub(crate) fn attach(&self, metrics: std::sync::Arc<Metrics>, names: Vec<String>, inputs: Vec<bool>) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = Some(ProgressSource { metrics, names, inputs });
+    }
+
+    /// The job's progress, or `None` before it started.
+    pub fn snapshot(&self) -> Option<ProgressSnapshot> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let source = guard.as_ref()?;
+        let operators: Vec<OperatorReport> = source
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| source.metrics.operators[i].report(name))
+            .collect();
+        let inputs = || {
+            operators
+                .iter()
+                .zip(&source.inputs)
+                .filter(|(_, input)| **input)
+                .map(|(o, _)| o)
+        };
+        Some(ProgressSnapshot {
+            windows: inputs().map(|o| o.windows).min().unwrap_or(0),
+            input_tuples: inputs().map(|o| o.tuples_out).sum(),
+            committed: *source.metrics.committed.lock().unwrap_or_else(|p| p.into_inner()),
+            checkpoints: operators.iter().map(|o| o.checkpoints).sum(),
+            last_checkpoint: operators.iter().filter_map(|o| o.last_checkpoint).max(),
+            last_checkpoint_bytes: operators.iter().map(|o| o.last_checkpoint_bytes).sum(),
+            operators,
+        })
     }
 }

@@ -9,7 +9,7 @@ use checkpoint_core::StorageAgent;
 use crate::dag::Dag;
 use crate::error::RunError;
 use crate::fault::{Fault, Faults};
-use crate::metrics::RunReport;
+use crate::metrics::{Progress, RunReport};
 use crate::supervisor::Supervisor;
 use crate::window_gen::WindowMode;
 
@@ -189,6 +189,7 @@ impl StopHandle {
 pub struct Runtime {
     config: Config,
     stop: Arc<AtomicBool>,
+    progress: Progress,
 }
 
 impl Runtime {
@@ -197,7 +198,13 @@ impl Runtime {
         Runtime {
             config,
             stop: Arc::new(AtomicBool::new(false)),
+            progress: Progress::default(),
         }
+    }
+
+    /// A live view of the job's progress (for a progress line).
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// A handle that stops the job gracefully.
@@ -233,6 +240,6 @@ impl Runtime {
                 detail: format!("a streaming window of {period:?} is too short: use at least 1 ms"),
             });
         }
-        Supervisor::new(&self.config, dag, Arc::clone(&self.stop))?.run()
+        Supervisor::new(&self.config, dag, Arc::clone(&self.stop), &self.progress)?.run()
     }
 }

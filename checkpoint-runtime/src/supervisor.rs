@@ -17,7 +17,7 @@ use crate::dag::{Built, Dag, EdgeKind, Erased, NodeKind, NodeParts, Restore, Thr
 use crate::error::RunError;
 use crate::failure::{Failure, panic_message};
 use crate::manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator};
-use crate::metrics::{Metrics, Recovery, RunReport};
+use crate::metrics::{Metrics, Progress, Recovery, RunReport};
 use crate::operator::{OperatorContext, ProcessingMode};
 use crate::replay::SpillPolicy;
 use crate::runtime::Config;
@@ -75,7 +75,7 @@ pub(crate) struct Supervisor {
 type GiveUp = RunError;
 
 impl Supervisor {
-    pub(crate) fn new(config: &Config, dag: Dag, stop: Arc<AtomicBool>) -> Result<Self, RunError> {
+    pub(crate) fn new(config: &Config, dag: Dag, stop: Arc<AtomicBool>, progress: &Progress) -> Result<Self, RunError> {
         let started = Instant::now();
         let storage = config.storage.clone();
         let mut physical = Vec::new();
@@ -210,6 +210,15 @@ impl Supervisor {
             dag,
         };
 
+        progress.attach(
+            Arc::clone(&supervisor.metrics),
+            supervisor.physical.iter().map(|p| p.name.clone()).collect(),
+            supervisor
+                .physical
+                .iter()
+                .map(|p| supervisor.dag.nodes[p.logical].kind == NodeKind::Input)
+                .collect(),
+        );
         let existing = match &storage {
             Some(storage) => storage.load_manifest()?,
             None => None,

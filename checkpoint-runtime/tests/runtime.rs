@@ -857,3 +857,104 @@ fn a_failed_save_is_a_failure_of_that_operator() {
         assert_eq!(kept.last(), Some(&w(1)), "{kept:?}");
     }
 }
+
+#[test]
+fn stepped_windows_end_only_when_the_test_steps() {
+    use checkpoint_runtime::{Emit, InputOperator, WindowStepper};
+
+    /// Reports every `emit_tuples` call (its window and the call's number in
+    /// that window); emits one tuple per window; done after window 5.
+    #[derive(Default, Checkpoint)]
+    struct Calls {
+        #[checkpoint(transient)]
+        window: Option<WindowId>,
+        #[checkpoint(transient)]
+        calls: u32,
+        #[checkpoint(transient)]
+        tx: Option<crossbeam_channel::Sender<(u32, u32)>>,
+    }
+
+    impl InputOperator for Calls {
+        type Output = Tagged;
+        fn begin_window(&mut self, window: WindowId) -> checkpoint_runtime::OperatorResult {
+            self.window = Some(window);
+            self.calls = 0;
+            Ok(())
+        }
+        fn emit_tuples(
+            &mut self,
+            out: checkpoint_runtime::Output<'_, Tagged>,
+        ) -> checkpoint_runtime::OperatorResult<Emit> {
+            let window = self.window.ok_or("outside a window")?;
+            if window.sequence() > 5 {
+                return Ok(Emit::Done);
+            }
+            self.calls += 1;
+            if self.calls == 1 {
+                out.emit(Tagged {
+                    window,
+                    value: u64::from(window.sequence()),
+                });
+            }
+            if let Some(tx) = &self.tx {
+                tx.send((window.sequence(), self.calls)).map_err(|e| e.to_string())?;
+            }
+            Ok(Emit::Idle)
+        }
+    }
+
+    let stepper = WindowStepper::new();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut dag = Dag::new();
+    let source = dag.input(
+        "source",
+        Calls {
+            tx: Some(tx),
+            ..Default::default()
+        },
+    );
+    let sink = dag.operator(
+        "sink",
+        Collect {
+            seen: Arc::clone(&seen),
+            ..Default::default()
+        },
+    );
+    dag.connect(&source, &sink);
+    let config = Config::default()
+        .window_mode(WindowMode::Stepped(stepper.clone()))
+        .window_base(BASE)
+        .batch_size(1);
+    let runtime = Runtime::new(config);
+    let progress = runtime.progress();
+    let job = std::thread::spawn(move || runtime.run(dag));
+    // The window stays open through many calls until the test steps.
+    for seq in 1..=5u32 {
+        loop {
+            let (window, calls) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("calls");
+            assert_eq!(window, seq, "the window moved without a step");
+            if calls >= 3 {
+                break;
+            }
+        }
+        // The live progress view sees the windows completed so far.
+        let snapshot = progress.snapshot().expect("the job started");
+        assert_eq!(snapshot.windows, u64::from(seq - 1));
+        stepper.step();
+        // Drain the calls made before the step took effect.
+        while let Ok((window, _)) = rx.try_recv() {
+            if window != seq {
+                assert_eq!(window, seq + 1);
+                break;
+            }
+        }
+    }
+    let report = job.join().expect("job thread").expect("run");
+    assert_eq!(report.operator("sink").expect("sink").tuples_in, 5);
+    let seen = seen.lock().expect("seen");
+    assert_eq!(
+        seen.iter().map(|t| (t.window, t.value)).collect::<Vec<_>>(),
+        (1..=5).map(|s| (w(s), u64::from(s))).collect::<Vec<_>>()
+    );
+}
