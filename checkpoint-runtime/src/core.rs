@@ -204,6 +204,7 @@ pub(crate) struct Core<L: Lifecycle> {
     torn_down: bool,
     faults: Option<Faults>,
     tuples_in_window: u64,
+    save_started: Option<std::time::Instant>,
 }
 
 impl<L: Lifecycle> Core<L> {
@@ -228,6 +229,7 @@ impl<L: Lifecycle> Core<L> {
             torn_down: false,
             faults: None,
             tuples_in_window: 0,
+            save_started: None,
         };
         core.faults = faults;
         core
@@ -367,6 +369,7 @@ impl<L: Lifecycle> Core<L> {
         self.call(|_, out| out.end_window(window, last).map_err(|f| Box::new(Forward(f)).into()))?;
         self.window = None;
         self.last_ended = window;
+        tracing::trace!(operator = %self.env.ctx.name, window = %window, last, "window ended");
         let metrics = &self.env.metrics.operators[self.env.node];
         metrics.windows.fetch_add(1, Ordering::Relaxed);
         metrics.tuples_out.store(self.out.emitted(), Ordering::Relaxed);
@@ -419,6 +422,7 @@ impl<L: Lifecycle> Core<L> {
         };
         self.wait_for_save()?;
         let meta = SnapshotMeta::new(&self.env.ctx.name, window);
+        let started = std::time::Instant::now();
         let encoded = catch_unwind(AssertUnwindSafe(|| {
             Snapshot::encode_into(self.op.state(), meta, &mut self.buffer)
         }));
@@ -428,10 +432,12 @@ impl<L: Lifecycle> Core<L> {
             Err(panic) => return Err(self.fail(format!("encoding its checkpoint: {}", panic_message(&*panic)))),
         }
         let metrics = &self.env.metrics.operators[self.env.node];
+        metrics.encoded(started.elapsed());
         metrics
             .checkpoint_bytes
             .store(self.buffer.len() as u64, Ordering::Relaxed);
         self.last_checkpoint = Some(window);
+        self.save_started = Some(std::time::Instant::now());
         if let Some(jobs) = self
             .saver
             .as_ref()
@@ -462,10 +468,19 @@ impl<L: Lifecycle> Core<L> {
         self.report_checkpointed(window)
     }
 
-    fn saved(&self, window: WindowId) {
+    fn saved(&mut self, window: WindowId) {
         let metrics = &self.env.metrics.operators[self.env.node];
         metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
         metrics.last_checkpoint.store(window.as_u64(), Ordering::Relaxed);
+        if let Some(started) = self.save_started.take() {
+            metrics.durable(started.elapsed());
+        }
+        tracing::debug!(
+            operator = %self.env.ctx.name,
+            window = %window,
+            bytes = metrics.checkpoint_bytes.load(Ordering::Relaxed),
+            "checkpoint durable"
+        );
     }
 
     /// Blocks until no save is in flight (asynchronous saving only).
@@ -542,6 +557,7 @@ impl<L: Lifecycle> Core<L> {
             match deferred {
                 Deferred::Checkpointed(window) => self.call(|op, _| op.checkpointed(window))?,
                 Deferred::Committed(window) => {
+                    tracing::trace!(operator = %self.env.ctx.name, window = %window, "committed");
                     self.out.committed(window);
                     self.call(|op, _| op.committed(window))?;
                 }
@@ -600,7 +616,7 @@ impl<O: Operator> Core<AsOperator<O>> {
             return self.process_batch_with_faults(batch);
         }
         self.tuples_in_window += batch.len() as u64;
-        self.call(|op, out| {
+        let result = self.call(|op, out| {
             match Arc::try_unwrap(batch) {
                 Ok(owned) => {
                     for tuple in owned {
@@ -614,7 +630,11 @@ impl<O: Operator> Core<AsOperator<O>> {
                 }
             }
             Ok(())
-        })
+        });
+        self.env.metrics.operators[self.env.node]
+            .tuples_out
+            .store(self.out.emitted(), Ordering::Relaxed);
+        result
     }
 }
 
@@ -634,6 +654,9 @@ impl<O: Operator> Core<AsOperator<O>> {
 impl<I: InputOperator> Core<AsInput<I>> {
     pub(crate) fn emit_tuples(&mut self) -> Result<Emit, Failure> {
         let emit = self.call(|op, out| op.0.emit_tuples(out))?;
+        self.env.metrics.operators[self.env.node]
+            .tuples_out
+            .store(self.out.emitted(), Ordering::Relaxed);
         if self.faults.is_some() {
             let before = self.tuples_in_window;
             self.tuples_in_window = self.out.emitted_in_window();

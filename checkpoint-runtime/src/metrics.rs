@@ -16,6 +16,10 @@ pub(crate) struct OperatorMetrics {
     pub(crate) checkpoint_bytes: AtomicU64,
     pub(crate) last_checkpoint: AtomicU64,
     pub(crate) replay_bytes: AtomicU64,
+    pub(crate) encode_nanos_last: AtomicU64,
+    pub(crate) encode_nanos_max: AtomicU64,
+    pub(crate) durable_nanos_last: AtomicU64,
+    pub(crate) durable_nanos_max: AtomicU64,
 }
 
 /// Live counters of a job.
@@ -61,6 +65,14 @@ pub struct OperatorReport {
     pub replay_bytes: u64,
     /// Times it was restored after a failure.
     pub restarts: u32,
+    /// Time to encode its last checkpoint (the operator thread's pause).
+    pub last_encode_time: Duration,
+    /// The longest checkpoint encode.
+    pub max_encode_time: Duration,
+    /// From the end of the last checkpoint's encode until it was durable.
+    pub last_durable_latency: Duration,
+    /// The longest encode-to-durable latency.
+    pub max_durable_latency: Duration,
 }
 
 /// What a job did: returned by [`Runtime::run`](crate::Runtime::run).
@@ -106,6 +118,18 @@ impl RunReport {
 }
 
 impl OperatorMetrics {
+    pub(crate) fn encoded(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.encode_nanos_last.store(nanos, Ordering::Relaxed);
+        self.encode_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn durable(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.durable_nanos_last.store(nanos, Ordering::Relaxed);
+        self.durable_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+    }
+
     pub(crate) fn report(&self, name: &str) -> OperatorReport {
         let last = self.last_checkpoint.load(Ordering::Relaxed);
         let checkpoints = self.checkpoints.load(Ordering::Relaxed);
@@ -119,6 +143,10 @@ impl OperatorMetrics {
             last_checkpoint: (checkpoints > 0).then(|| WindowId::from_u64(last)),
             replay_bytes: self.replay_bytes.load(Ordering::Relaxed),
             restarts: 0,
+            last_encode_time: Duration::from_nanos(self.encode_nanos_last.load(Ordering::Relaxed)),
+            max_encode_time: Duration::from_nanos(self.encode_nanos_max.load(Ordering::Relaxed)),
+            last_durable_latency: Duration::from_nanos(self.durable_nanos_last.load(Ordering::Relaxed)),
+            max_durable_latency: Duration::from_nanos(self.durable_nanos_max.load(Ordering::Relaxed)),
         }
     }
 }

@@ -201,8 +201,9 @@ impl<T: Tuple> Emitter<T> {
         self.emitted_in_window
     }
 
+    /// Tuples emitted so far, sent or still in the batch being filled.
     pub(crate) fn emitted(&self) -> u64 {
-        self.emitted
+        self.emitted + self.batch.len() as u64
     }
 
     /// Sends the buffered tuples. A send that fails (the job is aborting) is

@@ -317,6 +317,7 @@ impl Supervisor {
             if self.dag.nodes[self.physical[node].logical].kind == NodeKind::Input {
                 first_sequence = first_sequence.max(r.sequence() + 1);
             }
+            tracing::info!(operator = %name, window = %r, "resuming from checkpoint");
             self.resumed_from.push((name, r));
         }
         self.first_sequence = first_sequence;
@@ -645,6 +646,7 @@ impl Supervisor {
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
+                    let _span = tracing::info_span!("operator", name = %name, epoch).entered();
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
                     let failure = match result {
                         Ok(Ok(())) | Ok(Err(Failure::Aborted)) => None,
@@ -760,6 +762,7 @@ impl Supervisor {
         }
         self.committed = Some(new);
         self.metrics.set_committed(new);
+        tracing::debug!(window = %new, "committed");
         for node in 0..self.physical.len() {
             if let Some(control) = &self.control[self.root[node]] {
                 let _ = control.send((node, Control::Committed(new)));
@@ -883,6 +886,13 @@ impl Supervisor {
             resume.insert(a, resume_mode);
             restored.push((name, r));
         }
+        tracing::warn!(
+            operator = %operator,
+            window = ?window.map(|w| w.to_string()),
+            cause = %cause,
+            restored = ?self.recoveries.len(),
+            "operator failed; restoring it and its downstream operators"
+        );
         self.recoveries.push(Recovery {
             operator: operator.clone(),
             window,
