@@ -48,7 +48,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use checkpoint_core::{Checkpoint, FsStorageAgent};
+use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent};
 use checkpoint_runtime::{Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, Runtime, WindowMode};
 
 /// splitmix64 as DESIGN.md defines it (wrapping u64 arithmetic).
@@ -297,9 +297,28 @@ struct RunRecord {
     /// Streaming windows the counter completed.
     windows: u64,
     committed: Option<String>,
+    /// The counter's longest checkpoint encode (its thread's pause), ms.
+    max_encode_ms: f64,
+    /// The counter's last checkpoint encode, ms.
+    last_encode_ms: f64,
+    /// The counter's longest encode-to-durable latency, ms.
+    max_durable_ms: f64,
+    /// Time to load and decode the counter's newest checkpoint from disk
+    /// after the run (what a recovery pays for it), ms.
+    restore_ms: Option<f64>,
+    /// Peak resident set size of the process so far, MiB (Linux).
+    peak_rss_mib: Option<f64>,
     result: u128,
     expected: u128,
     check: &'static str,
+}
+
+/// VmHWM from /proc/self/status.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// The workload without the runtime: one thread, one loop, the same
@@ -326,6 +345,11 @@ fn run_bare<S: BuildHasher + Default>(options: &Options, keys: u64, expected: u1
         last_checkpoint_bytes: 0,
         windows: 0,
         committed: None,
+        max_encode_ms: 0.0,
+        last_encode_ms: 0.0,
+        max_durable_ms: 0.0,
+        restore_ms: None,
+        peak_rss_mib: peak_rss_mib(),
         result: total,
         expected,
         check: if total == expected { "ok" } else { "MISMATCH" },
@@ -402,6 +426,24 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
         .run(dag)
         .map_err(|e| format!("{} K={keys}: the job failed: {e}", config.name()))?;
     let seconds = started.elapsed().as_secs_f64();
+    // Recovery's cost for the counter: load its newest snapshot and decode it.
+    let restore_ms = match &dir {
+        Some(tmp) => {
+            let storage = FsStorageAgent::new(tmp.path()).map_err(|e| e.to_string())?;
+            let newest = *storage
+                .windows("count")
+                .map_err(|e| e.to_string())?
+                .last()
+                .ok_or("no checkpoint of `count`")?;
+            let started = Instant::now();
+            let bytes = storage.load("count", newest).map_err(|e| e.to_string())?;
+            let (_, state) = checkpoint_core::Snapshot::decode::<Counter<S>>(&bytes).map_err(|e| e.to_string())?;
+            let took = started.elapsed().as_secs_f64() * 1e3;
+            drop(state);
+            Some(took)
+        }
+        None => None,
+    };
     drop(dir);
 
     let count = report.operator("count").ok_or("no report for `count`")?;
@@ -423,6 +465,11 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
         last_checkpoint_bytes: count.last_checkpoint_bytes,
         windows: count.windows,
         committed: report.committed.map(|w| w.to_string()),
+        max_encode_ms: count.max_encode_time.as_secs_f64() * 1e3,
+        last_encode_ms: count.last_encode_time.as_secs_f64() * 1e3,
+        max_durable_ms: count.max_durable_latency.as_secs_f64() * 1e3,
+        restore_ms,
+        peak_rss_mib: peak_rss_mib(),
         result: got,
         expected,
         check: if got == expected && tuples_ok { "ok" } else { "MISMATCH" },
