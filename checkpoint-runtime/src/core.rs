@@ -513,9 +513,11 @@ impl<L: Lifecycle> Core<L> {
 
     pub(crate) fn accept_own(&mut self, message: Control) -> Result<(), Failure> {
         match message {
-            // Nothing at or before the activation window concerns this
-            // incarnation (and the initial checkpoint has no `checkpointed`).
-            Control::Committed(window) if window <= self.activation() => {}
+            // The initial checkpoint has no `checkpointed`, so it gets no
+            // `committed` either. A restored operator does get commits up to
+            // its checkpoint: an exactly-once sink publishes its pending
+            // windows on them.
+            Control::Committed(window) if window <= self.activation() && !self.env.restored => {}
             Control::Committed(window) => self.deferred.push_back(Deferred::Committed(window)),
             Control::Saved { window, buffer, result } => {
                 self.in_flight = None;
