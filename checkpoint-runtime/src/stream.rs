@@ -490,12 +490,22 @@ impl<W: Send + Sync + 'static> Channel<W> {
     }
 
     fn send(&mut self, message: Message<W>, kill: &Receiver<()>) -> Result<(), Failure> {
-        if self.awaiting_begin {
-            if !matches!(message, Message::Begin(_)) {
-                return Ok(());
+        let message = if self.awaiting_begin {
+            match message {
+                Message::Begin(_) | Message::Closed => {
+                    self.awaiting_begin = false;
+                    message
+                }
+                // The stream ends before the rejoining receiver's next window.
+                Message::End { last: true, .. } => {
+                    self.awaiting_begin = false;
+                    Message::Closed
+                }
+                Message::Batch(_) | Message::End { .. } => return Ok(()),
             }
-            self.awaiting_begin = false;
-        }
+        } else {
+            message
+        };
         if let Route::Relay(relay) = &self.route
             && relay.drained()
         {

@@ -111,6 +111,11 @@ impl WindowGenerator {
         }
     }
 
+    /// Whether windows are cut by tuple counts or steps, not by the clock.
+    pub(crate) fn is_deterministic(&self) -> bool {
+        !matches!(self.mode, WindowMode::Time(_))
+    }
+
     /// The sequence number the input should be in now, given the one it is
     /// in and what it emitted there.
     pub(crate) fn target(&self, current: u32, emitted_in_window: u64) -> u32 {

@@ -30,13 +30,22 @@ pub(crate) fn run_input<I: InputOperator>(
     let base = core.activation().base_seconds();
     let mut sequence = core.activation().sequence() + 1;
     core.begin_window(WindowId::new(base, sequence))?;
+    // In a deterministic window mode a stop waits for the window's natural
+    // end, so windows hold what they would have held without the stop and a
+    // resumed job produces the same windows; an idle input stops at once.
+    let deterministic = generator.is_deterministic();
     loop {
-        if stop.load(Ordering::Relaxed) {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping && !deterministic {
             core.end_window(WindowId::new(base, sequence), true)?;
             break;
         }
         match core.emit_tuples()? {
             Emit::Done => {
+                core.end_window(WindowId::new(base, sequence), true)?;
+                break;
+            }
+            Emit::Idle if stopping => {
                 core.end_window(WindowId::new(base, sequence), true)?;
                 break;
             }
@@ -47,6 +56,10 @@ pub(crate) fn run_input<I: InputOperator>(
             Emit::Continue => core.poll_control()?,
         }
         let target = generator.target(sequence, core.out.emitted_in_window());
+        if stopping && sequence < target {
+            core.end_window(WindowId::new(base, sequence), true)?;
+            break;
+        }
         while sequence < target {
             core.end_window(WindowId::new(base, sequence), false)?;
             sequence += 1;

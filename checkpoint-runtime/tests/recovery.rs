@@ -160,6 +160,9 @@ fn run(run_id: &str, modes: Modes, faults: &[Fault], async_checkpoints: bool) ->
     for fault in faults {
         config = config.inject(fault.clone());
     }
+    if std::env::var_os("RECOVERY_TRACE").is_some() {
+        eprintln!("run {run_id}");
+    }
     let report = with_watchdog(move || Runtime::new(config).run(dag)).unwrap_or_else(|e| panic!("{run_id}: {e}"));
     // An at-most-once operator that rejoined after its upstreams finished
     // ends its stream early; every other one ends at the last window.

@@ -11,88 +11,15 @@
 //! own. Each run continues the window sequence of the last one, keeping the
 //! job's original window base, as a restarted Apex job does.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use checkpoint_core::{
-    Checkpoint, FsStorageAgent, LayoutHasher, PayloadError, Snapshot, SnapshotMeta, StorageAgent, WindowId, payload,
-};
+use checkpoint_core::{FsStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+use checkpoint_examples::ride_totals::RideTotals;
 
 const OPERATOR: &str = "ride-totals";
-const RIDES_PER_WINDOW: u64 = 1_000;
-const ZONES: u64 = 12;
 /// Checkpoints kept: the newest plus one older good one.
 const RETAINED: usize = 2;
-
-/// The aggregate: rides and revenue per pickup zone.
-#[derive(Debug, Default)]
-struct RideTotals {
-    rides: u64,
-    revenue_cents: u64,
-    per_zone: BTreeMap<u64, u64>,
-    /// Rebuilt on restore; never saved (a transient field).
-    busiest_cache: Option<u64>,
-}
-
-impl Checkpoint for RideTotals {
-    const TYPE_NAME: &'static str = "RideTotals";
-    const FINGERPRINT: u64 = LayoutHasher::new()
-        .write_str("RideTotals")
-        .write_str("rides")
-        .write_str("u64")
-        .write_str("revenue_cents")
-        .write_str("u64")
-        .write_str("per_zone")
-        .write_str("BTreeMap<u64,u64>")
-        .write_u64(Self::VERSION as u64)
-        .finish();
-
-    fn encode_state<W: Write>(&self, out: &mut W) -> Result<(), PayloadError> {
-        payload::encode(&(self.rides, self.revenue_cents, &self.per_zone), out)
-    }
-
-    fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> {
-        let (rides, revenue_cents, per_zone) = payload::decode(input)?;
-        Ok(RideTotals {
-            rides,
-            revenue_cents,
-            per_zone,
-            busiest_cache: None,
-        })
-    }
-}
-
-impl RideTotals {
-    /// One window's deterministic synthetic rides.
-    fn process_window(&mut self, window: WindowId) {
-        for i in 0..RIDES_PER_WINDOW {
-            let h = splitmix64(u64::from(window.sequence()) * RIDES_PER_WINDOW + i);
-            // Skewed zones: low zone numbers are busier.
-            let zone = (h % ZONES).min((h >> 8) % ZONES);
-            let fare_cents = 500 + (h >> 20) % 4_000;
-            self.rides += 1;
-            self.revenue_cents += fare_cents;
-            *self.per_zone.entry(zone).or_default() += 1;
-        }
-        self.busiest_cache = None;
-    }
-
-    fn busiest_zone(&mut self) -> Option<u64> {
-        if self.busiest_cache.is_none() {
-            self.busiest_cache = self.per_zone.iter().max_by_key(|(_, n)| **n).map(|(z, _)| *z);
-        }
-        self.busiest_cache
-    }
-}
-
-fn splitmix64(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 struct Args {
     dir: String,

@@ -1,0 +1,1083 @@
+//! `checkpoint`: inspect, verify, decode and purge a checkpoint directory
+//! (the root of an `FsStorageAgent`, as a job writes it).
+//!
+//! ```text
+//! checkpoint ls checkpoints                      # operators, windows, committed, recovery
+//! checkpoint show checkpoints count#0            # the newest snapshot's header and checksum
+//! checkpoint show checkpoints count#0 0x6553f1000000000f
+//! checkpoint verify checkpoints                  # every snapshot; non-zero exit on corruption
+//! checkpoint dump checkpoints ride-totals --json # a state the tool knows, as JSON
+//! checkpoint purge checkpoints --keep 2 --dry-run
+//! ```
+//!
+//! The tool reads the directory itself (never through a running job) and
+//! only `purge` changes anything. The layout is `docs/FORMAT.md`'s: one
+//! subdirectory per operator (its physical name) holding one file per
+//! checkpoint named by the window id in 16 lower-case hex digits, and the job
+//! manifest in `.manifest`.
+#![warn(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use checkpoint_core::{FsStorageAgent, Snapshot, SnapshotError, SnapshotHeader, StorageAgent, WindowId};
+use checkpoint_examples::dump;
+use checkpoint_runtime::JobManifest;
+use checkpoint_runtime::coordinator::{OperatorCheckpoints, Topology, plan};
+use checkpoint_runtime::io::WindowDataManager;
+use clap::{Parser, Subcommand};
+
+/// Inspect, verify, decode and purge a job's checkpoint directory.
+#[derive(Debug, Parser)]
+#[command(
+    name = "checkpoint",
+    version,
+    about = "Inspect, verify, decode and purge a job's checkpoint directory",
+    long_about = "Inspect, verify, decode and purge a job's checkpoint directory: the root of an \
+                  FsStorageAgent, with one subdirectory per operator, one file per checkpoint \
+                  named by its window id, and the job manifest in .manifest (docs/FORMAT.md).\n\n\
+                  Only `purge` changes anything; run it while the job is stopped.",
+    after_long_help = "Examples:\n  \
+        checkpoint ls checkpoints\n  \
+        checkpoint show checkpoints count#0 0x6553f1000000000f\n  \
+        checkpoint verify checkpoints\n  \
+        checkpoint dump checkpoints stats --json\n  \
+        checkpoint purge checkpoints --keep 2 --dry-run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List operators, their checkpoints and sizes, the committed window and
+    /// each operator's recovery checkpoint.
+    ///
+    /// The recovery checkpoint is the one a restart (or a failure now) would
+    /// restore the operator from, computed from the job manifest's DAG and
+    /// the good checkpoints on disk exactly as the runtime computes it.
+    /// Without a job manifest the checkpoints on disk are listed alone.
+    Ls {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+    /// Print one snapshot's header (operator, window, state type, version,
+    /// layout fingerprint, sizes) and whether its CRC-32C checks.
+    ///
+    /// Exits non-zero if the snapshot is corrupt or misplaced.
+    Show {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The operator's physical name (`count`, or `count#0` for a partition).
+        operator: String,
+        /// The window: `0x` + hex (as `ls` prints it), 16 hex digits (the
+        /// file name) or a sequence number; default: the newest.
+        window: Option<String>,
+    },
+    /// Check every snapshot's header and CRC-32C, and that it sits at the
+    /// path its header names.
+    ///
+    /// Prints each problem with the file it is in; exits non-zero on any.
+    Verify {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Also list the snapshots that are fine.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Decode a snapshot's state and print it as JSON, for the state types
+    /// this tool is built with (see examples/src/dump.rs).
+    Dump {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The operator's physical name.
+        operator: String,
+        /// The window, as for `show`; default: the newest.
+        window: Option<String>,
+        /// Print only the JSON (no heading line), for other programs.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete old checkpoints, keeping the N newest of each operator and
+    /// every checkpoint recovery could still need.
+    ///
+    /// Never deleted: an operator's recovery checkpoint (as `ls` shows it)
+    /// and anything newer, the committed window's checkpoint, corrupt files
+    /// (see `verify`), and input window data. Needs the job manifest. Stop the
+    /// job first: a running job may be saving checkpoints this does not see.
+    Purge {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Good checkpoints to keep per operator, newest first (protected
+        /// ones are kept as well).
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// A failure that stops a command: printed as `checkpoint: <message>`.
+type Failure = String;
+
+/// Appends a line to a command's output (writing to a `String` cannot fail).
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Each command writes its report here; it is printed even when the
+    // command fails part-way (a purge that deleted some files, say).
+    let mut out = String::new();
+    let result = match cli.command {
+        Command::Ls { dir } => ls(&dir, &mut out),
+        Command::Show { dir, operator, window } => show(&dir, &operator, window.as_deref(), &mut out),
+        Command::Verify { dir, verbose } => verify(&dir, verbose, &mut out),
+        Command::Dump {
+            dir,
+            operator,
+            window,
+            json,
+        } => dump_state(&dir, &operator, window.as_deref(), json, &mut out),
+        Command::Purge { dir, keep, dry_run } => purge(&dir, keep, dry_run, &mut out),
+    };
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush())
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        eprintln!("checkpoint: writing the output: {e}");
+        return ExitCode::FAILURE;
+    }
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("checkpoint: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading the directory
+
+/// One snapshot file: `<root>/<storage name>/<16 hex digits>`.
+#[derive(Debug, Clone)]
+struct SnapshotFile {
+    window: WindowId,
+    path: PathBuf,
+    size: u64,
+}
+
+/// One subdirectory: an operator's checkpoints, or an input's window data.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    /// Ascending by window.
+    files: Vec<SnapshotFile>,
+}
+
+impl Entry {
+    fn is_window_data(&self) -> bool {
+        WindowDataManager::is_storage_name(&self.name)
+    }
+}
+
+/// What a directory holds, read without interpreting any snapshot.
+#[derive(Debug)]
+struct Inventory {
+    root: PathBuf,
+    /// Sorted by name.
+    entries: Vec<Entry>,
+    /// Files and directories that are not part of the layout, with why.
+    strays: Vec<(PathBuf, &'static str)>,
+    /// Temp files of interrupted saves.
+    temps: Vec<PathBuf>,
+    manifest: ManifestState,
+}
+
+#[derive(Debug)]
+enum ManifestState {
+    Missing,
+    /// A runtime job manifest.
+    Job(Box<JobManifest>),
+    /// JSON that is not a readable job manifest: a damaged one.
+    Corrupt(String),
+    /// Something else, such as `resume-demo`'s `window-base=...`.
+    Other(String),
+}
+
+fn io_failure(action: &str, path: &Path, e: &io::Error) -> Failure {
+    format!("{action} {}: {e}", path.display())
+}
+
+/// Checks that `dir` is an existing directory.
+fn open_dir(dir: &Path) -> Result<(), Failure> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "{} is not a directory (a checkpoint directory holds a .manifest and one subdirectory per operator)",
+            dir.display()
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!("no such directory: {}", dir.display())),
+        Err(e) => Err(io_failure("cannot read", dir, &e)),
+    }
+}
+
+fn parse_file_name(name: &str) -> Option<WindowId> {
+    if name.len() != 16 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(name, 16).ok().map(WindowId::from_u64)
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, Failure> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_failure("cannot list", dir, &e))? {
+        entries.push(entry.map_err(|e| io_failure("cannot list", dir, &e))?);
+    }
+    entries.sort_by_key(fs::DirEntry::file_name);
+    Ok(entries)
+}
+
+fn scan(root: &Path) -> Result<Inventory, Failure> {
+    open_dir(root)?;
+    let mut inventory = Inventory {
+        root: root.to_path_buf(),
+        entries: Vec::new(),
+        strays: Vec::new(),
+        temps: Vec::new(),
+        manifest: read_manifest(root)?,
+    };
+    for entry in read_dir_sorted(root)? {
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| io_failure("cannot read", &path, &e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            inventory.strays.push((path, "a name that is not UTF-8"));
+            continue;
+        };
+        if !file_type.is_dir() {
+            if name == ".manifest" {
+                continue;
+            }
+            if name == ".manifest.tmp" {
+                inventory.temps.push(path);
+            } else {
+                inventory.strays.push((path, "not part of a checkpoint directory"));
+            }
+            continue;
+        }
+        if checkpoint_core::validate_operator_name(&name).is_err() {
+            inventory
+                .strays
+                .push((path, "a directory whose name cannot be an operator's"));
+            continue;
+        }
+        let mut files = Vec::new();
+        for file in read_dir_sorted(&path)? {
+            let file_path = file.path();
+            let file_name = file.file_name().to_string_lossy().into_owned();
+            match parse_file_name(&file_name) {
+                Some(window) => {
+                    let meta = file.metadata().map_err(|e| io_failure("cannot read", &file_path, &e))?;
+                    if meta.is_file() {
+                        files.push(SnapshotFile {
+                            window,
+                            path: file_path,
+                            size: meta.len(),
+                        });
+                    } else {
+                        inventory.strays.push((file_path, "not a regular file"));
+                    }
+                }
+                None if file_name.starts_with('.') && file_name.ends_with(".tmp") => inventory.temps.push(file_path),
+                None => inventory
+                    .strays
+                    .push((file_path, "not a snapshot name (16 lower-case hex digits)")),
+            }
+        }
+        files.sort_by_key(|f| f.window);
+        inventory.entries.push(Entry { name, files });
+    }
+    Ok(inventory)
+}
+
+fn read_manifest(root: &Path) -> Result<ManifestState, Failure> {
+    let path = root.join(".manifest");
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ManifestState::Missing),
+        Err(e) => return Err(io_failure("cannot read", &path, &e)),
+    };
+    Ok(match JobManifest::from_bytes(&bytes) {
+        Ok(manifest) => ManifestState::Job(Box::new(manifest)),
+        // The runtime writes JSON objects: one that does not parse is damaged.
+        Err(e) if bytes.trim_ascii_start().first() == Some(&b'{') => ManifestState::Corrupt(e.to_string()),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let first = text.lines().next().unwrap_or_default();
+            ManifestState::Other(first.chars().take(60).collect())
+        }
+    })
+}
+
+impl Inventory {
+    fn entry(&self, name: &str) -> Result<&Entry, Failure> {
+        self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+            format!(
+                "no operator {name:?} in {} (it has: {})",
+                self.root.display(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })
+    }
+
+    fn snapshot_count(&self) -> usize {
+        self.entries.iter().map(|e| e.files.len()).sum()
+    }
+
+    /// An error if the directory holds neither a manifest nor a snapshot.
+    fn require_checkpoints(&self) -> Result<(), Failure> {
+        if matches!(self.manifest, ManifestState::Missing) && self.snapshot_count() == 0 {
+            return Err(format!(
+                "{} is not a checkpoint directory: no .manifest and no snapshot files",
+                self.root.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every snapshot file's header, or what is wrong with it, by path.
+type Health = HashMap<PathBuf, Result<SnapshotHeader, String>>;
+
+/// Reads and checks every snapshot file once.
+fn check_all(inventory: &Inventory) -> Result<Health, Failure> {
+    let mut health = HashMap::new();
+    for entry in &inventory.entries {
+        for file in &entry.files {
+            health.insert(file.path.clone(), check_file(&entry.name, file)?);
+        }
+    }
+    Ok(health)
+}
+
+fn is_good(health: &Health, file: &SnapshotFile) -> bool {
+    matches!(health.get(&file.path), Some(Ok(_)))
+}
+
+/// What is wrong with a snapshot file, if anything.
+fn check_file(entry_name: &str, file: &SnapshotFile) -> Result<Result<SnapshotHeader, String>, Failure> {
+    let bytes = fs::read(&file.path).map_err(|e| io_failure("cannot read", &file.path, &e))?;
+    Ok(check_bytes(entry_name, file.window, &bytes))
+}
+
+fn check_bytes(entry_name: &str, window: WindowId, bytes: &[u8]) -> Result<SnapshotHeader, String> {
+    let header = Snapshot::verify(bytes).map_err(|e| describe(&e))?;
+    placement(entry_name, window, &header)?;
+    Ok(header)
+}
+
+fn placement(entry_name: &str, window: WindowId, header: &SnapshotHeader) -> Result<(), String> {
+    if header.operator != entry_name || header.window != window {
+        return Err(format!(
+            "misplaced: its header names operator {:?} at window {}, but it is stored as {entry_name:?} at {window}",
+            header.operator, header.window
+        ));
+    }
+    Ok(())
+}
+
+fn describe(e: &SnapshotError) -> String {
+    match e {
+        SnapshotError::BadMagic { .. } => format!("not a checkpoint ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The job: physical operators and their recovery checkpoints
+
+/// A physical operator of the manifest's DAG and what is on disk for it.
+#[derive(Debug)]
+struct PhysicalOperator {
+    logical: usize,
+    name: String,
+    stateless: bool,
+    at_most_once: bool,
+    /// Good checkpoints, ascending.
+    good: Vec<WindowId>,
+    /// The checkpoint a restart would restore it from.
+    recovery: Option<WindowId>,
+}
+
+#[derive(Debug)]
+struct JobView {
+    operators: Vec<PhysicalOperator>,
+    /// The committed window the recovery checkpoints imply.
+    planned_committed: Option<WindowId>,
+}
+
+/// Builds the physical DAG from the manifest (every partition of an edge's
+/// upstream feeds every partition of its downstream, as the runtime wires
+/// it) and computes the recovery checkpoints with the runtime's `plan`, from
+/// the good checkpoints on disk, choosing each operator's restore point as a
+/// restart does.
+fn job_view(manifest: &JobManifest, inventory: &Inventory, health: &Health) -> Result<JobView, Failure> {
+    let mut by_logical: HashMap<&str, usize> = HashMap::new();
+    let mut operators: Vec<PhysicalOperator> = Vec::new();
+    let mut first_physical = Vec::new();
+    for (logical, op) in manifest.operators.iter().enumerate() {
+        if by_logical.insert(op.name.as_str(), logical).is_some() {
+            return Err(format!("the job manifest names operator {:?} twice", op.name));
+        }
+        first_physical.push(operators.len());
+        for name in &op.physical {
+            let mut good = Vec::new();
+            if let Ok(entry) = inventory.entry(name) {
+                good.extend(entry.files.iter().filter(|f| is_good(health, f)).map(|f| f.window));
+            }
+            operators.push(PhysicalOperator {
+                logical,
+                name: name.clone(),
+                stateless: op.stateless,
+                at_most_once: op.mode == "at-most-once",
+                good,
+                recovery: None,
+            });
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for op in &operators {
+        if !seen.insert(op.name.as_str()) {
+            return Err(format!("the job manifest names physical operator {:?} twice", op.name));
+        }
+    }
+    let physical_of = |logical: usize| {
+        let start = first_physical[logical];
+        start..start + manifest.operators[logical].physical.len()
+    };
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); operators.len()];
+    for edge in &manifest.edges {
+        let lookup = |name: &str| {
+            by_logical
+                .get(name)
+                .copied()
+                .ok_or_else(|| format!("the job manifest has an edge from or to unknown operator {name:?}"))
+        };
+        let (from, to) = (lookup(&edge.from)?, lookup(&edge.to)?);
+        for u in physical_of(from) {
+            downstream[u].extend(physical_of(to));
+        }
+    }
+    let topology = Topology::new(downstream).with_at_most_once(operators.iter().map(|o| o.at_most_once).collect());
+    if topology.topological_order().is_none() {
+        return Err("the job manifest's edges form a cycle".to_owned());
+    }
+    let lists: Vec<OperatorCheckpoints> = operators
+        .iter()
+        .map(|op| {
+            if op.stateless {
+                // As a restart counts it: checkpointed at every window.
+                OperatorCheckpoints::stateless(WindowId::from_u64(u64::MAX))
+            } else {
+                OperatorCheckpoints::durable(op.good.clone())
+            }
+        })
+        .collect();
+    let planned = plan(&topology, &lists);
+    for (i, op) in operators.iter_mut().enumerate() {
+        op.recovery = if op.stateless {
+            None
+        } else if op.at_most_once {
+            op.good.last().copied()
+        } else {
+            planned.recovery[i].and_then(|r| op.good.iter().rev().find(|w| **w <= r).copied())
+        };
+    }
+    let planned_committed = planned.committed.filter(|w| w.as_u64() != u64::MAX);
+    Ok(JobView {
+        operators,
+        planned_committed,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+fn window_text(window: WindowId) -> String {
+    format!("{window} (#{})", window.sequence())
+}
+
+fn size_text(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    if bytes < 10 * KIB {
+        format!("{bytes} B")
+    } else if bytes < 10 * KIB * KIB {
+        format!("{:.1} KiB", bytes as f64 / KIB as f64)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (KIB * KIB) as f64)
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+// ---------------------------------------------------------------------------
+// ls
+
+fn ls(dir: &Path, out: &mut String) -> Result<ExitCode, Failure> {
+    let inventory = scan(dir)?;
+    inventory.require_checkpoints()?;
+    let health = check_all(&inventory)?;
+    say!(out, "checkpoint directory {}", dir.display());
+    let mut listed: BTreeSet<&str> = BTreeSet::new();
+    match &inventory.manifest {
+        ManifestState::Job(manifest) => {
+            let view = job_view(manifest, &inventory, &health)?;
+            ls_job(out, manifest, &view, &inventory, &health);
+            listed.extend(
+                manifest
+                    .operators
+                    .iter()
+                    .flat_map(|o| o.physical.iter().map(String::as_str)),
+            );
+        }
+        ManifestState::Missing => {
+            say!(
+                out,
+                "no job manifest found ({} does not exist): listing what is on disk; \
+                 the committed window and recovery checkpoints need the manifest",
+                dir.join(".manifest").display()
+            );
+        }
+        ManifestState::Other(first) => {
+            say!(
+                out,
+                "no job manifest found (.manifest holds {first:?}, not a runtime job manifest): \
+                 listing what is on disk; the committed window and recovery checkpoints need the manifest"
+            );
+        }
+        ManifestState::Corrupt(e) => {
+            say!(
+                out,
+                "the job manifest is damaged ({e}): listing what is on disk; \
+                 the committed window and recovery checkpoints need the manifest"
+            );
+        }
+    }
+    let (data, others): (Vec<&Entry>, Vec<&Entry>) = inventory
+        .entries
+        .iter()
+        .filter(|e| !listed.contains(e.name.as_str()))
+        .partition(|e| e.is_window_data());
+    if !others.is_empty() {
+        if matches!(inventory.manifest, ManifestState::Job(_)) {
+            say!(out, "\nnot in the job manifest:");
+        } else {
+            out.push('\n');
+        }
+        for entry in others {
+            say!(out, "{}", entry.name);
+            list_files(out, entry, &health, |_| Vec::new());
+        }
+    }
+    if !data.is_empty() {
+        say!(
+            out,
+            "\nwindow data (an idempotent input's per-window records, not operators):"
+        );
+        for entry in data {
+            let bytes: u64 = entry.files.iter().map(|f| f.size).sum();
+            let range = match (entry.files.first(), entry.files.last()) {
+                (Some(first), Some(last)) => format!(
+                    ", windows {} to {}",
+                    window_text(first.window),
+                    window_text(last.window)
+                ),
+                _ => String::new(),
+            };
+            say!(
+                out,
+                "  {}: {}{range}, {}",
+                entry.name,
+                plural(entry.files.len(), "record", "records"),
+                size_text(bytes)
+            );
+        }
+    }
+    let total: u64 = inventory.entries.iter().flat_map(|e| &e.files).map(|f| f.size).sum();
+    say!(
+        out,
+        "\ntotal: {} in {}, {}",
+        plural(inventory.snapshot_count(), "snapshot", "snapshots"),
+        plural(inventory.entries.len(), "directory", "directories"),
+        size_text(total)
+    );
+    if !inventory.temps.is_empty() {
+        say!(
+            out,
+            "{} of interrupted saves (removed when the job starts)",
+            plural(inventory.temps.len(), "temp file", "temp files")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls_job(out: &mut String, manifest: &JobManifest, view: &JobView, inventory: &Inventory, health: &Health) {
+    say!(
+        out,
+        "job manifest: {}, {}, window base {} ({:#010x})",
+        plural(manifest.operators.len(), "operator", "operators"),
+        plural(manifest.edges.len(), "edge", "edges"),
+        manifest.window_base,
+        manifest.window_base,
+    );
+    say!(
+        out,
+        "committed window: {}",
+        manifest.committed.map_or_else(|| "none yet".to_owned(), window_text)
+    );
+    say!(
+        out,
+        "recovery: a restart restores each operator from its checkpoint marked `recovery`{}; \
+         newer ones are deleted and taken again",
+        match view.planned_committed {
+            Some(w) if Some(w) != manifest.committed => format!(" (they imply committed window {})", window_text(w)),
+            _ => String::new(),
+        }
+    );
+    for (logical, op) in manifest.operators.iter().enumerate() {
+        say!(
+            out,
+            "\n{} ({}, {}{}, {}, checkpoint every {})",
+            op.name,
+            op.kind,
+            op.mode,
+            if op.stateless { ", stateless" } else { "" },
+            plural(op.partitions, "partition", "partitions"),
+            plural(op.checkpoint_window_count as usize, "window", "windows"),
+        );
+        for physical in view.operators.iter().filter(|p| p.logical == logical) {
+            let entry = inventory.entries.iter().find(|e| e.name == physical.name);
+            if physical.stateless {
+                say!(
+                    out,
+                    "  {}: stateless, never saved; restarts with its upstreams",
+                    physical.name
+                );
+                continue;
+            }
+            say!(
+                out,
+                "  {}: recovery checkpoint {}",
+                physical.name,
+                physical
+                    .recovery
+                    .map_or_else(|| "none (a restart cannot restore it)".to_owned(), window_text)
+            );
+            match entry {
+                Some(entry) if !entry.files.is_empty() => {
+                    let marks = |w: WindowId| {
+                        let mut marks = Vec::new();
+                        if Some(w) == physical.recovery {
+                            marks.push("recovery");
+                        }
+                        if Some(w) == manifest.committed {
+                            marks.push("committed");
+                        }
+                        marks
+                    };
+                    list_files(out, entry, health, marks);
+                }
+                _ => {
+                    say!(out, "    (no checkpoints)");
+                }
+            }
+        }
+    }
+    let edges: Vec<String> = manifest
+        .edges
+        .iter()
+        .map(|e| format!("{} -> {} ({})", e.from, e.to, e.kind))
+        .collect();
+    if !edges.is_empty() {
+        say!(out, "\nedges: {}", edges.join(", "));
+    }
+}
+
+/// One line per snapshot file: window, sequence, size, marks, problems.
+fn list_files(out: &mut String, entry: &Entry, health: &Health, marks: impl Fn(WindowId) -> Vec<&'static str>) {
+    for file in &entry.files {
+        let mut notes: Vec<String> = marks(file.window).into_iter().map(str::to_owned).collect();
+        if let Some(Err(problem)) = health.get(&file.path) {
+            notes.push(format!("CORRUPT: {problem}"));
+        }
+        say!(
+            out,
+            "{}",
+            format!(
+                "    {}  {:<7} {:>9}  {}",
+                file.window,
+                format!("#{}", file.window.sequence()),
+                size_text(file.size),
+                notes.join(", ")
+            )
+            .trim_end()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// show and dump
+
+/// The snapshot `operator` has at `window` (default: its newest).
+fn select<'a>(inventory: &'a Inventory, operator: &str, window: Option<&str>) -> Result<&'a SnapshotFile, Failure> {
+    let entry = inventory.entry(operator)?;
+    let Some(newest) = entry.files.last() else {
+        return Err(format!("operator {operator:?} has no checkpoints"));
+    };
+    let Some(text) = window else {
+        return Ok(newest);
+    };
+    let available = || {
+        entry
+            .files
+            .iter()
+            .map(|f| window_text(f.window))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = text.trim();
+    let wanted: Vec<&SnapshotFile> = if text.starts_with("0x") || text.starts_with("0X") {
+        let w: WindowId = text.parse().map_err(|e| format!("{e}"))?;
+        entry.files.iter().filter(|f| f.window == w).collect()
+    } else if let Some(w) = parse_file_name(text) {
+        entry.files.iter().filter(|f| f.window == w).collect()
+    } else {
+        let digits = text.strip_prefix('#').unwrap_or(text);
+        let sequence: u32 = digits.parse().map_err(|_| {
+            format!(
+                "invalid window {text:?}: expected 0x and hex digits (0x6553f1000000000f), \
+                 the 16-digit file name, or a sequence number"
+            )
+        })?;
+        entry.files.iter().filter(|f| f.window.sequence() == sequence).collect()
+    };
+    match wanted.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "operator {operator:?} has no checkpoint at window {text} (it has: {})",
+            available()
+        )),
+        _ => Err(format!(
+            "window {text} is ambiguous for operator {operator:?} (it has: {}); give the full window id",
+            available()
+        )),
+    }
+}
+
+fn show(dir: &Path, operator: &str, window: Option<&str>, out: &mut String) -> Result<ExitCode, Failure> {
+    let inventory = scan(dir)?;
+    let file = select(&inventory, operator, window)?;
+    let bytes = fs::read(&file.path).map_err(|e| io_failure("cannot read", &file.path, &e))?;
+    let header = Snapshot::read_header(&bytes)
+        .map_err(|e| format!("{} is not a readable checkpoint: {}", file.path.display(), describe(&e)))?;
+    let mut problems = Vec::new();
+    let checksum = match Snapshot::verify(&bytes) {
+        Ok(_) => match bytes.last_chunk::<4>() {
+            Some(crc) => format!("ok (CRC-32C {:#010x})", u32::from_le_bytes(*crc)),
+            None => "ok".to_owned(),
+        },
+        Err(SnapshotError::ChecksumMismatch { stored, computed }) => {
+            problems.push("checksum mismatch");
+            format!("MISMATCH: stored CRC-32C {stored:#010x}, computed {computed:#010x}")
+        }
+        Err(e) => {
+            problems.push("corrupt");
+            format!("BAD: {e}")
+        }
+    };
+    let placed = match placement(operator, file.window, &header) {
+        Ok(()) => "ok".to_owned(),
+        // A flipped bit in a name is corruption, not a misplaced file.
+        Err(_) if !problems.is_empty() => format!(
+            "does not match the path: the header names operator {:?} at window {} (damaged, see the checksum)",
+            header.operator, header.window
+        ),
+        Err(e) => {
+            problems.push("misplaced");
+            e
+        }
+    };
+    let decoder = if dump::DUMPABLE.iter().any(|(name, _)| *name == header.type_name) {
+        "decodable with `checkpoint dump`"
+    } else {
+        "this tool cannot decode it"
+    };
+    say!(out, "file:           {}", file.path.display());
+    say!(out, "operator:       {}", header.operator);
+    say!(
+        out,
+        "window:         {} (sequence {}, window base {})",
+        header.window,
+        header.window.sequence(),
+        header.window.base_seconds()
+    );
+    say!(out, "type:           {} ({decoder})", header.type_name);
+    say!(out, "state version:  {}", header.state_version);
+    say!(out, "fingerprint:    {:#018x}", header.fingerprint);
+    say!(out, "payload length: {} bytes", header.payload_len);
+    say!(out, "total size:     {} bytes", bytes.len());
+    say!(out, "checksum:       {checksum}");
+    say!(out, "placement:      {placed}");
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(format!("{} is corrupt: {}", file.path.display(), problems.join(", ")))
+    }
+}
+
+fn dump_state(
+    dir: &Path,
+    operator: &str,
+    window: Option<&str>,
+    json_only: bool,
+    out: &mut String,
+) -> Result<ExitCode, Failure> {
+    let inventory = scan(dir)?;
+    let file = select(&inventory, operator, window)?;
+    let bytes = fs::read(&file.path).map_err(|e| io_failure("cannot read", &file.path, &e))?;
+    let header =
+        check_bytes(operator, file.window, &bytes).map_err(|e| format!("{} is corrupt: {e}", file.path.display()))?;
+    let value = dump::dump(&bytes).map_err(|e| format!("{}: {e}", file.path.display()))?;
+    let text = serde_json::to_string_pretty(&value).map_err(|e| format!("printing JSON: {e}"))?;
+    if !json_only {
+        say!(
+            out,
+            "# {} at window {}: {} version {}",
+            header.operator,
+            window_text(header.window),
+            header.type_name,
+            header.state_version
+        );
+    }
+    say!(out, "{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------
+// verify
+
+fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failure> {
+    let inventory = scan(dir)?;
+    inventory.require_checkpoints()?;
+    let mut bad_manifest = false;
+    let mut bad = 0usize;
+    let mut checked = 0usize;
+    match &inventory.manifest {
+        ManifestState::Job(manifest) => {
+            if verbose {
+                say!(
+                    out,
+                    "ok       {}: job manifest, {}",
+                    dir.join(".manifest").display(),
+                    plural(manifest.operators.len(), "operator", "operators")
+                );
+            }
+            let known: BTreeSet<&str> = manifest
+                .operators
+                .iter()
+                .flat_map(|o| o.physical.iter().map(String::as_str))
+                .collect();
+            for entry in &inventory.entries {
+                let input_data = entry
+                    .name
+                    .strip_suffix(WindowDataManager::NAME_SUFFIX)
+                    .is_some_and(|op| known.contains(op));
+                if !known.contains(entry.name.as_str()) && !input_data {
+                    say!(out, "note     {}: not an operator of the job manifest", entry.name);
+                }
+            }
+        }
+        ManifestState::Missing => say!(out, "note     no job manifest: checking the snapshots alone"),
+        ManifestState::Other(first) => {
+            say!(
+                out,
+                "note     .manifest holds {first:?}, not a runtime job manifest: checking the snapshots alone"
+            );
+        }
+        ManifestState::Corrupt(e) => {
+            bad_manifest = true;
+            say!(
+                out,
+                "CORRUPT  {}: not a readable job manifest: {e}",
+                dir.join(".manifest").display()
+            );
+        }
+    }
+    for entry in &inventory.entries {
+        for file in &entry.files {
+            checked += 1;
+            match check_file(&entry.name, file)? {
+                Ok(header) => {
+                    if verbose {
+                        say!(
+                            out,
+                            "ok       {}: {} version {}, {}",
+                            file.path.display(),
+                            header.type_name,
+                            header.state_version,
+                            size_text(file.size)
+                        );
+                    }
+                }
+                Err(problem) => {
+                    bad += 1;
+                    say!(out, "CORRUPT  {}: {problem}", file.path.display());
+                }
+            }
+        }
+    }
+    for (path, why) in &inventory.strays {
+        say!(out, "note     {}: ignored, {why}", path.display());
+    }
+    for path in &inventory.temps {
+        say!(
+            out,
+            "note     {}: temp file of an interrupted save (the job removes it when it starts)",
+            path.display()
+        );
+    }
+    if bad == 0 && !bad_manifest {
+        say!(
+            out,
+            "verified {} in {}: all ok",
+            plural(checked, "snapshot", "snapshots"),
+            plural(inventory.entries.len(), "directory", "directories")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(format!(
+            "{} in {}: {bad} of {} corrupt{}",
+            plural(bad + usize::from(bad_manifest), "problem", "problems"),
+            dir.display(),
+            plural(checked, "snapshot", "snapshots"),
+            if bad_manifest {
+                ", and the job manifest is damaged"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// purge
+
+fn purge(dir: &Path, keep: usize, dry_run: bool, out: &mut String) -> Result<ExitCode, Failure> {
+    let inventory = scan(dir)?;
+    inventory.require_checkpoints()?;
+    let manifest = match &inventory.manifest {
+        ManifestState::Job(manifest) => manifest,
+        ManifestState::Missing => {
+            return Err(format!(
+                "{} has no job manifest: without the job's DAG there is no telling which checkpoints \
+                 recovery needs, so nothing is purged",
+                dir.display()
+            ));
+        }
+        ManifestState::Other(first) => {
+            return Err(format!(
+                "{}/.manifest holds {first:?}, not a runtime job manifest: without the job's DAG there is \
+                 no telling which checkpoints recovery needs, so nothing is purged",
+                dir.display()
+            ));
+        }
+        ManifestState::Corrupt(e) => {
+            return Err(format!(
+                "the job manifest in {} is damaged ({e}); nothing is purged",
+                dir.display()
+            ));
+        }
+    };
+    let health = check_all(&inventory)?;
+    let view = job_view(manifest, &inventory, &health)?;
+    let storage = if dry_run {
+        None
+    } else {
+        Some(FsStorageAgent::new(dir).map_err(|e| e.to_string())?)
+    };
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let (mut deleted, mut bytes) = (0usize, 0u64);
+    for op in &view.operators {
+        let Ok(entry) = inventory.entry(&op.name) else {
+            continue;
+        };
+        let newest: BTreeSet<WindowId> = op.good.iter().rev().take(keep).copied().collect();
+        let mut kept = 0usize;
+        for file in &entry.files {
+            let w = file.window;
+            let protected = match op.recovery {
+                // Recovery needs it or something newer.
+                Some(r) => w >= r,
+                // No recovery point: nothing of this operator is safe to delete.
+                None => true,
+            };
+            let corrupt = !op.good.contains(&w);
+            if protected || corrupt || newest.contains(&w) || Some(w) == manifest.committed {
+                kept += 1;
+                continue;
+            }
+            if let Some(storage) = &storage {
+                storage
+                    .delete(&op.name, w)
+                    .map_err(|e| format!("deleting {}: {e}", file.path.display()))?;
+            }
+            say!(out, "{verb} {}  {}", file.path.display(), size_text(file.size));
+            deleted += 1;
+            bytes += file.size;
+        }
+        if !entry.files.is_empty() {
+            say!(
+                out,
+                "{}: kept {}; recovery checkpoint {}",
+                op.name,
+                plural(kept, "checkpoint", "checkpoints"),
+                op.recovery
+                    .map_or_else(|| "none, so all are kept".to_owned(), window_text)
+            );
+        }
+    }
+    for entry in &inventory.entries {
+        if !view.operators.iter().any(|op| op.name == entry.name) && !entry.is_window_data() {
+            say!(out, "{}: not in the job manifest, left alone", entry.name);
+        }
+    }
+    say!(
+        out,
+        "{verb} {} ({}){}",
+        plural(deleted, "checkpoint", "checkpoints"),
+        size_text(bytes),
+        if dry_run && deleted > 0 {
+            "; run without --dry-run to delete them"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
