@@ -457,6 +457,19 @@ impl Supervisor {
         }
     }
 
+    /// The least common multiple of every operator's application window
+    /// count (capped: a stop never waits for more than 10,000 windows).
+    fn stop_alignment(&self) -> u32 {
+        fn gcd(a: u64, b: u64) -> u64 {
+            if b == 0 { a } else { gcd(b, a % b) }
+        }
+        let lcm = self.dag.nodes.iter().fold(1u64, |l, n| {
+            let c = u64::from(n.application_window_count.max(1));
+            l / gcd(l, c) * c
+        });
+        u32::try_from(lcm.min(10_000)).unwrap_or(1)
+    }
+
     fn roots(&self) -> Vec<usize> {
         (0..self.physical.len()).filter(|&n| self.root[n] == n).collect()
     }
@@ -613,7 +626,8 @@ impl Supervisor {
                 inputs: inputs.remove(&node).unwrap_or_default(),
                 batch_size: self.config.batch_size,
                 replay: spill,
-                generator: WindowGenerator::new(self.config.window_mode.clone(), self.clock_start, self.first_sequence),
+                generator: WindowGenerator::new(self.config.window_mode.clone(), self.clock_start, self.first_sequence)
+                    .with_stop_alignment(self.stop_alignment()),
                 stop: Arc::clone(&self.stop),
             };
             let restore = match restore {

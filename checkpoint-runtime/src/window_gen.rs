@@ -100,15 +100,31 @@ pub(crate) struct WindowGenerator {
     start: Instant,
     /// The sequence number of the first window of this run.
     first_sequence: u32,
+    /// A stop in a deterministic mode ends the stream after a window whose
+    /// `sequence + 1` is a multiple of this (every operator's application
+    /// window ends there), so a resumed job cuts the same windows.
+    stop_alignment: u32,
 }
 
 impl WindowGenerator {
     pub(crate) fn new(mode: WindowMode, start: Instant, first_sequence: u32) -> Self {
         WindowGenerator {
+            stop_alignment: 1,
             mode,
             start,
             first_sequence,
         }
+    }
+
+    /// Sets where a stop in a deterministic mode may end the stream.
+    pub(crate) fn with_stop_alignment(mut self, windows: u32) -> Self {
+        self.stop_alignment = windows.max(1);
+        self
+    }
+
+    /// Whether a stop may end the stream after window `sequence`.
+    pub(crate) fn may_stop_after(&self, sequence: u32) -> bool {
+        (sequence + 1).is_multiple_of(self.stop_alignment)
     }
 
     /// Whether windows are cut by tuple counts or steps, not by the clock.

@@ -30,9 +30,10 @@ pub(crate) fn run_input<I: InputOperator>(
     let base = core.activation().base_seconds();
     let mut sequence = core.activation().sequence() + 1;
     core.begin_window(WindowId::new(base, sequence))?;
-    // In a deterministic window mode a stop waits for the window's natural
-    // end, so windows hold what they would have held without the stop and a
-    // resumed job produces the same windows; an idle input stops at once.
+    // In a deterministic window mode a stop waits for the natural end of a
+    // window where every operator's application window ends too, so a
+    // resumed job cuts the same windows as an uninterrupted one; an idle
+    // input stops at once.
     let deterministic = generator.is_deterministic();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -56,7 +57,7 @@ pub(crate) fn run_input<I: InputOperator>(
             Emit::Continue => core.poll_control()?,
         }
         let target = generator.target(sequence, core.out.emitted_in_window());
-        if stopping && sequence < target {
+        if stopping && sequence < target && generator.may_stop_after(sequence) {
             core.end_window(WindowId::new(base, sequence), true)?;
             break;
         }

@@ -958,3 +958,51 @@ fn stepped_windows_end_only_when_the_test_steps() {
         (1..=5).map(|s| (w(s), u64::from(s))).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_stop_in_a_deterministic_mode_ends_where_every_application_window_ends() {
+    /// Asks for the stop when it sees a given value.
+    #[derive(Default, Checkpoint)]
+    struct StopAt {
+        seen: u64,
+        #[checkpoint(transient)]
+        at: u64,
+        #[checkpoint(transient)]
+        stop: Option<checkpoint_runtime::StopHandle>,
+    }
+
+    impl checkpoint_runtime::Operator for StopAt {
+        type Input = Tagged;
+        type Output = ();
+        fn process(&mut self, t: Tagged, _: checkpoint_runtime::Output<'_, ()>) -> checkpoint_runtime::OperatorResult {
+            self.seen += 1;
+            if t.value == self.at
+                && let Some(stop) = &self.stop
+            {
+                stop.stop();
+            }
+            Ok(())
+        }
+    }
+
+    let storage: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
+    let runtime = Runtime::new(config(&storage, 10).channel_capacity(1).batch_size(1));
+    let mut dag = Dag::new();
+    let source = dag.input("source", Counting::new(1_000, 1));
+    let sink = dag.operator(
+        "sink",
+        StopAt {
+            seen: 0,
+            at: 55, // in window 6
+            stop: Some(runtime.stop_handle()),
+        },
+    );
+    dag.connect(&source, &sink);
+    dag.application_window_count(&sink, 3).checkpoint_window_count(&sink, 3);
+    let report = with_watchdog(move || runtime.run(dag)).expect("run");
+    // The stop came in window 6; application windows end after 2, 5, 8: the
+    // stream ends after window 8, whole windows only.
+    assert_eq!(report.committed, Some(w(8)));
+    let (_, state) = Snapshot::decode::<StopAt>(&storage.load("sink", w(8)).expect("load")).expect("decode");
+    assert_eq!(state.seen, 80);
+}
