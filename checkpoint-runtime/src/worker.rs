@@ -32,8 +32,8 @@ pub(crate) fn run_input<I: InputOperator>(
     core.begin_window(WindowId::new(base, sequence))?;
     // In a deterministic window mode a stop waits for the natural end of a
     // window where every operator's application window ends too, so a
-    // resumed job cuts the same windows as an uninterrupted one; an idle
-    // input stops at once.
+    // resumed job cuts the same windows as an uninterrupted one (an idle
+    // input keeps the window open, as it does without a stop).
     let deterministic = generator.is_deterministic();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -43,10 +43,6 @@ pub(crate) fn run_input<I: InputOperator>(
         }
         match core.emit_tuples()? {
             Emit::Done => {
-                core.end_window(WindowId::new(base, sequence), true)?;
-                break;
-            }
-            Emit::Idle if stopping => {
                 core.end_window(WindowId::new(base, sequence), true)?;
                 break;
             }

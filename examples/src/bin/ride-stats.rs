@@ -482,10 +482,10 @@ fn print_summary(
     for note in &report.notes {
         println!("  note:          {note}");
     }
-    if !finished && args.deterministic.is_some() {
+    if !finished && args.deterministic.is_none() {
         println!(
             "  note:          the stop ended the last window early, so after a resume the windows hold other rides \
-             than an uninterrupted run's (the totals are the same)"
+             than an uninterrupted run's (the totals are the same; with --deterministic they are identical)"
         );
     }
     print_output(output);
