@@ -136,6 +136,15 @@ fn a_directory_of_generated_files_and_a_failure_give_the_same_output() {
     let (ck3, out3) = (tmp.path().join("ck3"), tmp.path().join("out3"));
     run(&[&args[..], &[input_arg, "--app-windows", "3"]].concat(), &ck3, &out3);
     assert_eq!(output_totals(&read_output(&out3)), expected_totals(&all));
+
+    // A glob pattern selects files: `[ab].txt` leaves out c.txt.
+    std::fs::write(input.join("notes.md"), "not a text input\n").expect("write");
+    let pattern = format!("{input_arg}/[ab].txt");
+    let (ck4, out4) = (tmp.path().join("ck4"), tmp.path().join("out4"));
+    run(&[&args[..], &[pattern.as_str()]].concat(), &ck4, &out4);
+    let a_and_b = std::fs::read_to_string(input.join("a.txt")).expect("read")
+        + &std::fs::read_to_string(input.join("b.txt")).expect("read");
+    assert_eq!(output_totals(&read_output(&out4)), expected_totals(&a_and_b));
 }
 
 #[test]

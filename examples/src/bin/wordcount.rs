@@ -69,7 +69,7 @@ const DEFAULT_INPUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/declarati
     about = "Word counts of text files per application window and in total, checkpointed, exactly once",
     long_about = "Word counts of text files per application window and in total, checkpointed, exactly once.\n\n\
         Each input file is read line by line by its own idempotent input operator (a directory stands for \
-        its files, in sorted order); the inputs fan in to a counting operator that, at the end of each \
+        its files in sorted order, a quoted glob pattern such as 'texts/*.txt' for the files it matches); the inputs fan in to a counting operator that, at the end of each \
         application window, emits `<word> <count in the window> <running total>` for every word seen in \
         it, sorted. Words are runs of letters and digits, lower-cased. Each streaming window's lines are \
         published to the output directory once the window is committed (one file per window, named by \
@@ -271,12 +271,27 @@ fn lines_per_call(deterministic: Option<u64>, paced: bool) -> usize {
     }
 }
 
-/// The input files: each path, or a directory's regular, non-hidden files
-/// in sorted order.
+/// The input files: each path, a directory's regular, non-hidden files in
+/// sorted order, or the files a glob pattern (`texts/*.txt`) matches, sorted.
 fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for path in paths {
-        if path.is_file() {
+        let text = path.to_string_lossy();
+        if !path.exists() && text.contains(['*', '?', '[']) {
+            let matches = glob::glob(&text).map_err(|e| format!("bad pattern {text:?}: {e}"))?;
+            let mut found = Vec::new();
+            for entry in matches {
+                let entry = entry.map_err(|e| format!("cannot read a match of {text:?}: {e}"))?;
+                if entry.is_file() {
+                    found.push(entry);
+                }
+            }
+            if found.is_empty() {
+                return Err(format!("the pattern {text:?} matches no files"));
+            }
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
             files.push(path.clone());
         } else if path.is_dir() {
             let entries =
