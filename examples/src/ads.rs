@@ -45,14 +45,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use checkpoint_core::{Checkpoint, Snapshot, StorageAgent, WindowId};
 use checkpoint_runtime::io::ExactlyOnceFileSink;
 use checkpoint_runtime::{Dag, Emit, InputOperator, JobManifest, Operator, OperatorContext, OperatorResult, Output};
 use serde::{Deserialize, Serialize};
 
-use crate::rides::{money, splitmix64};
+use crate::rides::{Pacer, money, splitmix64};
 
 /// The input operator's name.
 pub const EVENTS: &str = "events";
@@ -197,13 +196,6 @@ pub fn event(seed: u64, i: u64) -> AdEvent {
     }
 }
 
-/// Paces a source to a rate (not state: it restarts after a restore).
-#[derive(Debug, Clone, Copy)]
-struct Pacer {
-    started: Instant,
-    emitted: u64,
-}
-
 /// The ad event stream as an input operator: events `next..end` of the
 /// stream seeded with `seed`, [`EVENTS_PER_CALL`] per call, at most `rate`
 /// per second (0: no limit). Idempotent by construction.
@@ -214,7 +206,7 @@ pub struct EventSource {
     end: u64,
     rate: u64,
     #[checkpoint(transient)]
-    pacer: Option<Pacer>,
+    pacer: Pacer,
 }
 
 impl EventSource {
@@ -225,7 +217,7 @@ impl EventSource {
             next: 0,
             end: events,
             rate,
-            pacer: None,
+            pacer: Pacer::default(),
         }
     }
 
@@ -243,18 +235,6 @@ impl EventSource {
     pub fn end(&self) -> u64 {
         self.end
     }
-
-    fn must_wait(&mut self) -> bool {
-        if self.rate == 0 {
-            return false;
-        }
-        let pacer = self.pacer.get_or_insert(Pacer {
-            started: Instant::now(),
-            emitted: 0,
-        });
-        let allowed = pacer.started.elapsed().as_micros() * u128::from(self.rate) / 1_000_000;
-        u128::from(pacer.emitted) > allowed
-    }
 }
 
 impl InputOperator for EventSource {
@@ -264,16 +244,14 @@ impl InputOperator for EventSource {
         if self.next >= self.end {
             return Ok(Emit::Done);
         }
-        if self.must_wait() {
+        if self.pacer.must_wait(self.rate) {
             return Ok(Emit::Idle);
         }
         let stop = self.end.min(self.next + EVENTS_PER_CALL);
         for i in self.next..stop {
             out.emit(event(self.seed, i));
         }
-        if let Some(pacer) = &mut self.pacer {
-            pacer.emitted += stop - self.next;
-        }
+        self.pacer.emitted(stop - self.next);
         self.next = stop;
         Ok(if self.next == self.end {
             Emit::Done

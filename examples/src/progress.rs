@@ -374,6 +374,69 @@ mod stop_signal {
     }
 }
 
+/// Ctrl-C for the example jobs: the first asks `stop` for a graceful stop
+/// (final checkpoint, commits delivered); a second exits at once (the
+/// checkpoints on disk stay usable). `job` names the program in messages.
+///
+/// # Examples
+///
+/// ```no_run
+/// use checkpoint_examples::progress::{LiveProgress, ProgressSettings, install_ctrl_c};
+/// use checkpoint_runtime::Runtime;
+///
+/// let runtime = Runtime::new(Default::default());
+/// let live = LiveProgress::start(runtime.progress(), ProgressSettings::new("rides"));
+/// install_ctrl_c("ride-stats", runtime.stop_handle(), live.printer());
+/// ```
+pub fn install_ctrl_c(job: &'static str, stop: checkpoint_runtime::StopHandle, printer: Printer) {
+    let handler_printer = printer.clone();
+    let installed = ctrlc::set_handler(move || {
+        if stop.is_stopped() {
+            handler_printer.println(&format!(
+                "{job}: second Ctrl-C: exiting now; run again to resume from the last checkpoint"
+            ));
+            std::process::exit(130);
+        }
+        handler_printer.println(&format!(
+            "{job}: Ctrl-C: stopping after this window with a final checkpoint (Ctrl-C again to quit at once)"
+        ));
+        stop.stop();
+    });
+    if let Err(e) = installed {
+        printer.println(&format!("{job}: warning: Ctrl-C will not stop gracefully: {e}"));
+    }
+}
+
+/// Reports the panic of a fault injected with `--fail-at-window` in one
+/// line (the runtime catches it and recovers); any other panic gets the
+/// default report.
+///
+/// # Examples
+///
+/// ```no_run
+/// use checkpoint_examples::progress::{LiveProgress, ProgressSettings, install_panic_hook};
+///
+/// let runtime = checkpoint_runtime::Runtime::new(Default::default());
+/// let live = LiveProgress::start(runtime.progress(), ProgressSettings::new("rides"));
+/// install_panic_hook(live.printer());
+/// ```
+pub fn install_panic_hook(printer: Printer) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or("");
+        if message.starts_with("injected fault") {
+            let thread = std::thread::current();
+            printer.println(&format!(
+                "! operator {} panicked: {message} (--fail-at-window); the runtime restores it from its \
+                 checkpoint and replays the windows since",
+                thread.name().unwrap_or("?")
+            ));
+        } else {
+            default(info);
+        }
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -298,11 +298,42 @@ pub fn ride(seed: u64, i: u64) -> Ride {
     }
 }
 
-/// Paces a source to a rate (not state: it restarts after a restore).
-#[derive(Debug, Clone, Copy)]
-struct Pacer {
-    started: Instant,
+/// Paces a source to at most `rate` items per second (0: no limit). Not
+/// state: a source keeps it in a transient field, so it restarts after a
+/// restore and a resumed job keeps its rate from then on.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_examples::rides::Pacer;
+///
+/// let mut pacer = Pacer::default();
+/// assert!(!pacer.must_wait(0)); // no limit
+/// pacer.emitted(1_000_000);
+/// assert!(pacer.must_wait(10)); // far ahead of 10 per second
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pacer {
+    started: Option<Instant>,
     emitted: u64,
+}
+
+impl Pacer {
+    /// Whether a source emitting at most `rate` per second must wait before
+    /// emitting more (its clock starts at the first call).
+    pub fn must_wait(&mut self, rate: u64) -> bool {
+        if rate == 0 {
+            return false;
+        }
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let allowed = started.elapsed().as_micros() * u128::from(rate) / 1_000_000;
+        u128::from(self.emitted) > allowed
+    }
+
+    /// Counts `n` emitted items.
+    pub fn emitted(&mut self, n: u64) {
+        self.emitted += n;
+    }
 }
 
 /// The ride stream as an input operator: rides `next..end` of the stream
@@ -333,7 +364,7 @@ pub struct RideSource {
     /// restore, so a resumed job keeps its rate from then on.
     #[checkpoint(transient)]
     #[serde(skip)]
-    pacer: Option<Pacer>,
+    pacer: Pacer,
 }
 
 impl RideSource {
@@ -345,7 +376,7 @@ impl RideSource {
             next: 0,
             end: rides,
             rate,
-            pacer: None,
+            pacer: Pacer::default(),
         }
     }
 
@@ -368,19 +399,6 @@ impl RideSource {
     pub fn rate(&self) -> u64 {
         self.rate
     }
-
-    /// Whether the pacer says to wait before the next call's rides.
-    fn must_wait(&mut self) -> bool {
-        if self.rate == 0 {
-            return false;
-        }
-        let pacer = self.pacer.get_or_insert(Pacer {
-            started: Instant::now(),
-            emitted: 0,
-        });
-        let allowed = pacer.started.elapsed().as_micros() * u128::from(self.rate) / 1_000_000;
-        u128::from(pacer.emitted) > allowed
-    }
 }
 
 impl InputOperator for RideSource {
@@ -390,16 +408,14 @@ impl InputOperator for RideSource {
         if self.next >= self.end {
             return Ok(Emit::Done);
         }
-        if self.must_wait() {
+        if self.pacer.must_wait(self.rate) {
             return Ok(Emit::Idle);
         }
         let stop = self.end.min(self.next + RIDES_PER_CALL);
         for i in self.next..stop {
             out.emit(ride(self.seed, i));
         }
-        if let Some(pacer) = &mut self.pacer {
-            pacer.emitted += stop - self.next;
-        }
+        self.pacer.emitted(stop - self.next);
         self.next = stop;
         // `Done` with the last rides, so the stream ends in their window
         // instead of an empty one after it.

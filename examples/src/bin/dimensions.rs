@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use checkpoint_core::FsStorageAgent;
 use checkpoint_examples::ads::{self, EVENTS_PER_CALL, JobSettings, OUTPUT_FORMAT};
-use checkpoint_examples::progress::{LiveProgress, ProgressSettings};
+use checkpoint_examples::progress::{LiveProgress, ProgressSettings, install_ctrl_c};
 use checkpoint_examples::rides::thousands;
 use checkpoint_runtime::{Config, RunError, RunReport, Runtime, WindowMode};
 use clap::Parser;
@@ -234,18 +234,7 @@ fn run(args: &Args) -> Result<(), String> {
             .resumed(done_before, window_before),
     );
     let printer = live.printer();
-    let stop = runtime.stop_handle();
-    let handler_printer = printer.clone();
-    if let Err(e) = ctrlc::set_handler(move || {
-        if stop.is_stopped() {
-            handler_printer.println("dimensions: second Ctrl-C: exiting now; run again to resume");
-            std::process::exit(130);
-        }
-        handler_printer.println("dimensions: Ctrl-C: stopping after this window with a final checkpoint");
-        stop.stop();
-    }) {
-        printer.println(&format!("dimensions: warning: Ctrl-C will not stop gracefully: {e}"));
-    }
+    install_ctrl_c("dimensions", runtime.stop_handle(), printer);
 
     let result = runtime.run(ads::dag(&settings));
     live.finish();

@@ -23,7 +23,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use checkpoint_core::FsStorageAgent;
-use checkpoint_examples::progress::{LiveProgress, Printer, ProgressSettings, short_duration};
+use checkpoint_examples::progress::{
+    LiveProgress, ProgressSettings, install_ctrl_c, install_panic_hook, short_duration,
+};
 use checkpoint_examples::rides::{self, JobSettings, OUTPUT_FORMAT, RIDES_PER_CALL, thousands};
 use checkpoint_runtime::{Config, Fault, RunError, RunReport, Runtime, WindowMode};
 use clap::parser::ValueSource;
@@ -213,7 +215,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
             .resumed(done_before, window_before),
     );
     let printer = live.printer();
-    install_ctrl_c(&runtime, printer.clone());
+    install_ctrl_c("ride-stats", runtime.stop_handle(), printer.clone());
     install_panic_hook(printer.clone());
 
     let result = runtime.run(rides::dag(&settings));
@@ -322,46 +324,6 @@ fn print_finished(args: &Args, job: &rides::StoredJob, output: &Path) {
         args.checkpoints.display(),
         output.display()
     );
-}
-
-/// Ctrl-C: a graceful stop (final checkpoint); a second Ctrl-C exits at
-/// once (the checkpoints on disk stay usable).
-fn install_ctrl_c(runtime: &Runtime, printer: Printer) {
-    let stop = runtime.stop_handle();
-    let handler_printer = printer.clone();
-    let installed = ctrlc::set_handler(move || {
-        let printer = &handler_printer;
-        if stop.is_stopped() {
-            printer.println("ride-stats: second Ctrl-C: exiting now; run again to resume from the last checkpoint");
-            std::process::exit(130);
-        }
-        printer.println(
-            "ride-stats: Ctrl-C: stopping after this window with a final checkpoint (Ctrl-C again to quit at once)",
-        );
-        stop.stop();
-    });
-    if let Err(e) = installed {
-        printer.println(&format!("ride-stats: warning: Ctrl-C will not stop gracefully: {e}"));
-    }
-}
-
-/// Reports an injected fault's panic in one line (the runtime catches it and
-/// recovers); any other panic gets the default report.
-fn install_panic_hook(printer: Printer) {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info.payload_as_str().unwrap_or("");
-        if message.starts_with("injected fault") {
-            let thread = std::thread::current();
-            printer.println(&format!(
-                "! operator {} panicked: {message} (--fail-at-window); the runtime restores it from its \
-                 checkpoint and replays the windows since",
-                thread.name().unwrap_or("?")
-            ));
-        } else {
-            default(info);
-        }
-    }));
 }
 
 fn print_summary(

@@ -32,7 +32,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent, WindowId};
-use checkpoint_examples::progress::{LiveProgress, Printer, ProgressSettings, short_duration};
+use checkpoint_examples::progress::{
+    LiveProgress, ProgressSettings, install_ctrl_c, install_panic_hook, short_duration,
+};
 use checkpoint_examples::rides::thousands;
 use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput};
 use checkpoint_runtime::{
@@ -423,7 +425,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let live = LiveProgress::start(runtime.progress(), settings);
     let printer = live.printer();
-    install_ctrl_c(&runtime, printer.clone());
+    install_ctrl_c("wordcount", runtime.stop_handle(), printer.clone());
     install_panic_hook(printer);
 
     let result = runtime.run(dag(&files, args, &args.output));
@@ -485,46 +487,6 @@ fn print_header(args: &Args, files: &[PathBuf], resuming: bool, window_text: &st
     if std::io::stdout().is_terminal() {
         println!("  Ctrl-C stops with a final checkpoint; running the same command again resumes.");
     }
-}
-
-/// Ctrl-C: a graceful stop (final checkpoint); a second Ctrl-C exits at
-/// once (the checkpoints on disk stay usable).
-fn install_ctrl_c(runtime: &Runtime, printer: Printer) {
-    let stop = runtime.stop_handle();
-    let handler_printer = printer.clone();
-    let installed = ctrlc::set_handler(move || {
-        let printer = &handler_printer;
-        if stop.is_stopped() {
-            printer.println("wordcount: second Ctrl-C: exiting now; run again to resume from the last checkpoint");
-            std::process::exit(130);
-        }
-        printer.println(
-            "wordcount: Ctrl-C: stopping after this window with a final checkpoint (Ctrl-C again to quit at once)",
-        );
-        stop.stop();
-    });
-    if let Err(e) = installed {
-        printer.println(&format!("wordcount: warning: Ctrl-C will not stop gracefully: {e}"));
-    }
-}
-
-/// Reports an injected fault's panic in one line (the runtime catches it and
-/// recovers); any other panic gets the default report.
-fn install_panic_hook(printer: Printer) {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info.payload_as_str().unwrap_or("");
-        if message.starts_with("injected fault") {
-            let thread = std::thread::current();
-            printer.println(&format!(
-                "! operator {} panicked: {message} (--fail-at-window); the runtime restores it from its \
-                 checkpoint and replays the windows since",
-                thread.name().unwrap_or("?")
-            ));
-        } else {
-            default(info);
-        }
-    }));
 }
 
 /// The running totals in published output: the last total of each word.
