@@ -4,6 +4,17 @@ use checkpoint_core::{StorageError, WindowId};
 
 /// A DAG that cannot run, found when it is built (before any thread
 /// starts).
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::{Dag, DagError};
+///
+/// let dag = Dag::new(); // no input operator
+/// let errors = dag.validate().unwrap_err();
+/// assert!(errors.contains(&DagError::NoInput));
+/// assert!(errors[0].to_string().contains("Dag::input"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DagError {
@@ -94,6 +105,21 @@ pub enum DagError {
 }
 
 /// Why a job did not run to completion.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::{Config, Dag, RunError, Runtime};
+///
+/// match Runtime::new(Config::default()).run(Dag::new()) {
+///     Err(RunError::Dag(e)) => println!("cannot run: {e}"),
+///     Err(RunError::OperatorFailed { operator, window, cause }) => {
+///         println!("{operator} failed at {window:?}: {cause}")
+///     }
+///     Err(other) => println!("{other}"),
+///     Ok(report) => println!("committed {:?}", report.committed),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {

@@ -76,6 +76,20 @@ pub struct OperatorReport {
 }
 
 /// What a job did: returned by [`Runtime::run`](crate::Runtime::run).
+///
+/// # Examples
+///
+/// ```
+/// # fn show(report: &checkpoint_runtime::RunReport) {
+/// println!("committed {:?} in {:?}", report.committed, report.elapsed);
+/// for op in &report.operators {
+///     println!("{}: {} in, {} out, {} checkpoints", op.name, op.tuples_in, op.tuples_out, op.checkpoints);
+/// }
+/// for recovery in &report.recoveries {
+///     println!("{} failed: {}; restored {:?}", recovery.operator, recovery.cause, recovery.restored);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunReport {

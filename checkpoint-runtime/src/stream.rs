@@ -513,19 +513,20 @@ impl<W: Send + Sync + 'static> Channel<W> {
             // Dropping the relay's queue ends its thread.
             self.route = Route::Direct(relay.direct.clone());
         }
-        match &self.route {
-            Route::Direct(tx) => {
-                if !send(tx, message, kill)? {
-                    self.route = Route::Gone;
-                }
-            }
-            Route::Relay(relay) => {
-                // Unbounded: the batches are shared with the replay buffer.
-                if relay.queue.send(message).is_err() {
-                    self.route = Route::Gone;
-                }
-            }
-            Route::Gone => {}
+        self.route_message(message, kill)
+    }
+
+    /// Puts a message on the route as it is: the bounded channel (blocking
+    /// while full), or the relay's queue (never blocking).
+    fn route_message(&mut self, message: Message<W>, kill: &Receiver<()>) -> Result<(), Failure> {
+        let delivered = match &self.route {
+            Route::Direct(tx) => send(tx, message, kill)?,
+            // Unbounded: the batches are shared with the replay buffer.
+            Route::Relay(relay) => relay.queue.send(message).is_ok(),
+            Route::Gone => true,
+        };
+        if !delivered {
+            self.route = Route::Gone;
         }
         Ok(())
     }
@@ -562,19 +563,7 @@ impl<W: Send + Sync + 'static> Channel<W> {
     /// rejoin's wait for a window.
     fn replay(&mut self, messages: impl Iterator<Item = Message<W>>, kill: &Receiver<()>) -> Result<(), Failure> {
         for message in messages {
-            match &self.route {
-                Route::Relay(relay) => {
-                    if relay.queue.send(message).is_err() {
-                        self.route = Route::Gone;
-                    }
-                }
-                Route::Direct(tx) => {
-                    if !send(tx, message, kill)? {
-                        self.route = Route::Gone;
-                    }
-                }
-                Route::Gone => {}
-            }
+            self.route_message(message, kill)?;
         }
         Ok(())
     }

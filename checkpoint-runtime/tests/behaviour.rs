@@ -6,9 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use checkpoint_core::{Checkpoint, MemoryStorageAgent, Snapshot, StorageAgent, WindowId};
+use checkpoint_core::{Checkpoint, MemoryStorageAgent, Snapshot, StorageAgent};
 use checkpoint_runtime::{
     Config, Dag, DagError, Emit, InputOperator, Operator, OperatorResult, Output, ProcessingMode, RunError, Runtime,
     WindowMode,
@@ -356,6 +356,3 @@ fn a_too_short_streaming_window_is_refused() {
     let config = Config::default().window_mode(WindowMode::Time(std::time::Duration::ZERO));
     assert!(matches!(Runtime::new(config).run(dag), Err(RunError::Config { .. })));
 }
-
-#[allow(dead_code, reason = "keeps the unused-import lint quiet for shared helpers")]
-fn _unused(_: Mutex<()>, _: WindowId) {}
