@@ -193,6 +193,19 @@ pub enum StorageError {
         /// The window its header names.
         found_window: WindowId,
     },
+    /// Another job holds the storage (see
+    /// [`StorageAgent::lock`](crate::StorageAgent::lock)); nothing was
+    /// touched.
+    #[error(
+        "{what} is in use by another job (it holds the lock {path}); stop that job first, or use another \
+         directory"
+    )]
+    Locked {
+        /// What is locked ("checkpoint directory /data/ckpt", say).
+        what: String,
+        /// The lock file.
+        path: PathBuf,
+    },
     /// An I/O operation failed; earlier snapshots are untouched.
     #[error("{action} {path}: {source}")]
     Io {

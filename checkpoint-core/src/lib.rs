@@ -58,7 +58,9 @@ pub use snapshot::{
     FIXED_HEADER_LEN, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN, Snapshot, SnapshotHeader,
     SnapshotMeta, TRAILER_LEN,
 };
-pub use storage::{FsStorageAgent, MemoryStorageAgent, SavePhase, StorageAgent, validate_operator_name};
+pub use storage::{
+    FsStorageAgent, MemoryStorageAgent, SavePhase, StorageAgent, StorageLock, lock_directory, validate_operator_name,
+};
 pub use window::{ParseWindowIdError, WindowId};
 
 /// Items the derive's generated code uses; not a public API.

@@ -239,6 +239,15 @@ pub(crate) enum Event {
     Finished { node: usize, epoch: u32, window: WindowId },
     /// An operator on this thread failed.
     Failed { node: usize, epoch: u32, failure: Failure },
+    /// An input's source said `Done`: its final checkpoint will be at
+    /// `window`. The coordinator records that durably and then answers, so
+    /// a restart from that checkpoint knows the stream is over.
+    Ending {
+        node: usize,
+        epoch: u32,
+        window: WindowId,
+        done: crossbeam_channel::Sender<Result<(), String>>,
+    },
 }
 
 /// What the coordinator and savers tell a worker thread, addressed to one

@@ -92,8 +92,13 @@ pub(crate) struct NodeEnv {
     pub(crate) metrics: Arc<Metrics>,
     /// Restored from a checkpoint (no initial checkpoint to take).
     pub(crate) restored: bool,
+    /// An input restored from the final checkpoint of a stream that ended:
+    /// it opens no further window.
+    pub(crate) ended: bool,
     pub(crate) mode: ProcessingMode,
     pub(crate) faults: Option<Faults>,
+    /// How long an asynchronous save may take to become durable.
+    pub(crate) save_timeout: std::time::Duration,
 }
 
 /// A failure from the emitter (a chained operator's, an abort) passed
@@ -179,7 +184,12 @@ impl Saver {
 
     fn stop(&mut self) {
         self.jobs.take();
-        if let Some(thread) = self.thread.take() {
+        // A save stuck in storage that never answers must not hang the
+        // operator's teardown: such a thread is left to finish on its own
+        // (its reports then go nowhere).
+        if let Some(thread) = self.thread.take()
+            && thread.is_finished()
+        {
             let _ = thread.join();
         }
     }
@@ -249,6 +259,31 @@ impl<L: Lifecycle> Core<L> {
 
     pub(crate) fn restored(&self) -> bool {
         self.env.restored
+    }
+
+    pub(crate) fn ended(&self) -> bool {
+        self.env.ended
+    }
+
+    /// Has the coordinator record, durably, that this input's stream ends
+    /// at `window` (where its final checkpoint comes next), and waits for
+    /// it. Without storage there is nothing to record.
+    pub(crate) fn record_end(&mut self, window: WindowId) -> Result<(), Failure> {
+        if !self.checkpointing() {
+            return Ok(());
+        }
+        let (done, answer) = crossbeam_channel::bounded(1);
+        self.report(Event::Ending {
+            node: self.env.node,
+            epoch: self.env.epoch,
+            window,
+            done,
+        })?;
+        let answer = crossbeam_channel::select! {
+            recv(answer) -> answer => answer.map_err(|_| Failure::Aborted)?,
+            recv(self.env.kill) -> _ => return Err(Failure::Aborted),
+        };
+        answer.map_err(|e| self.fail(format!("recording the end of its stream: {e}")))
     }
 
     /// Fires an injected fault armed for this point.
@@ -485,14 +520,23 @@ impl<L: Lifecycle> Core<L> {
 
     /// Blocks until no save is in flight (asynchronous saving only).
     fn wait_for_save(&mut self) -> Result<(), Failure> {
-        while self.in_flight.is_some() {
+        while let Some(window) = self.in_flight {
             let Some(control) = self.env.control.clone() else {
                 // Chained operators save synchronously.
                 return Ok(());
             };
+            let started = self.save_started.unwrap_or_else(std::time::Instant::now);
+            let left = self.env.save_timeout.saturating_sub(started.elapsed());
             let message = crossbeam_channel::select! {
                 recv(control) -> msg => msg.map_err(|_| Failure::Aborted)?,
                 recv(self.env.kill) -> _ => return Err(Failure::Aborted),
+                default(left) => {
+                    return Err(self.fail(format!(
+                        "its checkpoint at {window} did not become durable within {:?} (the save timeout); the \
+                         storage may be hanging",
+                        self.env.save_timeout
+                    )));
+                }
             };
             self.accept(message)?;
         }

@@ -65,6 +65,7 @@ mod manifest;
 mod metrics;
 mod operator;
 mod partition;
+mod recovery_plan;
 mod replay;
 mod runtime;
 mod stream;
@@ -79,6 +80,7 @@ pub use manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator}
 pub use metrics::{OperatorReport, Progress, ProgressSnapshot, Recovery, RunReport};
 pub use operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output, ProcessingMode, Tuple};
 pub use partition::StableHash;
+pub use recovery_plan::{BadCheckpoint, RestorePoint, StoredOperator, StoredPlan, plan_from_storage};
 pub use runtime::{Config, DEFAULT_RESTART_LIMIT, Runtime, StopHandle};
 pub use stream::Emitter;
 pub use window_gen::{WindowMode, WindowStepper};

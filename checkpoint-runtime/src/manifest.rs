@@ -1,6 +1,8 @@
 //! The job manifest: what the job is, written through the storage agent at
 //! start and at every commit.
 
+use std::collections::BTreeMap;
+
 use checkpoint_core::WindowId;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,17 @@ pub struct JobManifest {
     /// The last committed window, once there is one.
     #[serde(with = "opt_window")]
     pub committed: Option<WindowId>,
+    /// The window mode (`"time"`, `"tuples 100"`, `"stepped"`); absent in
+    /// manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_mode: Option<String>,
+    /// Inputs whose stream ended (their source said `Done`), by physical
+    /// name, with the window of their final checkpoint. Recorded durably
+    /// before that checkpoint is saved, so a restart that restores an input
+    /// from exactly that checkpoint knows the stream is over and opens no
+    /// further window.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "window_map")]
+    pub ended: BTreeMap<String, WindowId>,
 }
 
 /// One logical operator in the manifest.
@@ -87,6 +100,24 @@ impl JobManifest {
     /// Reads a manifest from JSON bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+mod window_map {
+    use std::collections::BTreeMap;
+
+    use checkpoint_core::WindowId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<String, WindowId>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(k, w)| (k, w.to_string())))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, WindowId>, D::Error> {
+        let text: BTreeMap<String, String> = BTreeMap::deserialize(d)?;
+        text.into_iter()
+            .map(|(k, t)| t.parse().map(|w| (k, w)).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 

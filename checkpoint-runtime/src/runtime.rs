@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use checkpoint_core::StorageAgent;
 
@@ -48,12 +49,15 @@ pub struct Config {
     pub(crate) faults: Faults,
     pub(crate) replay_memory_cap: usize,
     pub(crate) spill_dir: Option<PathBuf>,
+    pub(crate) save_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
 }
 
 impl Default for Config {
     /// No checkpointing, 500 ms windows, batches of 16,384 tuples, 8
     /// batches per queue, asynchronous saves once storage is set, 5 restarts
-    /// per operator, replay buffers spilling past 64 MiB each.
+    /// per operator, replay buffers spilling past 64 MiB each, 10 minutes
+    /// for a checkpoint to become durable and 60 s for a thread to stop.
     fn default() -> Self {
         Config {
             storage: None,
@@ -66,6 +70,8 @@ impl Default for Config {
             faults: Faults::default(),
             replay_memory_cap: 64 << 20,
             spill_dir: None,
+            save_timeout: Duration::from_secs(600),
+            stop_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -147,6 +153,45 @@ impl Config {
     /// Where replay buffers spill (the system's temp directory unless set).
     pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// How long an asynchronous checkpoint may take to become durable (10
+    /// minutes unless set). An operator whose save is still not durable
+    /// then fails, naming the window; the failure is recovered like any
+    /// other, and past the restart limit the job stops with that error
+    /// instead of hanging on a storage that never answers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_runtime::Config;
+    ///
+    /// let config = Config::default().save_timeout(Duration::from_secs(30));
+    /// # let _ = config;
+    /// ```
+    pub fn save_timeout(mut self, timeout: Duration) -> Self {
+        self.save_timeout = timeout;
+        self
+    }
+
+    /// How long an operator's thread may take to stop once told to (after
+    /// a failure, or at the end of the job; 60 s unless set). A thread stuck
+    /// in a hook that never returns then ends the job with an error naming
+    /// it, instead of a job that never exits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_runtime::Config;
+    ///
+    /// let config = Config::default().stop_timeout(Duration::from_secs(5));
+    /// # let _ = config;
+    /// ```
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
         self
     }
 }

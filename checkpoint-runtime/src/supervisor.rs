@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use checkpoint_core::{Snapshot, StorageAgent, WindowId};
+use checkpoint_core::{Snapshot, StorageAgent, StorageLock, WindowId};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::coordinator::{Control, Event, OperatorCheckpoints, Topology, plan};
@@ -19,6 +19,7 @@ use crate::failure::{Failure, panic_message};
 use crate::manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator};
 use crate::metrics::{Metrics, Progress, Recovery, RunReport};
 use crate::operator::{OperatorContext, ProcessingMode};
+use crate::recovery_plan::{RestorePoint, plan_from_storage};
 use crate::replay::SpillPolicy;
 use crate::runtime::Config;
 use crate::stream::Resume;
@@ -35,6 +36,8 @@ pub(crate) struct Supervisor {
     dag: Dag,
     stop: Arc<AtomicBool>,
     storage: Option<Arc<dyn StorageAgent>>,
+    /// This job's hold on its storage, for as long as it runs.
+    _lock: Option<StorageLock>,
     physical: Vec<Physical>,
     first_physical: Vec<usize>,
     /// The node whose thread runs each node (itself unless chained).
@@ -48,6 +51,8 @@ pub(crate) struct Supervisor {
     stateless: Vec<bool>,
     activation: Vec<WindowId>,
     restore: Vec<Option<Vec<u8>>>,
+    /// Inputs restored from the final checkpoint of a stream that ended.
+    ended: Vec<bool>,
     epoch: Vec<u32>,
     kill: Vec<Option<Sender<()>>>,
     control: Vec<Option<Sender<(usize, Control)>>>,
@@ -164,6 +169,8 @@ impl Supervisor {
                 })
                 .collect(),
             committed: None,
+            window_mode: Some(config.window_mode.describe()),
+            ended: BTreeMap::new(),
         };
 
         let template = manifest_now(0);
@@ -172,10 +179,14 @@ impl Supervisor {
             ..template.clone()
         };
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        // Before anything is read: a second job on the same storage stops
+        // here, having touched nothing.
+        let lock = storage.as_ref().map(|s| s.lock()).transpose()?;
         let mut supervisor = Supervisor {
             config: config.clone(),
             stop,
             storage: storage.clone(),
+            _lock: lock,
             first_physical,
             root,
             chained_into,
@@ -186,6 +197,7 @@ impl Supervisor {
             stateless,
             activation: Vec::new(),
             restore: (0..n).map(|_| None).collect(),
+            ended: vec![false; n],
             epoch: vec![0; n],
             kill: (0..n).map(|_| None).collect(),
             control: (0..n).map(|_| None).collect(),
@@ -232,7 +244,7 @@ impl Supervisor {
                 check_same_job(&stored, &now)?;
                 supervisor.manifest = now;
                 supervisor.manifest.committed = stored.committed;
-                supervisor.resume_from_storage()?;
+                supervisor.resume_from_storage(&stored)?;
             }
             None => {
                 if let Some(storage) = &storage
@@ -265,152 +277,149 @@ impl Supervisor {
         Ok(supervisor)
     }
 
-    /// Computes every operator's recovery checkpoint from what is in
-    /// storage, skipping corrupt snapshots, and prepares to restore from it.
-    fn resume_from_storage(&mut self) -> Result<(), RunError> {
+    /// Resumes every operator where [`plan_from_storage`] says: corrupt
+    /// snapshots are set aside, an unreadable one stops the restart before
+    /// anything is changed, and checkpoints past the restore points (taken
+    /// again as the job runs) are removed.
+    fn resume_from_storage(&mut self, stored: &JobManifest) -> Result<(), RunError> {
         let Some(storage) = self.storage.clone() else {
             return Ok(());
         };
+        let plan = plan_from_storage(&*storage, stored)?;
+        if let Some(problem) = plan.problem() {
+            return Err(RunError::Manifest { detail: problem });
+        }
+        for bad in &plan.corrupt {
+            storage.set_aside(&bad.operator, bad.window)?;
+            tracing::warn!(operator = %bad.operator, window = %bad.window, reason = %bad.reason, "corrupt checkpoint set aside");
+            self.notes.push(format!(
+                "set aside the corrupt checkpoint of {} at {} ({}); `checkpoint purge` removes it",
+                bad.operator, bad.window, bad.reason
+            ));
+        }
         let n = self.physical.len();
-        let mut corrupt: Vec<Vec<WindowId>> = vec![Vec::new(); n];
-        for (node, corrupt) in corrupt.iter_mut().enumerate() {
-            if self.stateless[node] {
-                self.checkpoints[node].stateless_through = Some(WindowId::from_u64(u64::MAX));
-                continue;
-            }
-            let name = &self.physical[node].name;
-            for window in storage.windows(name)? {
-                let verified = storage
-                    .load(name, window)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| Snapshot::verify(&bytes).map(|_| ()).map_err(|e| e.to_string()));
-                match verified {
-                    Ok(()) => self.checkpoints[node].durable.push(window),
-                    Err(e) => {
-                        self.notes
-                            .push(format!("skipped corrupt checkpoint of {name} at {window}: {e}"));
-                        corrupt.push(window);
-                    }
+        self.activation = vec![WindowId::new(stored.window_base, 0); n];
+        let mut first_sequence = 1;
+        let mut ended = BTreeMap::new();
+        for node in 0..n {
+            let name = self.physical[node].name.clone();
+            let Some((op, Some(restore))) = plan.operator(&name).map(|op| (op, op.restore)) else {
+                return Err(RunError::Manifest {
+                    detail: format!("internal error: no restore point for operator {name:?}"),
+                });
+            };
+            let r = restore.window();
+            for &window in op.good.iter().filter(|w| **w > r) {
+                if stored.committed.is_some_and(|c| window <= c) {
+                    // Only a corrupt checkpoint pushes a restore point behind
+                    // the committed window: keep the evidence.
+                    storage.set_aside(&name, window)?;
+                } else {
+                    // Taken again as the job runs; a stale copy would
+                    // mislead a later restart.
+                    storage.delete(&name, window)?;
                 }
             }
-        }
-        let recovery = self.plan_restore(&(0..n).collect())?;
-        let mut first_sequence = 1;
-        for (node, corrupt) in corrupt.iter().enumerate() {
-            let r = recovery[&node];
-            let name = self.physical[node].name.clone();
-            // Newer checkpoints will be taken again; corrupt ones are garbage.
-            let stale: Vec<WindowId> = self.checkpoints[node]
-                .durable
-                .iter()
-                .copied()
-                .filter(|w| *w > r)
-                .chain(corrupt.iter().copied())
-                .collect();
-            for window in stale {
-                storage.delete(&name, window)?;
-            }
-            self.checkpoints[node].durable.retain(|w| *w <= r);
-            if self.stateless[node] {
-                self.checkpoints[node].stateless_through = Some(r);
+            self.checkpoints[node].durable = op.good.iter().copied().filter(|w| *w <= r).collect();
+            self.restore[node] = match restore {
+                RestorePoint::Stateless(_) => {
+                    self.checkpoints[node].stateless_through = Some(r);
+                    Some(Vec::new())
+                }
+                RestorePoint::Fresh(_) => {
+                    self.notes.push(format!(
+                        "{name} had no checkpoint yet (the job stopped before its first one was durable): it \
+                         starts as new"
+                    ));
+                    None
+                }
+                RestorePoint::Checkpoint(_) => Some(self.load_verified(&name, r)?),
+            };
+            self.activation[node] = r;
+            self.ended[node] = op.ended;
+            if op.ended {
+                ended.insert(name.clone(), r);
             }
             if self.dag.nodes[self.physical[node].logical].kind == NodeKind::Input {
-                first_sequence = first_sequence.max(r.sequence() + 1);
+                first_sequence = first_sequence.max(r.sequence().saturating_add(1));
             }
             tracing::info!(operator = %name, window = %r, "resuming from checkpoint");
             self.resumed_from.push((name, r));
         }
         self.first_sequence = first_sequence;
-        self.committed = plan(&self.topology, &self.checkpoints)
-            .committed
-            .or(self.manifest.committed);
+        self.committed = plan.committed.or(stored.committed);
+        // An end recorded for a checkpoint that is not the restore point is
+        // void: the input reads on from an older one.
+        self.manifest.ended = ended;
+        storage.save_manifest(&self.manifest.to_bytes())?;
         Ok(())
     }
 
-    /// Chooses the checkpoint each of `nodes` is restored from and loads
-    /// it; a checkpoint that does not load counts as missing and the choice
-    /// is made again.
+    /// `operator`'s snapshot at `window`, checksum verified.
+    fn load_verified(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, RunError> {
+        let Some(storage) = &self.storage else {
+            return Err(RunError::NoCheckpoint {
+                operator: operator.to_owned(),
+            });
+        };
+        let unusable = |e: String| RunError::Manifest {
+            detail: format!(
+                "the checkpoint of operator {operator:?} at window {window} cannot be used: {e}; nothing was \
+                 deleted"
+            ),
+        };
+        let bytes = storage.load(operator, window).map_err(|e| unusable(e.to_string()))?;
+        Snapshot::verify(&bytes).map_err(|e| unusable(e.to_string()))?;
+        Ok(bytes)
+    }
+
+    /// Chooses the checkpoint each of `nodes` is restored from (during a
+    /// running job) and loads it. A chosen checkpoint that cannot be loaded
+    /// is an error: an older one would need replay data the upstreams may
+    /// already have dropped, so falling back is not safe here.
     fn plan_restore(&mut self, nodes: &BTreeSet<usize>) -> Result<HashMap<usize, WindowId>, RunError> {
-        let storage = self.storage.clone();
-        loop {
-            let planned = plan(&self.topology, &self.checkpoints);
-            let mut chosen = HashMap::new();
-            // Topological order, so a stateless sink can follow its upstreams.
-            let order = self.order.clone();
-            for &node in order.iter().filter(|n| nodes.contains(n)) {
-                let name = &self.physical[node].name;
-                let ops = &self.checkpoints[node];
-                let window = if self.stateless[node] {
-                    let through = planned.recovery[node];
-                    match through {
-                        Some(w) if w.as_u64() != u64::MAX => Some(w),
-                        _ => self.upstream[node]
-                            .iter()
-                            .filter_map(|u| chosen.get(u).copied())
-                            .max()
-                            .or(through),
-                    }
-                    .filter(|w: &WindowId| w.as_u64() != u64::MAX)
-                    .or(Some(
-                        self.activation
-                            .get(node)
-                            .copied()
-                            .unwrap_or(WindowId::new(self.manifest.window_base, 0)),
-                    ))
-                } else if self.modes[node] == ProcessingMode::AtMostOnce {
-                    ops.durable.last().copied()
-                } else {
-                    // The snapshot that stands for the recovery point (a
-                    // finished operator's final one may be older).
-                    planned.recovery[node].and_then(|r| ops.durable.iter().rev().find(|w| **w <= r).copied())
-                };
-                let Some(window) = window else {
-                    return Err(RunError::NoCheckpoint { operator: name.clone() });
-                };
-                chosen.insert(node, window);
-            }
-            let mut retry = false;
-            for (&node, &window) in &chosen {
-                if self.stateless[node] {
-                    self.restore[node] = Some(Vec::new());
-                    continue;
+        let planned = plan(&self.topology, &self.checkpoints);
+        let mut chosen = HashMap::new();
+        // Topological order, so a stateless sink can follow its upstreams.
+        let order = self.order.clone();
+        for &node in order.iter().filter(|n| nodes.contains(n)) {
+            let name = &self.physical[node].name;
+            let ops = &self.checkpoints[node];
+            let window = if self.stateless[node] {
+                let through = planned.recovery[node];
+                match through {
+                    Some(w) if w.as_u64() != u64::MAX => Some(w),
+                    _ => self.upstream[node]
+                        .iter()
+                        .filter_map(|u| chosen.get(u).copied())
+                        .max()
+                        .or(through),
                 }
-                let Some(storage) = &storage else {
-                    return Err(RunError::NoCheckpoint {
-                        operator: self.physical[node].name.clone(),
-                    });
-                };
-                let name = self.physical[node].name.clone();
-                let loaded = storage
-                    .load(&name, window)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| Snapshot::verify(&bytes).map(|_| bytes).map_err(|e| e.to_string()));
-                match loaded {
-                    Ok(bytes) => self.restore[node] = Some(bytes),
-                    Err(e) => {
-                        self.notes
-                            .push(format!("skipped unreadable checkpoint of {name} at {window}: {e}"));
-                        self.checkpoints[node].durable.retain(|w| *w != window);
-                        retry = true;
-                    }
-                }
-            }
-            if !retry {
-                for (&node, &window) in &chosen {
-                    if self.activation.len() == self.physical.len() {
-                        self.activation[node] = window;
-                    }
-                }
-                if self.activation.len() != self.physical.len() {
-                    let mut activation = vec![WindowId::new(self.manifest.window_base, 0); self.physical.len()];
-                    for (&node, &window) in &chosen {
-                        activation[node] = window;
-                    }
-                    self.activation = activation;
-                }
-                return Ok(chosen);
-            }
+                .filter(|w: &WindowId| w.as_u64() != u64::MAX)
+                .or(Some(self.activation[node]))
+            } else if self.modes[node] == ProcessingMode::AtMostOnce {
+                ops.durable.last().copied()
+            } else {
+                // The snapshot that stands for the recovery point (a
+                // finished operator's final one may be older).
+                planned.recovery[node].and_then(|r| ops.durable.iter().rev().find(|w| **w <= r).copied())
+            };
+            let Some(window) = window else {
+                return Err(RunError::NoCheckpoint { operator: name.clone() });
+            };
+            chosen.insert(node, window);
         }
+        for (&node, &window) in &chosen {
+            let name = self.physical[node].name.clone();
+            self.restore[node] = if self.stateless[node] {
+                Some(Vec::new())
+            } else {
+                Some(self.load_verified(&name, window)?)
+            };
+            self.activation[node] = window;
+            self.ended[node] = self.manifest.ended.get(&name) == Some(&window);
+        }
+        Ok(chosen)
     }
 
     pub(crate) fn run(mut self) -> Result<RunReport, RunError> {
@@ -421,6 +430,17 @@ impl Supervisor {
             self.abort_all();
             return Err(e);
         }
+        // A resumed job delivers its committed window at once: an
+        // exactly-once sink publishes what it holds pending up to it even
+        // if no window is ever processed again (a job that had ended).
+        if let (false, Some(committed)) = (self.resumed_from.is_empty(), self.committed) {
+            self.metrics.set_committed(committed);
+            for node in 0..self.physical.len() {
+                if let Some(control) = &self.control[self.root[node]] {
+                    let _ = control.send((node, Control::Committed(committed)));
+                }
+            }
+        }
         match self.supervise() {
             Ok(()) => {
                 for root in self.roots() {
@@ -428,7 +448,7 @@ impl Supervisor {
                         let _ = control.send((root, Control::Shutdown));
                     }
                 }
-                self.join_all();
+                self.join_all()?;
                 // A hook can still fail on the final commit (an exactly-once
                 // sink publishing, say): that fails the job.
                 while let Ok(event) = self.events_rx.try_recv() {
@@ -478,13 +498,39 @@ impl Supervisor {
         for kill in &mut self.kill {
             kill.take();
         }
-        self.join_all();
+        // Already failing: a thread that does not stop is left behind, the
+        // job's own error is the one to report.
+        let _ = self.join_all();
     }
 
-    fn join_all(&mut self) {
-        for (_, handle) in std::mem::take(&mut self.threads) {
+    fn join_all(&mut self) -> Result<(), RunError> {
+        let threads = std::mem::take(&mut self.threads).into_iter().collect();
+        self.join_within(threads)
+    }
+
+    /// Joins `threads`, each told to stop, within the stop timeout; one
+    /// still running then is an error naming it (a thread cannot be killed,
+    /// so it is left to finish on its own).
+    fn join_within(&self, threads: Vec<(usize, JoinHandle<()>)>) -> Result<(), RunError> {
+        let deadline = Instant::now() + self.config.stop_timeout;
+        for (node, handle) in threads {
+            while !handle.is_finished() {
+                if Instant::now() >= deadline {
+                    return Err(RunError::OperatorFailed {
+                        operator: self.physical[node].name.clone(),
+                        window: None,
+                        cause: format!(
+                            "its thread did not stop within {:?} (the stop timeout) after it was told to: a hook \
+                             that never returns?",
+                            self.config.stop_timeout
+                        ),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let _ = handle.join();
         }
+        Ok(())
     }
 
     fn report(&self) -> RunReport {
@@ -609,8 +655,10 @@ impl Supervisor {
                 kill,
                 metrics: Arc::clone(&self.metrics),
                 restored: restore.is_some(),
+                ended: self.ended[node],
                 mode: spec.mode,
                 faults: Some(self.config.faults.clone()),
+                save_timeout: self.config.save_timeout,
             };
             let spill = self.storage.as_ref().map(|_| SpillPolicy {
                 memory_cap: self.config.replay_memory_cap,
@@ -747,6 +795,24 @@ impl Supervisor {
                 None
             }
             Event::Failed { node, epoch, failure } if epoch == self.epoch[node] => Some((node, failure)),
+            Event::Ending {
+                node,
+                epoch,
+                window,
+                done,
+            } if epoch == self.epoch[node] => {
+                let name = self.physical[node].name.clone();
+                self.manifest.ended.insert(name, window);
+                let saved = match &self.storage {
+                    Some(storage) => storage
+                        .save_manifest(&self.manifest.to_bytes())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                };
+                // A killed input no longer listens; its restore redoes this.
+                let _ = done.send(saved);
+                None
+            }
             _ => None,
         }
     }
@@ -863,11 +929,12 @@ impl Supervisor {
             self.kill[root].take();
             self.control[root].take();
         }
-        for root in &roots {
-            if let Some(handle) = self.threads.remove(root) {
-                let _ = handle.join();
-            }
-        }
+        let stopping: Vec<(usize, JoinHandle<()>)> = roots
+            .iter()
+            .filter_map(|r| self.threads.remove(r).map(|h| (*r, h)))
+            .collect();
+        self.join_within(stopping)
+            .map_err(|e| give_up(format!("{cause}; then could not restart: {e}")))?;
         self.drain_events();
         let chosen = self
             .plan_restore(&affected)
@@ -961,6 +1028,58 @@ fn check_same_job(stored: &JobManifest, now: &JobManifest) -> Result<(), RunErro
                 edges(now).join(", ")
             ),
         });
+    }
+    // Every setting that decides which windows exist, where checkpoints
+    // fall or what a recovery replays: a resumed job under another would
+    // silently change the semantics of the output it continues.
+    let changed = |setting: String, was: String, now: String| RunError::Manifest {
+        detail: format!(
+            "{setting} was {was} when the job started and is {now} now; a job keeps its settings for life (run \
+             it with {was}, or use another checkpoint directory)"
+        ),
+    };
+    if let Some(was) = &stored.window_mode
+        && Some(was) != now.window_mode.as_ref()
+    {
+        return Err(changed(
+            "the window mode".to_owned(),
+            was.clone(),
+            now.window_mode.clone().unwrap_or_default(),
+        ));
+    }
+    if stored.checkpoint_window_count != now.checkpoint_window_count {
+        return Err(changed(
+            "the DAG's default checkpoint window count".to_owned(),
+            stored.checkpoint_window_count.to_string(),
+            now.checkpoint_window_count.to_string(),
+        ));
+    }
+    for (was, is) in stored.operators.iter().zip(&now.operators) {
+        let of = |what: &str| format!("the {what} of operator {:?}", is.name);
+        if was.mode != is.mode {
+            return Err(changed(of("processing mode"), was.mode.clone(), is.mode.clone()));
+        }
+        if was.application_window_count != is.application_window_count {
+            return Err(changed(
+                of("application window count"),
+                was.application_window_count.to_string(),
+                is.application_window_count.to_string(),
+            ));
+        }
+        if was.checkpoint_window_count != is.checkpoint_window_count {
+            return Err(changed(
+                of("checkpoint window count"),
+                was.checkpoint_window_count.to_string(),
+                is.checkpoint_window_count.to_string(),
+            ));
+        }
+        if was.stateless != is.stateless {
+            return Err(changed(
+                of("statelessness"),
+                if was.stateless { "stateless" } else { "stateful" }.to_owned(),
+                if is.stateless { "stateless" } else { "stateful" }.to_owned(),
+            ));
+        }
     }
     Ok(())
 }

@@ -46,6 +46,16 @@ impl WindowMode {
             _ => Duration::from_millis(500),
         }
     }
+
+    /// How the job manifest records the mode: a restart under another
+    /// one would cut other windows, so it is refused.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            WindowMode::Time(d) => format!("time {}ms", d.as_millis()),
+            WindowMode::Tuples(n) => format!("tuples {n}"),
+            WindowMode::Stepped(_) => "stepped".to_owned(),
+        }
+    }
 }
 
 /// Advances windows by hand, for tests: every input ends its current window

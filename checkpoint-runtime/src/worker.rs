@@ -27,6 +27,12 @@ pub(crate) fn run_input<I: InputOperator>(
     stop: &AtomicBool,
 ) -> Result<(), Failure> {
     core.start()?;
+    if core.ended() {
+        // Restored from the final checkpoint of a stream that ended: an
+        // uninterrupted run opens no further window, so neither does this.
+        core.close_stream()?;
+        return core.await_shutdown();
+    }
     let base = core.activation().base_seconds();
     let mut sequence = core.activation().sequence() + 1;
     core.begin_window(WindowId::new(base, sequence))?;
@@ -43,6 +49,7 @@ pub(crate) fn run_input<I: InputOperator>(
         }
         match core.emit_tuples()? {
             Emit::Done => {
+                core.record_end(WindowId::new(base, sequence))?;
                 core.end_window(WindowId::new(base, sequence), true)?;
                 break;
             }

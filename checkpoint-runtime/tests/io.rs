@@ -605,6 +605,8 @@ fn a_replayed_window_already_published_is_skipped() {
     sink.before_checkpoint(w(4)).expect("before_checkpoint");
     sink.committed(w(4)).expect("commit");
     assert_eq!(read_output(&out).expect("output"), b"one\ntwo\nthree\nfour\n");
+    // The first incarnation is gone (it holds the directory's lock until then).
+    sink.teardown();
     // A stale pending copy of a published window (as if left by a crash).
     fs::write(out.join(".pending").join("6553f10000000002"), "stale\n").expect("write");
 

@@ -48,7 +48,10 @@ use std::path::{Path, PathBuf};
 
 use checkpoint_core::{Checkpoint, Snapshot, StorageAgent, WindowId};
 use checkpoint_runtime::io::ExactlyOnceFileSink;
-use checkpoint_runtime::{Dag, Emit, InputOperator, JobManifest, Operator, OperatorContext, OperatorResult, Output};
+use checkpoint_runtime::{
+    Dag, Emit, InputOperator, JobManifest, Operator, OperatorContext, OperatorResult, Output, RestorePoint,
+    plan_from_storage,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::rides::{Pacer, money, splitmix64};
@@ -633,21 +636,6 @@ pub struct StoredJob {
     pub output: Option<PathBuf>,
 }
 
-/// Windows of `name` in `storage` whose snapshots verify, ascending.
-fn verified(storage: &dyn StorageAgent, name: &str) -> Result<Vec<WindowId>, String> {
-    let mut windows = Vec::new();
-    for window in storage.windows(name).map_err(|e| e.to_string())? {
-        if storage
-            .load(name, window)
-            .ok()
-            .is_some_and(|bytes| Snapshot::verify(&bytes).is_ok())
-        {
-            windows.push(window);
-        }
-    }
-    Ok(windows)
-}
-
 /// Reads the `dimensions` job stored in `storage`, if any (`None`: no job
 /// manifest, a new job).
 ///
@@ -669,30 +657,22 @@ pub fn stored_job(storage: &dyn StorageAgent) -> Result<Option<StoredJob>, Strin
         ));
     }
     let aggregate = &manifest.operators[2];
-    // The input resumes at or before every stateful operator's newest
-    // checkpoint.
-    let mut bound: Option<WindowId> = None;
-    for op in manifest.operators.iter().filter(|o| !o.stateless && o.name != EVENTS) {
-        for physical in &op.physical {
-            let newest = verified(storage, physical)?.last().copied();
-            bound = match (bound, newest) {
-                (_, None) => return Ok(Some(job(aggregate.partitions, aggregate.application_window_count))),
-                (None, Some(w)) => Some(w),
-                (Some(b), Some(w)) => Some(b.min(w)),
-            };
-        }
+    // The runtime's own plan: what a restart will do.
+    let plan = plan_from_storage(storage, &manifest).map_err(|e| e.to_string())?;
+    if let Some(problem) = plan.problem() {
+        return Err(problem);
     }
-    let input = verified(storage, EVENTS)?
-        .into_iter()
-        .rfind(|w| bound.is_none_or(|b| *w <= b));
-    let source = input.and_then(|w| {
+    let checkpoint = |name: &str| match plan.operator(name).and_then(|o| o.restore) {
+        Some(RestorePoint::Checkpoint(w)) => Some(w),
+        _ => None,
+    };
+    let source = checkpoint(EVENTS).and_then(|w| {
         let bytes = storage.load(EVENTS, w).ok()?;
         let (_, source) = Snapshot::decode::<EventSource>(&bytes).ok()?;
         Some((w, source))
     });
-    let output = verified(storage, OUTPUT)?
-        .last()
-        .and_then(|w| storage.load(OUTPUT, *w).ok())
+    let output = checkpoint(OUTPUT)
+        .and_then(|w| storage.load(OUTPUT, w).ok())
         .and_then(|bytes| Snapshot::decode::<ExactlyOnceFileSink<String>>(&bytes).ok())
         .map(|(_, sink)| sink.dir().to_path_buf());
     Ok(Some(StoredJob {

@@ -46,9 +46,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use checkpoint_core::{Checkpoint, Snapshot, StorageAgent, WindowId};
-use checkpoint_runtime::coordinator::{OperatorCheckpoints, Topology, plan};
 use checkpoint_runtime::io::ExactlyOnceFileSink;
-use checkpoint_runtime::{Dag, Emit, InputOperator, JobManifest, Operator, OperatorResult, Output};
+use checkpoint_runtime::{
+    Dag, Emit, InputOperator, JobManifest, Operator, OperatorResult, Output, RestorePoint, plan_from_storage,
+};
 use serde::{Deserialize, Serialize};
 
 /// The input operator's name (its checkpoints are stored under it).
@@ -765,30 +766,27 @@ pub fn stored_job(storage: &dyn StorageAgent) -> Result<Option<StoredJob>, Strin
             names.join(", ")
         ));
     }
-    let mut checkpoints = Vec::new();
-    for name in names {
-        let mut durable = Vec::new();
-        for window in storage.windows(name).map_err(|e| e.to_string())? {
-            if storage
-                .load(name, window)
-                .ok()
-                .is_some_and(|bytes| Snapshot::verify(&bytes).is_ok())
-            {
-                durable.push(window);
-            }
-        }
-        checkpoints.push(OperatorCheckpoints::durable(durable));
+    // The runtime's own plan: what a restart will do.
+    let plan = plan_from_storage(storage, &manifest).map_err(|e| e.to_string())?;
+    if let Some(problem) = plan.problem() {
+        return Err(problem);
     }
-    let planned = plan(&Topology::new(vec![vec![1], vec![2], vec![]]), &checkpoints);
-    let Some(window) = planned.recovery[0] else {
-        return Err(format!("no usable checkpoint of operator {RIDES:?}"));
+    let restore = |name: &str| plan.operator(name).and_then(|o| o.restore);
+    let window = match restore(RIDES) {
+        Some(RestorePoint::Checkpoint(w)) => w,
+        // Restarts as new: its state is the one given on the command line.
+        _ => return Ok(None),
     };
     let bytes = storage.load(RIDES, window).map_err(|e| e.to_string())?;
     let (_, source) = Snapshot::decode::<RideSource>(&bytes).map_err(|e| e.to_string())?;
-    let output = planned.recovery[2]
-        .and_then(|w| storage.load(OUTPUT, w).ok())
-        .and_then(|bytes| Snapshot::decode::<ExactlyOnceFileSink<String>>(&bytes).ok())
-        .map(|(_, sink)| sink.dir().to_path_buf());
+    let output = match restore(OUTPUT) {
+        Some(RestorePoint::Checkpoint(w)) => storage
+            .load(OUTPUT, w)
+            .ok()
+            .and_then(|bytes| Snapshot::decode::<ExactlyOnceFileSink<String>>(&bytes).ok())
+            .map(|(_, sink)| sink.dir().to_path_buf()),
+        _ => None,
+    };
     Ok(Some(StoredJob { window, source, output }))
 }
 

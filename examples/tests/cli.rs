@@ -666,3 +666,67 @@ fn an_inputs_window_data_is_listed_apart_and_never_purged() {
     assert!(!out.contains("window-data"), "{out}");
     assert_eq!(files(dir.path())["numbers#window-data"].len(), 2);
 }
+
+#[test]
+fn verify_fails_on_a_directory_a_restart_cannot_resume_and_says_why() {
+    let dir = failed_job();
+    ok(&["verify", path_str(dir.path())]);
+    assert!(manifest(dir.path()).committed.is_some(), "the job committed a window");
+    // Every checkpoint of one partition is gone: after a commit, retention
+    // has deleted what an older restore point would need.
+    let partition = dir.path().join("count#1");
+    for window in files(dir.path())["count#1"].clone() {
+        std::fs::remove_file(snapshot_path(dir.path(), "count#1", window)).expect("remove");
+    }
+    assert!(partition.is_dir());
+    let (stdout, stderr) = fails(&["verify", path_str(dir.path())]);
+    assert!(
+        stdout.contains("CANNOT RESUME") && stdout.contains("\"count#1\"") && stdout.contains("no usable checkpoint"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("a restart cannot resume"), "{stderr}");
+    // And a restart agrees, with the same reason, deleting nothing.
+    let before = files(dir.path());
+    let error = run_job(dir.path(), &[]).expect_err("cannot resume");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"count#1\"") && message.contains("no usable checkpoint"),
+        "{message}"
+    );
+    assert_eq!(files(dir.path()), before);
+}
+
+#[test]
+fn purge_refuses_while_a_job_holds_the_directory() {
+    let dir = failed_job();
+    let before = files(dir.path());
+    let lock = FsStorageAgent::new(dir.path()).expect("storage").lock().expect("lock");
+    let (_, stderr) = fails(&["purge", path_str(dir.path()), "--keep", "1"]);
+    assert!(stderr.contains("in use by another job"), "{stderr}");
+    assert_eq!(files(dir.path()), before, "nothing purged");
+    drop(lock);
+    ok(&["purge", path_str(dir.path()), "--keep", "1"]);
+    assert_ne!(files(dir.path()), before, "purged once the job is gone");
+}
+
+#[test]
+fn a_corrupt_checkpoint_set_aside_by_a_restart_is_listed_and_purged() {
+    let dir = failed_job();
+    let newest = *files(dir.path())["count#0"].last().expect("a checkpoint");
+    let path = snapshot_path(dir.path(), "count#0", newest);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x10;
+    std::fs::write(&path, &bytes).expect("corrupt");
+    run_job(dir.path(), &[]).expect("the restart resumes past it");
+    let aside = dir
+        .path()
+        .join("count#0")
+        .join(format!(".{:016x}.corrupt", newest.as_u64()));
+    assert_eq!(std::fs::read(&aside).expect("set aside"), bytes);
+    let stdout = ok(&["verify", path_str(dir.path())]);
+    assert!(stdout.contains("set aside"), "{stdout}");
+    let stdout = ok(&["purge", path_str(dir.path()), "--keep", "1"]);
+    assert!(stdout.contains(".corrupt"), "{stdout}");
+    assert!(!aside.exists(), "purged on request");
+}

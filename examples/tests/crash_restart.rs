@@ -707,18 +707,77 @@ fn an_upstream_checkpoint_lost_at_the_final_window_still_publishes_everything() 
     assert_eq!(resumed_from(&out), expected, "{context}");
 }
 
+/// Kills at chosen points of start-up (around every initial checkpoint,
+/// after the manifest exists) and shut-down (around every final checkpoint,
+/// in the final commit), then a restart to the end, then one more run: the
+/// output is the reference and the last run publishes nothing.
+#[test]
+fn kills_at_every_step_of_start_up_and_shut_down_lose_and_repeat_nothing() {
+    let seed = seed();
+    println!("start-up/shut-down seed {seed} (rerun with CKPT_CRASH_SEED={seed})");
+    let lines = 12 * WINDOW_LINES;
+    let last = Job::new(seed, lines, 3).last_window();
+    let mut points = Vec::new();
+    for op in ["lines", "count", "sink"] {
+        for window in [0, last] {
+            points.push(format!("before-save:{window}:{op}"));
+            points.push(format!("after-save:{window}:{op}"));
+        }
+    }
+    points.push(format!("checkpointed:{last}:sink"));
+    points.push(format!("publish:{}", last - 1));
+    for point in &points {
+        let context = format!("killed at {point} (seed {seed})");
+        let job = Job::new(seed, lines, 3);
+        let (status, out, stderr) = job.spawn(Some(point)).finish(&context);
+        assert_killed(status, &stderr, &context);
+        assert!(crashing_line(&out).is_some(), "{context}: {out:?}");
+        job.check_published(&context);
+        job.finish(&context);
+        let published = published_windows(&job.output).expect("published");
+        let (status, _, stderr) = job.spawn(None).finish(&context);
+        assert!(status.success(), "{context}: the run after completion failed: {stderr}");
+        assert_eq!(
+            published_windows(&job.output).expect("published"),
+            published,
+            "{context}: a completed job published more"
+        );
+    }
+}
+
+/// Kills from outside in the first milliseconds of a job (gated on its
+/// `start` line), again and again, then a run to the end.
+#[test]
+fn kills_in_the_first_milliseconds_leave_a_resumable_job() {
+    let seed = seed();
+    println!("early-kill seed {seed} (rerun with CKPT_CRASH_SEED={seed})");
+    let mut rng = Rng(seed);
+    let job = Job::new(seed, 12 * WINDOW_LINES, 3);
+    for kill in 0..12 {
+        let context = format!("early kill {kill} (seed {seed})");
+        let mut run = job.spawn(None);
+        while !matches!(run.next(&context), Some(Line::Start(_)) | None) {}
+        std::thread::sleep(Duration::from_micros(rng.below(8_000)));
+        let _ = run.child.kill();
+        let _ = run.finish(&context);
+        job.check_published(&context);
+    }
+    job.finish(&format!("after the early kills (seed {seed})"));
+}
+
 #[test]
 fn a_failure_free_run_publishes_the_reference() {
     let job = Job::new(7, 60 * WINDOW_LINES + 1, 4);
     let lines = job.finish("failure-free run");
     assert_eq!(lines.first(), Some(&Line::Start("new".to_owned())));
 
-    // Run again: the job is done, its output stays the same. (The runtime
-    // opens one more window, which the input ends at once: the sink
-    // publishes it empty.)
+    // Run again: the job is done; it publishes nothing, not even an empty
+    // window.
+    let published = published_windows(&job.output).expect("published");
     let (status, again, stderr) = job.spawn(None).finish("second run");
     assert!(status.success(), "second run of a finished job failed: {stderr}");
     assert!(again.contains(&Line::Start("resume".to_owned())), "{again:?}");
+    assert_eq!(published_windows(&job.output).expect("published"), published);
     assert_eq!(read_output(&job.output).expect("read output"), job.windows.concat());
 }
 

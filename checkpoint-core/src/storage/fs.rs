@@ -4,13 +4,16 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{StorageAgent, check_placement, validate_operator_name};
+use super::{StorageAgent, StorageLock, check_placement, validate_operator_name};
 use crate::error::StorageError;
 use crate::window::WindowId;
 
 const MANIFEST_FILE: &str = ".manifest";
 const MANIFEST_TEMP: &str = ".manifest.tmp";
 const TEMP_SUFFIX: &str = ".tmp";
+const LOCK_FILE: &str = ".lock";
+/// Suffix of a snapshot set aside as corrupt: `.<16 hex>.corrupt`.
+pub(crate) const CORRUPT_SUFFIX: &str = ".corrupt";
 
 /// A step of [`FsStorageAgent::save`], reported to a hook installed with
 /// [`FsStorageAgent::on_save_phase`] so crash tests can stop a process at an
@@ -242,7 +245,7 @@ impl StorageAgent for FsStorageAgent {
 
     fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
         let dir = self.operator_dir(operator)?;
-        let mut windows: Vec<WindowId> = list_dir(&dir)?
+        let mut windows: Vec<WindowId> = list_files(&dir)?
             .iter()
             .filter_map(|name| parse_window_file_name(name))
             .collect();
@@ -283,6 +286,66 @@ impl StorageAgent for FsStorageAgent {
             Err(e) => Err(io_error("reading", &path, e)),
         }
     }
+
+    /// Locks `<root>/.lock` (`flock`, released by the kernel when the
+    /// process dies, so a killed job never leaves a stale lock).
+    fn lock(&self) -> Result<StorageLock, StorageError> {
+        lock_directory(&self.root, &format!("checkpoint directory {}", self.root.display()))
+    }
+
+    /// Renames the snapshot to `.<16 hex digits>.corrupt` in its directory.
+    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
+        let dir = self.operator_dir(operator)?;
+        let name = window_file_name(window);
+        let from = dir.join(&name);
+        let to = dir.join(format!(".{name}{CORRUPT_SUFFIX}"));
+        match fs::rename(&from, &to) {
+            Ok(()) => sync_dir(&dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("setting aside", &from, e)),
+        }
+    }
+}
+
+/// Takes an exclusive lock on `dir` for as long as the returned
+/// [`StorageLock`] lives: an advisory `flock` on the file `dir/.lock`,
+/// which the kernel releases when the process exits or is killed.
+/// [`StorageError::Locked`] names `what` if another holder has it, in this
+/// process or another.
+///
+/// [`FsStorageAgent::lock`](StorageAgent::lock) and the runtime's
+/// exactly-once file sink both use it.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{StorageError, lock_directory};
+///
+/// let dir = tempfile::tempdir()?;
+/// let lock = lock_directory(dir.path(), "output directory")?;
+/// let second = lock_directory(dir.path(), "output directory");
+/// assert!(matches!(second, Err(StorageError::Locked { .. })));
+/// drop(lock);
+/// lock_directory(dir.path(), "output directory")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn lock_directory(dir: &Path, what: &str) -> Result<StorageLock, StorageError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_error("opening the lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(StorageLock::holding(file)),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            what: what.to_owned(),
+            path,
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io_error("locking", &path, e)),
+    }
 }
 
 fn window_file_name(window: WindowId) -> String {
@@ -307,6 +370,31 @@ fn list_dir(dir: &Path) -> Result<Vec<String>, StorageError> {
     for entry in entries {
         let entry = entry.map_err(|e| io_error("listing", dir, e))?;
         if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The UTF-8 names of the regular files in `dir` (symbolic links followed):
+/// a directory or a FIFO named like a snapshot is not one, and reading a
+/// FIFO would hang.
+fn list_files(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("listing", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("listing", dir, e))?;
+        let file_type = entry.file_type().map_err(|e| io_error("listing", &entry.path(), e))?;
+        let is_file = if file_type.is_symlink() {
+            fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+        } else {
+            file_type.is_file()
+        };
+        if let (true, Ok(name)) = (is_file, entry.file_name().into_string()) {
             names.push(name);
         }
     }

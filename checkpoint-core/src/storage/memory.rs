@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{StorageAgent, check_placement, validate_operator_name};
+use super::{StorageAgent, StorageLock, check_placement, validate_operator_name};
 use crate::error::StorageError;
 use crate::window::WindowId;
 
@@ -30,13 +30,49 @@ pub struct MemoryStorageAgent {
 #[derive(Debug, Default)]
 struct Store {
     snapshots: BTreeMap<String, BTreeMap<WindowId, Arc<[u8]>>>,
+    /// Snapshots set aside as corrupt, kept for inspection.
+    set_aside: BTreeMap<String, BTreeMap<WindowId, Arc<[u8]>>>,
     manifest: Option<Vec<u8>>,
+    locked: bool,
+}
+
+/// Unlocks a [`MemoryStorageAgent`] when its job's lock is dropped.
+struct MemoryLock(Arc<Mutex<Store>>);
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).locked = false;
+    }
 }
 
 impl MemoryStorageAgent {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The snapshots [`StorageAgent::set_aside`] moved away from `operator`,
+    /// by window.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::{MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+    ///
+    /// let agent = MemoryStorageAgent::new();
+    /// let w = WindowId::new(1, 3);
+    /// agent.save("op", w, &Snapshot::encode(&7u8, SnapshotMeta::new("op", w))?)?;
+    /// agent.set_aside("op", w)?;
+    /// assert!(agent.windows("op")?.is_empty());
+    /// assert_eq!(agent.set_aside_windows("op"), [w]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_aside_windows(&self, operator: &str) -> Vec<WindowId> {
+        self.store()
+            .set_aside
+            .get(operator)
+            .map(|windows| windows.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
@@ -100,5 +136,30 @@ impl StorageAgent for MemoryStorageAgent {
 
     fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.store().manifest.clone())
+    }
+
+    fn lock(&self) -> Result<StorageLock, StorageError> {
+        let mut store = self.store();
+        if store.locked {
+            return Err(StorageError::Locked {
+                what: "the in-memory storage".to_owned(),
+                path: "<memory>".into(),
+            });
+        }
+        store.locked = true;
+        Ok(StorageLock::holding(MemoryLock(Arc::clone(&self.inner))))
+    }
+
+    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
+        validate_operator_name(operator)?;
+        let mut store = self.store();
+        if let Some(bytes) = store.snapshots.get_mut(operator).and_then(|w| w.remove(&window)) {
+            store
+                .set_aside
+                .entry(operator.to_owned())
+                .or_default()
+                .insert(window, bytes);
+        }
+        Ok(())
     }
 }

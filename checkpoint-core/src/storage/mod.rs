@@ -10,8 +10,54 @@ use crate::window::WindowId;
 mod fs;
 mod memory;
 
-pub use fs::{FsStorageAgent, SavePhase};
+pub use fs::{FsStorageAgent, SavePhase, lock_directory};
 pub use memory::MemoryStorageAgent;
+
+/// Proof that one job holds a storage root: released when dropped.
+///
+/// Returned by [`StorageAgent::lock`]; the runtime holds it for the life of
+/// a job so a second job on the same storage fails at once instead of
+/// overwriting the first one's checkpoints.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{MemoryStorageAgent, StorageAgent};
+///
+/// let agent = MemoryStorageAgent::new();
+/// let lock = agent.lock()?;
+/// assert!(agent.lock().is_err(), "a second job is refused");
+/// drop(lock);
+/// assert!(agent.lock().is_ok(), "and admitted once the first one is gone");
+/// # Ok::<(), checkpoint_core::StorageError>(())
+/// ```
+#[must_use = "the storage is unlocked as soon as the lock is dropped"]
+pub struct StorageLock {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl StorageLock {
+    /// A lock that holds nothing, for agents that cannot lock (the default
+    /// of [`StorageAgent::lock`]).
+    pub fn unsupported() -> Self {
+        StorageLock { _held: None }
+    }
+
+    /// A lock that holds `guard` (a locked file, say) until dropped.
+    pub fn holding(guard: impl Send + Sync + 'static) -> Self {
+        StorageLock {
+            _held: Some(Box::new(guard)),
+        }
+    }
+}
+
+impl fmt::Debug for StorageLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageLock")
+            .field("held", &self._held.is_some())
+            .finish()
+    }
+}
 
 /// Stores snapshots by operator and window, plus one small job-level record
 /// (the job manifest the runtime writes).
@@ -70,6 +116,24 @@ pub trait StorageAgent: Send + Sync + fmt::Debug {
 
     /// The job manifest, or `None` if none was saved.
     fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Claims the storage for one job until the returned lock is dropped;
+    /// [`StorageError::Locked`] if another job (in this process or another)
+    /// holds it. Readers (the `checkpoint` tool's `ls`, `verify`) do not
+    /// lock; anything that writes or deletes does. The default does not
+    /// lock.
+    fn lock(&self) -> Result<StorageLock, StorageError> {
+        Ok(StorageLock::unsupported())
+    }
+
+    /// Moves a corrupt snapshot out of the way without deleting it: it is no
+    /// longer listed by [`windows`](StorageAgent::windows), and a person (or
+    /// `checkpoint purge`) can still look at it or remove it. The default
+    /// leaves it in place.
+    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
+        let _ = (operator, window);
+        Ok(())
+    }
 }
 
 impl<S: StorageAgent + ?Sized> StorageAgent for Arc<S> {
@@ -93,6 +157,12 @@ impl<S: StorageAgent + ?Sized> StorageAgent for Arc<S> {
     }
     fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
         (**self).load_manifest()
+    }
+    fn lock(&self) -> Result<StorageLock, StorageError> {
+        (**self).lock()
+    }
+    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
+        (**self).set_aside(operator, window)
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::{self, BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use checkpoint_core::{Checkpoint, WindowId};
+use checkpoint_core::{Checkpoint, StorageLock, WindowId, lock_directory};
 
 use super::FileOperatorError;
 use crate::operator::{Operator, OperatorContext, OperatorResult, Output, Tuple};
@@ -192,6 +192,9 @@ pub struct ExactlyOnceFileSink<T> {
     direct: bool,
     #[checkpoint(transient)]
     set_up: bool,
+    /// One job per output directory, from `setup` to `teardown`.
+    #[checkpoint(transient)]
+    lock: Option<StorageLock>,
     #[checkpoint(transient)]
     _tuples: PhantomData<fn(T)>,
 }
@@ -227,6 +230,7 @@ impl<T> ExactlyOnceFileSink<T> {
             current: None,
             direct: false,
             set_up: false,
+            lock: None,
             _tuples: PhantomData,
         }
     }
@@ -381,6 +385,13 @@ impl<T: Tuple + Display> Operator for ExactlyOnceFileSink<T> {
         let pending_dir = self.pending_dir();
         fs::create_dir_all(&pending_dir)
             .map_err(|e| FileOperatorError::io("creating the output directory", &pending_dir, e))?;
+        // Before a pending file is touched: a second job publishing into
+        // this directory would truncate the first one's pending windows.
+        self.lock = None;
+        self.lock = Some(lock_directory(
+            &self.dir,
+            &format!("output directory {}", self.dir.display()),
+        )?);
         self.direct = ctx.storage().is_none();
         self.current = None;
         self.pending.clear();
@@ -489,5 +500,6 @@ impl<T: Tuple + Display> Operator for ExactlyOnceFileSink<T> {
         // An unfinished window's file is closed; `setup` deletes it after a
         // restore.
         self.current = None;
+        self.lock = None;
     }
 }

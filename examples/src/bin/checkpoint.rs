@@ -26,9 +26,8 @@ use std::process::ExitCode;
 
 use checkpoint_core::{FsStorageAgent, Snapshot, SnapshotError, SnapshotHeader, StorageAgent, WindowId};
 use checkpoint_examples::dump;
-use checkpoint_runtime::JobManifest;
-use checkpoint_runtime::coordinator::{OperatorCheckpoints, Topology, plan};
 use checkpoint_runtime::io::WindowDataManager;
+use checkpoint_runtime::{JobManifest, RestorePoint, StoredPlan, plan_from_storage};
 use clap::{Parser, Subcommand};
 
 /// Inspect, verify, decode and purge a job's checkpoint directory.
@@ -201,6 +200,8 @@ struct Inventory {
     strays: Vec<(PathBuf, &'static str)>,
     /// Temp files of interrupted saves.
     temps: Vec<PathBuf>,
+    /// Corrupt snapshots a restart set aside (`.<16 hex digits>.corrupt`).
+    set_aside: Vec<SnapshotFile>,
     manifest: ManifestState,
 }
 
@@ -255,6 +256,7 @@ fn scan(root: &Path) -> Result<Inventory, Failure> {
         entries: Vec::new(),
         strays: Vec::new(),
         temps: Vec::new(),
+        set_aside: Vec::new(),
         manifest: read_manifest(root)?,
     };
     for entry in read_dir_sorted(root)? {
@@ -265,7 +267,8 @@ fn scan(root: &Path) -> Result<Inventory, Failure> {
             continue;
         };
         if !file_type.is_dir() {
-            if name == ".manifest" {
+            // The job's lock file: present whether or not a job runs.
+            if name == ".manifest" || name == ".lock" {
                 continue;
             }
             if name == ".manifest.tmp" {
@@ -299,6 +302,18 @@ fn scan(root: &Path) -> Result<Inventory, Failure> {
                     }
                 }
                 None if file_name.starts_with('.') && file_name.ends_with(".tmp") => inventory.temps.push(file_path),
+                None if let Some(window) = file_name
+                    .strip_prefix('.')
+                    .and_then(|n| n.strip_suffix(".corrupt"))
+                    .and_then(parse_file_name) =>
+                {
+                    let size = file.metadata().map_or(0, |m| m.len());
+                    inventory.set_aside.push(SnapshotFile {
+                        window,
+                        path: file_path,
+                        size,
+                    });
+                }
                 None => inventory
                     .strays
                     .push((file_path, "not a snapshot name (16 lower-case hex digits)")),
@@ -375,14 +390,13 @@ fn check_all(inventory: &Inventory) -> Result<Health, Failure> {
     Ok(health)
 }
 
-fn is_good(health: &Health, file: &SnapshotFile) -> bool {
-    matches!(health.get(&file.path), Some(Ok(_)))
-}
-
 /// What is wrong with a snapshot file, if anything.
 fn check_file(entry_name: &str, file: &SnapshotFile) -> Result<Result<SnapshotHeader, String>, Failure> {
-    let bytes = fs::read(&file.path).map_err(|e| io_failure("cannot read", &file.path, &e))?;
-    Ok(check_bytes(entry_name, file.window, &bytes))
+    match fs::read(&file.path) {
+        Ok(bytes) => Ok(check_bytes(entry_name, file.window, &bytes)),
+        // Not corrupt, and not a reason to stop looking at the rest.
+        Err(e) => Ok(Err(format!("cannot be read: {e}"))),
+    }
 }
 
 fn check_bytes(entry_name: &str, window: WindowId, bytes: &[u8]) -> Result<SnapshotHeader, String> {
@@ -417,11 +431,12 @@ struct PhysicalOperator {
     logical: usize,
     name: String,
     stateless: bool,
-    at_most_once: bool,
     /// Good checkpoints, ascending.
     good: Vec<WindowId>,
     /// The checkpoint a restart would restore it from.
     recovery: Option<WindowId>,
+    /// A restart starts it as new (it never saved a checkpoint).
+    fresh: bool,
 }
 
 #[derive(Debug)]
@@ -429,89 +444,38 @@ struct JobView {
     operators: Vec<PhysicalOperator>,
     /// The committed window the recovery checkpoints imply.
     planned_committed: Option<WindowId>,
+    /// The runtime's own plan, which the view shows.
+    plan: StoredPlan,
 }
 
-/// Builds the physical DAG from the manifest (every partition of an edge's
-/// upstream feeds every partition of its downstream, as the runtime wires
-/// it) and computes the recovery checkpoints with the runtime's `plan`, from
-/// the good checkpoints on disk, choosing each operator's restore point as a
-/// restart does.
-fn job_view(manifest: &JobManifest, inventory: &Inventory, health: &Health) -> Result<JobView, Failure> {
-    let mut by_logical: HashMap<&str, usize> = HashMap::new();
-    let mut operators: Vec<PhysicalOperator> = Vec::new();
-    let mut first_physical = Vec::new();
-    for (logical, op) in manifest.operators.iter().enumerate() {
-        if by_logical.insert(op.name.as_str(), logical).is_some() {
-            return Err(format!("the job manifest names operator {:?} twice", op.name));
-        }
-        first_physical.push(operators.len());
-        for name in &op.physical {
-            let mut good = Vec::new();
-            if let Ok(entry) = inventory.entry(name) {
-                good.extend(entry.files.iter().filter(|f| is_good(health, f)).map(|f| f.window));
-            }
-            operators.push(PhysicalOperator {
-                logical,
-                name: name.clone(),
-                stateless: op.stateless,
-                at_most_once: op.mode == "at-most-once",
-                good,
-                recovery: None,
-            });
-        }
+/// The runtime's recovery plan for the job in `dir` (the same function a
+/// restart calls), arranged for display.
+fn job_view(dir: &Path, manifest: &JobManifest) -> Result<JobView, Failure> {
+    let storage = FsStorageAgent::new(dir).map_err(|e| e.to_string())?;
+    let plan = plan_from_storage(&storage, manifest).map_err(|e| e.to_string())?;
+    let mut operators = Vec::new();
+    for op in &plan.operators {
+        let logical = manifest
+            .operators
+            .iter()
+            .position(|o| o.name == op.operator)
+            .ok_or_else(|| format!("internal error: operator {:?} is not in the manifest", op.operator))?;
+        operators.push(PhysicalOperator {
+            logical,
+            name: op.name.clone(),
+            stateless: op.stateless,
+            good: op.good.clone(),
+            recovery: match op.restore {
+                Some(RestorePoint::Checkpoint(w)) => Some(w),
+                _ => None,
+            },
+            fresh: matches!(op.restore, Some(RestorePoint::Fresh(_))),
+        });
     }
-    let mut seen = BTreeSet::new();
-    for op in &operators {
-        if !seen.insert(op.name.as_str()) {
-            return Err(format!("the job manifest names physical operator {:?} twice", op.name));
-        }
-    }
-    let physical_of = |logical: usize| {
-        let start = first_physical[logical];
-        start..start + manifest.operators[logical].physical.len()
-    };
-    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); operators.len()];
-    for edge in &manifest.edges {
-        let lookup = |name: &str| {
-            by_logical
-                .get(name)
-                .copied()
-                .ok_or_else(|| format!("the job manifest has an edge from or to unknown operator {name:?}"))
-        };
-        let (from, to) = (lookup(&edge.from)?, lookup(&edge.to)?);
-        for u in physical_of(from) {
-            downstream[u].extend(physical_of(to));
-        }
-    }
-    let topology = Topology::new(downstream).with_at_most_once(operators.iter().map(|o| o.at_most_once).collect());
-    if topology.topological_order().is_none() {
-        return Err("the job manifest's edges form a cycle".to_owned());
-    }
-    let lists: Vec<OperatorCheckpoints> = operators
-        .iter()
-        .map(|op| {
-            if op.stateless {
-                // As a restart counts it: checkpointed at every window.
-                OperatorCheckpoints::stateless(WindowId::from_u64(u64::MAX))
-            } else {
-                OperatorCheckpoints::durable(op.good.clone())
-            }
-        })
-        .collect();
-    let planned = plan(&topology, &lists);
-    for (i, op) in operators.iter_mut().enumerate() {
-        op.recovery = if op.stateless {
-            None
-        } else if op.at_most_once {
-            op.good.last().copied()
-        } else {
-            planned.recovery[i].and_then(|r| op.good.iter().rev().find(|w| **w <= r).copied())
-        };
-    }
-    let planned_committed = planned.committed.filter(|w| w.as_u64() != u64::MAX);
     Ok(JobView {
         operators,
-        planned_committed,
+        planned_committed: plan.committed,
+        plan,
     })
 }
 
@@ -548,7 +512,7 @@ fn ls(dir: &Path, out: &mut String) -> Result<ExitCode, Failure> {
     let mut listed: BTreeSet<&str> = BTreeSet::new();
     match &inventory.manifest {
         ManifestState::Job(manifest) => {
-            let view = job_view(manifest, &inventory, &health)?;
+            let view = job_view(dir, manifest)?;
             ls_job(out, manifest, &view, &inventory, &health);
             listed.extend(
                 manifest
@@ -686,9 +650,11 @@ fn ls_job(out: &mut String, manifest: &JobManifest, view: &JobView, inventory: &
                 out,
                 "  {}: recovery checkpoint {}",
                 physical.name,
-                physical
-                    .recovery
-                    .map_or_else(|| "none (a restart cannot restore it)".to_owned(), window_text)
+                match physical.recovery {
+                    Some(w) => window_text(w),
+                    None if physical.fresh => "none yet (a restart starts it as new)".to_owned(),
+                    None => "none (a restart cannot restore it)".to_owned(),
+                }
             );
             match entry {
                 Some(entry) if !entry.files.is_empty() => {
@@ -930,10 +896,19 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
             );
         }
     }
+    let mut unreadable = 0usize;
     for entry in &inventory.entries {
         for file in &entry.files {
             checked += 1;
-            match check_file(&entry.name, file)? {
+            let bytes = match fs::read(&file.path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    unreadable += 1;
+                    say!(out, "UNREADABLE {}: {e}", file.path.display());
+                    continue;
+                }
+            };
+            match check_bytes(&entry.name, file.window, &bytes) {
                 Ok(header) => {
                     if verbose {
                         say!(
@@ -956,12 +931,40 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
     for (path, why) in &inventory.strays {
         say!(out, "note     {}: ignored, {why}", path.display());
     }
+    for file in &inventory.set_aside {
+        say!(
+            out,
+            "note     {}: a corrupt checkpoint a restart set aside (`checkpoint purge` removes it)",
+            file.path.display()
+        );
+    }
+    // Whether a restart can resume, by the runtime's own plan.
+    let mut cannot_resume = None;
+    if let ManifestState::Job(manifest) = &inventory.manifest {
+        let view = job_view(dir, manifest)?;
+        if let Some(problem) = view.plan.problem() {
+            say!(out, "CANNOT RESUME: {problem}");
+            cannot_resume = Some(problem);
+        } else if verbose {
+            say!(out, "ok       a restart can resume every operator");
+        }
+    }
     for path in &inventory.temps {
         say!(
             out,
             "note     {}: temp file of an interrupted save (the job removes it when it starts)",
             path.display()
         );
+    }
+    if let Some(problem) = cannot_resume {
+        return Err(format!("a restart cannot resume from {}: {problem}", dir.display()));
+    }
+    if unreadable > 0 {
+        return Err(format!(
+            "{} in {} cannot be read",
+            plural(unreadable, "snapshot", "snapshots"),
+            dir.display()
+        ));
     }
     if bad == 0 && !bad_manifest {
         say!(
@@ -1015,13 +1018,21 @@ fn purge(dir: &Path, keep: usize, dry_run: bool, out: &mut String) -> Result<Exi
             ));
         }
     };
-    let health = check_all(&inventory)?;
-    let view = job_view(manifest, &inventory, &health)?;
+    let view = job_view(dir, manifest)?;
     let storage = if dry_run {
         None
     } else {
-        Some(FsStorageAgent::new(dir).map_err(|e| e.to_string())?)
+        let storage = FsStorageAgent::new(dir).map_err(|e| e.to_string())?;
+        // A running job must not lose a checkpoint under its feet.
+        let lock = storage.lock().map_err(|e| format!("nothing is purged: {e}"))?;
+        Some((storage, lock))
     };
+    if let Some(problem) = view.plan.problem() {
+        return Err(format!(
+            "a restart cannot resume from {} ({problem}), so nothing is purged",
+            dir.display()
+        ));
+    }
     let verb = if dry_run { "would delete" } else { "deleted" };
     let (mut deleted, mut bytes) = (0usize, 0u64);
     for op in &view.operators {
@@ -1043,7 +1054,7 @@ fn purge(dir: &Path, keep: usize, dry_run: bool, out: &mut String) -> Result<Exi
                 kept += 1;
                 continue;
             }
-            if let Some(storage) = &storage {
+            if let Some((storage, _)) = &storage {
                 storage
                     .delete(&op.name, w)
                     .map_err(|e| format!("deleting {}: {e}", file.path.display()))?;
@@ -1062,6 +1073,19 @@ fn purge(dir: &Path, keep: usize, dry_run: bool, out: &mut String) -> Result<Exi
                     .map_or_else(|| "none, so all are kept".to_owned(), window_text)
             );
         }
+    }
+    for file in &inventory.set_aside {
+        if storage.is_some() {
+            fs::remove_file(&file.path).map_err(|e| io_failure("cannot delete", &file.path, &e))?;
+        }
+        say!(
+            out,
+            "{verb} {}  {} (a corrupt checkpoint a restart set aside)",
+            file.path.display(),
+            size_text(file.size)
+        );
+        deleted += 1;
+        bytes += file.size;
     }
     for entry in &inventory.entries {
         if !view.operators.iter().any(|op| op.name == entry.name) && !entry.is_window_data() {

@@ -39,6 +39,10 @@
 //! - `after-save:<W>:<operator>`: once the checkpoint of `<operator>` (`lines`,
 //!   `count` or `sink`) at window `W` is durable (the storage agent's
 //!   [`SavePhase::AfterDirFsync`]), on the thread that saved it;
+//! - `before-save:<W>:<operator>`: once that checkpoint's bytes are written
+//!   to its temp file, before anything makes them durable
+//!   ([`SavePhase::AfterWrite`]); at window 0 (the initial checkpoints) this
+//!   is a kill during the job's start-up, after its manifest exists;
 //! - `checkpointed:<W>:<operator>`: in the `checkpointed(W)` hook of `count`
 //!   or `sink`: the checkpoint is saved, the commit has not come;
 //! - `publish:<W>`: in the sink's `committed` hook, right after window `W`
@@ -89,7 +93,8 @@ ENVIRONMENT:
     CKPT_CRASH=<point>:<window>[:<arg>]   kill the process with SIGKILL at a
         crash point, for crash tests: mid-window:<W>:<K> (after the K-th line
         of window W in `count`), after-save:<W>:<lines|count|sink> (once that
-        operator's checkpoint at W is durable), checkpointed:<W>:<count|sink>
+        operator's checkpoint at W is durable), before-save:<W>:<lines|count|sink>
+        (once it is written, not yet durable), checkpointed:<W>:<count|sink>
         (in its checkpointed(W) hook), publish:<W> (in the sink's commit, right
         after publishing window W)";
 
@@ -100,6 +105,8 @@ enum Crash {
     MidWindow { window: u32, tuple: u64 },
     /// When `operator`'s checkpoint at `window` is durable.
     AfterSave { window: u32, operator: String },
+    /// When `operator`'s checkpoint at `window` is written, not yet durable.
+    BeforeSave { window: u32, operator: String },
     /// In `operator`'s `checkpointed(window)` hook.
     Checkpointed { window: u32, operator: String },
     /// In the sink's commit, right after publishing `window`.
@@ -133,6 +140,10 @@ impl Crash {
                 Ok(Crash::MidWindow { window, tuple })
             }
             "after-save" => Ok(Crash::AfterSave {
+                window,
+                operator: operator(&["lines", "count", "sink"])?,
+            }),
+            "before-save" => Ok(Crash::BeforeSave {
                 window,
                 operator: operator(&["lines", "count", "sink"])?,
             }),
@@ -397,6 +408,14 @@ fn storage(dir: &Path) -> Result<FsStorageAgent, Box<dyn std::error::Error>> {
             storage.on_save_phase(move |name, at, phase| {
                 if phase == SavePhase::AfterDirFsync && name == operator && at.sequence() == window {
                     crash_now(format_args!("after-save {window} {operator}"));
+                }
+            })
+        }
+        Some(Crash::BeforeSave { window, operator }) => {
+            let (window, operator) = (*window, operator.clone());
+            storage.on_save_phase(move |name, at, phase| {
+                if phase == SavePhase::AfterWrite && name == operator && at.sequence() == window {
+                    crash_now(format_args!("before-save {window} {operator}"));
                 }
             })
         }
