@@ -21,6 +21,19 @@ pub enum DagError {
     /// Two operators share a name.
     #[error("duplicate operator name {0:?}: every operator needs its own name (its checkpoints are stored under it)")]
     DuplicateName(String),
+    /// Two operator names differ only by case (`Count` and `count`): on a
+    /// case-insensitive file system (macOS, Windows) their checkpoints
+    /// would share one directory.
+    #[error(
+        "operator names {first:?} and {second:?} differ only by case: on a case-insensitive file system their \
+         checkpoints would be stored in one directory; rename one of them"
+    )]
+    NamesDifferOnlyInCase {
+        /// The name added first.
+        first: String,
+        /// The name added later.
+        second: String,
+    },
     /// An operator name cannot name its checkpoints.
     #[error("invalid operator name {name:?}: {reason}")]
     InvalidName {
