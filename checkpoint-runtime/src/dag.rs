@@ -571,6 +571,15 @@ impl Dag {
         self
     }
 
+    /// Every physical operator's name (`count#0`, `count#1` for a
+    /// partitioned `count`), in the order operators were added.
+    pub(crate) fn physical_names(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| (0..n.partitions).map(|p| physical_name(&n.name, n.partitions, p)))
+            .collect()
+    }
+
     /// The checkpoint window count in force: EXACTLY_ONCE checkpoints after
     /// every application window.
     pub(crate) fn effective_checkpoint_count(&self, index: usize) -> u32 {

@@ -175,6 +175,20 @@ pub enum RunError {
         /// The physical operator.
         operator: String,
     },
+    /// An input reached the last window id of the job's base (sequence
+    /// `u32::MAX`: 68 years of 500 ms windows) and cannot begin another.
+    /// No recovery can help: run the job again on new storage, which gives
+    /// it a new window base.
+    #[error(
+        "operator {operator:?} cannot begin a window after {last}: the job's window sequence (the low 32 bits of \
+         a window id) is exhausted; run the job on new storage to start a new window base"
+    )]
+    WindowSequenceExhausted {
+        /// The physical operator.
+        operator: String,
+        /// The last window it could be in.
+        last: WindowId,
+    },
     /// A setting of the [`Config`](crate::Config) cannot work.
     #[error("invalid configuration: {detail}")]
     Config {

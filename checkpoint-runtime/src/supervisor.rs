@@ -315,7 +315,7 @@ impl Supervisor {
                 self.checkpoints[node].stateless_through = Some(r);
             }
             if self.dag.nodes[self.physical[node].logical].kind == NodeKind::Input {
-                first_sequence = first_sequence.max(r.sequence() + 1);
+                first_sequence = first_sequence.max(r.sequence().saturating_add(1));
             }
             tracing::info!(operator = %name, window = %r, "resuming from checkpoint");
             self.resumed_from.push((name, r));
@@ -415,6 +415,10 @@ impl Supervisor {
 
     pub(crate) fn run(mut self) -> Result<RunReport, RunError> {
         self.clock_start = Instant::now();
+        if let Some(committed) = self.committed {
+            // Resumed: the progress view shows the stored committed window.
+            self.metrics.set_committed(committed);
+        }
         let all: BTreeSet<usize> = (0..self.physical.len()).collect();
         let resume: HashMap<usize, Resume> = HashMap::new();
         if let Err(e) = self.build(&all, &resume) {
@@ -463,11 +467,13 @@ impl Supervisor {
         fn gcd(a: u64, b: u64) -> u64 {
             if b == 0 { a } else { gcd(b, a % b) }
         }
+        const CAP: u64 = 10_000;
+        // Stopped at the cap: the product of a few large counts overflows.
         let lcm = self.dag.nodes.iter().fold(1u64, |l, n| {
             let c = u64::from(n.application_window_count.max(1));
-            l / gcd(l, c) * c
+            if l > CAP { l } else { (l / gcd(l, c)).saturating_mul(c) }
         });
-        u32::try_from(lcm.min(10_000)).unwrap_or(1)
+        u32::try_from(lcm.min(CAP)).unwrap_or(1)
     }
 
     fn roots(&self) -> Vec<usize> {
@@ -831,6 +837,9 @@ impl Supervisor {
     }
 
     fn recover(&mut self, node: usize, failure: Failure) -> Result<(), GiveUp> {
+        if let Failure::Fatal(error) = failure {
+            return Err(*error);
+        }
         let Failure::Operator {
             operator,
             window,
