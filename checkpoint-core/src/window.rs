@@ -111,7 +111,7 @@ impl WindowId {
     /// assert!(!WindowId::new(1, 5).ends_group_of(0));
     /// ```
     pub const fn ends_group_of(self, count: u32) -> bool {
-        count != 0 && (self.sequence() as u64 + 1) % count as u64 == 0
+        (self.sequence() as u64 + 1).is_multiple_of(count as u64)
     }
 
     /// The id of the preceding window, or `None` at sequence 0.

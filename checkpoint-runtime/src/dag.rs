@@ -326,6 +326,12 @@ static NEXT_DAG: AtomicU64 = AtomicU64::new(1);
 /// cycles, window settings) is checked when the job starts, with every
 /// problem reported at once.
 ///
+/// Operator names name checkpoint directories, so they are unique even
+/// ignoring case (`Count` and `count` would share a directory on macOS),
+/// contain no `#` (partition `N` of `count` is `count#N`), no path
+/// separator, `..` or control character, do not start with `.`, and have
+/// at most [`MAX_PHYSICAL_NAME_LEN`] bytes with the partition suffix.
+///
 /// # Examples
 ///
 /// ```

@@ -162,7 +162,10 @@ impl OperatorMetrics {
         OperatorReport {
             name: name.to_owned(),
             tuples_in: self.tuples_in.load(Ordering::Relaxed),
-            tuples_out: self.tuples_out_before.load(Ordering::Relaxed) + self.tuples_out.load(Ordering::Relaxed),
+            tuples_out: self
+                .tuples_out_before
+                .load(Ordering::Relaxed)
+                .saturating_add(self.tuples_out.load(Ordering::Relaxed)),
             windows: self.windows.load(Ordering::Relaxed),
             checkpoints,
             last_checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),

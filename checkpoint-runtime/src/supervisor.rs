@@ -911,7 +911,7 @@ impl Supervisor {
         }
         tracing::warn!(
             operator = %operator,
-            window = ?window.map(|w| w.to_string()),
+            window = %window.map_or_else(|| "none".to_owned(), |w| w.to_string()),
             cause = %cause,
             restored = ?self.recoveries.len(),
             "operator failed; restoring it and its downstream operators"
