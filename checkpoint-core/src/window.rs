@@ -91,6 +91,29 @@ impl WindowId {
         }
     }
 
+    /// Whether this window is the last of a group of `count` consecutive
+    /// windows, groups counted from sequence 0: `(sequence + 1) % count ==
+    /// 0`, the rule that aligns application windows and checkpoints.
+    ///
+    /// Computed without overflow: the last possible window (sequence
+    /// `u32::MAX`) ends a group only if `count` divides 2^32. A `count` of
+    /// 0 has no groups.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::WindowId;
+    ///
+    /// assert!(WindowId::new(1, 59).ends_group_of(60));
+    /// assert!(!WindowId::new(1, 60).ends_group_of(60));
+    /// assert!(WindowId::new(1, u32::MAX).ends_group_of(4));
+    /// assert!(!WindowId::new(1, u32::MAX).ends_group_of(3));
+    /// assert!(!WindowId::new(1, 5).ends_group_of(0));
+    /// ```
+    pub const fn ends_group_of(self, count: u32) -> bool {
+        (self.sequence() as u64 + 1).is_multiple_of(count as u64)
+    }
+
     /// The id of the preceding window, or `None` at sequence 0.
     ///
     /// A job's initial checkpoint is taken at the window just before its

@@ -108,7 +108,7 @@ struct Forward(Failure);
 
 impl std::fmt::Display for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.0)
+        self.0.fmt(f)
     }
 }
 
@@ -221,6 +221,7 @@ impl<L: Lifecycle> Core<L> {
     pub(crate) fn new(op: L, out: Emitter<L::Out>, mut env: NodeEnv) -> Self {
         let activation = env.ctx.activation_window;
         let faults = env.faults.take().filter(|f| f.targets(&env.ctx.name));
+        env.metrics.operators[env.node].new_incarnation();
         let mut core = Core {
             op,
             out,
@@ -394,8 +395,8 @@ impl<L: Lifecycle> Core<L> {
 
     pub(crate) fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
         let ctx = &self.env.ctx;
-        let app_end = last || (window.sequence() + 1).is_multiple_of(ctx.application_window_count);
-        let checkpoint_window = (window.sequence() + 1).is_multiple_of(ctx.checkpoint_window_count);
+        let app_end = last || window.ends_group_of(ctx.application_window_count);
+        let checkpoint_window = window.ends_group_of(ctx.checkpoint_window_count);
         self.fault(FaultPoint::EndWindow)?;
         if app_end && self.in_app_window {
             self.call(|op, out| op.end_window(out))?;

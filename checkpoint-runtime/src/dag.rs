@@ -326,6 +326,12 @@ static NEXT_DAG: AtomicU64 = AtomicU64::new(1);
 /// cycles, window settings) is checked when the job starts, with every
 /// problem reported at once.
 ///
+/// Operator names name checkpoint directories, so they are unique even
+/// ignoring case (`Count` and `count` would share a directory on macOS),
+/// contain no `#` (partition `N` of `count` is `count#N`), no path
+/// separator, `..` or control character, do not start with `.`, and have
+/// at most [`MAX_PHYSICAL_NAME_LEN`] bytes with the partition suffix.
+///
 /// # Examples
 ///
 /// ```
@@ -571,6 +577,15 @@ impl Dag {
         self
     }
 
+    /// Every physical operator's name (`count#0`, `count#1` for a
+    /// partitioned `count`), in the order operators were added.
+    pub(crate) fn physical_names(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| (0..n.partitions).map(|p| physical_name(&n.name, n.partitions, p)))
+            .collect()
+    }
+
     /// The checkpoint window count in force: EXACTLY_ONCE checkpoints after
     /// every application window.
     pub(crate) fn effective_checkpoint_count(&self, index: usize) -> u32 {
@@ -585,6 +600,8 @@ impl Dag {
     pub fn validate(&self) -> Result<(), Vec<DagError>> {
         let mut errors = self.errors.clone();
         let mut seen = std::collections::HashSet::new();
+        // Case-folded name -> the first name that folded to it.
+        let mut folded: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
         for node in &self.nodes {
             if let Err(e) = checkpoint_core::validate_operator_name(&node.name) {
                 let reason = match e {
@@ -600,14 +617,29 @@ impl Dag {
                     name: node.name.clone(),
                     reason: "`#` is reserved for partition numbers (`count#0`)".to_owned(),
                 });
-            } else if node.name.len() > 240 {
+            } else if let Some(reason) = name_too_long(&node.name, node.partitions) {
                 errors.push(DagError::InvalidName {
                     name: node.name.clone(),
-                    reason: "it is longer than 240 bytes, leaving no room for a partition number".to_owned(),
+                    reason,
                 });
             }
             if !seen.insert(node.name.as_str()) {
                 errors.push(DagError::DuplicateName(node.name.clone()));
+            } else {
+                // Physical names are `name` or `name#N` and `#` is in no
+                // logical name, so physical names collide under case folding
+                // exactly when logical names do.
+                match folded.entry(fold_case(&node.name)) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        errors.push(DagError::NamesDifferOnlyInCase {
+                            first: (*first.get()).to_owned(),
+                            second: node.name.clone(),
+                        });
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(&node.name);
+                    }
+                }
             }
             if node.partitions == 0 {
                 errors.push(DagError::Zero {
@@ -735,4 +767,73 @@ impl Dag {
         }
         None
     }
+}
+
+/// The longest physical operator name the DAG accepts, in bytes: a file
+/// name has at most 255 bytes, and the longest file name derived from a
+/// physical name is its window-data directory (`<name>#window-data`, see
+/// [`WindowDataManager`](crate::io::WindowDataManager)). The other derived
+/// names are shorter: the checkpoint directory is the name itself, the
+/// files in it (`<16 hex>`, `.<16 hex>.tmp`) do not contain it, and replay
+/// spill files carry at most a 100-byte prefix of it.
+///
+/// A logical name must leave room for its partition suffix: an operator
+/// with 10 partitions may have a name of at most 240 bytes (`name#9`).
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::{Dag, DagError, MAX_PHYSICAL_NAME_LEN};
+/// # use checkpoint_runtime::{Emit, InputOperator, OperatorResult, Output};
+/// # #[derive(checkpoint_core::Checkpoint)]
+/// # struct Numbers;
+/// # impl InputOperator for Numbers {
+/// #     type Output = u64;
+/// #     fn emit_tuples(&mut self, _: Output<'_, u64>) -> OperatorResult<Emit> { Ok(Emit::Done) }
+/// # }
+///
+/// assert_eq!(MAX_PHYSICAL_NAME_LEN, 243);
+/// let mut dag = Dag::new();
+/// dag.input(&"n".repeat(MAX_PHYSICAL_NAME_LEN + 1), Numbers);
+/// let errors = dag.validate().unwrap_err();
+/// assert!(errors[0].to_string().contains("243 bytes"));
+/// ```
+pub const MAX_PHYSICAL_NAME_LEN: usize =
+    checkpoint_core::MAX_OPERATOR_NAME_LEN - crate::io::WindowDataManager::NAME_SUFFIX.len();
+
+/// The physical name of partition `partition` of an operator named `name`
+/// with `partitions` partitions: `name` alone, or `name#partition`.
+pub(crate) fn physical_name(name: &str, partitions: usize, partition: usize) -> String {
+    if partitions == 1 {
+        name.to_owned()
+    } else {
+        format!("{name}#{partition}")
+    }
+}
+
+/// Why `name` with `partitions` partitions makes a physical name longer
+/// than [`MAX_PHYSICAL_NAME_LEN`], if it does.
+fn name_too_long(name: &str, partitions: usize) -> Option<String> {
+    let longest = physical_name(name, partitions, partitions.saturating_sub(1));
+    if longest.len() <= MAX_PHYSICAL_NAME_LEN {
+        return None;
+    }
+    let which = if partitions > 1 {
+        format!("its physical name `…{}` is", &longest[name.len()..])
+    } else {
+        "it is".to_owned()
+    };
+    Some(format!(
+        "{which} {} bytes long; operator names may have at most {MAX_PHYSICAL_NAME_LEN} bytes including the \
+         partition suffix `#N`, so that every file name derived from them (`<name>#window-data`) fits in 255 bytes",
+        longest.len()
+    ))
+}
+
+/// A name as a case-insensitive file system compares it. Upper-casing
+/// first folds more pairs together (`ß` and `ss`, `ſ` and `s`) than
+/// lower-casing alone: rejecting a few names a particular file system would
+/// keep apart is better than two operators sharing a directory.
+fn fold_case(name: &str) -> String {
+    name.to_uppercase().to_lowercase()
 }

@@ -21,6 +21,19 @@ pub enum DagError {
     /// Two operators share a name.
     #[error("duplicate operator name {0:?}: every operator needs its own name (its checkpoints are stored under it)")]
     DuplicateName(String),
+    /// Two operator names differ only by case (`Count` and `count`): on a
+    /// case-insensitive file system (macOS, Windows) their checkpoints
+    /// would share one directory.
+    #[error(
+        "operator names {first:?} and {second:?} differ only by case: on a case-insensitive file system their \
+         checkpoints would be stored in one directory; rename one of them"
+    )]
+    NamesDifferOnlyInCase {
+        /// The name added first.
+        first: String,
+        /// The name added later.
+        second: String,
+    },
     /// An operator name cannot name its checkpoints.
     #[error("invalid operator name {name:?}: {reason}")]
     InvalidName {
@@ -161,6 +174,20 @@ pub enum RunError {
     NoCheckpoint {
         /// The physical operator.
         operator: String,
+    },
+    /// An input reached the last window id of the job's base (sequence
+    /// `u32::MAX`: 68 years of 500 ms windows) and cannot begin another.
+    /// No recovery can help: run the job again on new storage, which gives
+    /// it a new window base.
+    #[error(
+        "operator {operator:?} cannot begin a window after {last}: the job's window sequence (the low 32 bits of \
+         a window id) is exhausted; run the job on new storage to start a new window base"
+    )]
+    WindowSequenceExhausted {
+        /// The physical operator.
+        operator: String,
+        /// The last window it could be in.
+        last: WindowId,
     },
     /// A setting of the [`Config`](crate::Config) cannot work.
     #[error("invalid configuration: {detail}")]

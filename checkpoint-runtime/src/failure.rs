@@ -3,6 +3,8 @@
 
 use checkpoint_core::WindowId;
 
+use crate::error::RunError;
+
 /// Why a worker stopped early.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -14,9 +16,40 @@ pub(crate) enum Failure {
         window: Option<WindowId>,
         cause: String,
     },
+    /// The job cannot go on, and no recovery would help (the window
+    /// sequence is exhausted, say): the job stops with this error.
+    Fatal(Box<RunError>),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Aborted => f.write_str("the job is aborting"),
+            Failure::Operator {
+                operator,
+                window: Some(window),
+                cause,
+            } => write!(f, "operator {operator:?} failed at window {window}: {cause}"),
+            Failure::Operator {
+                operator,
+                window: None,
+                cause,
+            } => write!(f, "operator {operator:?} failed: {cause}"),
+            Failure::Fatal(error) => error.fmt(f),
+        }
+    }
 }
 
 impl Failure {
+    /// The window sequence is used up: `operator` cannot begin a window
+    /// after `last`.
+    pub(crate) fn exhausted(operator: &str, last: WindowId) -> Self {
+        Failure::Fatal(Box::new(RunError::WindowSequenceExhausted {
+            operator: operator.to_owned(),
+            last,
+        }))
+    }
+
     pub(crate) fn operator(operator: &str, window: Option<WindowId>, cause: impl std::fmt::Display) -> Self {
         Failure::Operator {
             operator: operator.to_owned(),
@@ -34,5 +67,26 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         format!("panicked: {s}")
     } else {
         "panicked".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_display_without_debug_output() {
+        let w = WindowId::new(1, 2);
+        assert_eq!(
+            Failure::operator("count#1", Some(w), "boom").to_string(),
+            "operator \"count#1\" failed at window 0x0000000100000002: boom"
+        );
+        assert_eq!(
+            Failure::operator("sink", None, "boom").to_string(),
+            "operator \"sink\" failed: boom"
+        );
+        let exhausted = Failure::exhausted("lines", WindowId::new(1, u32::MAX)).to_string();
+        assert!(exhausted.starts_with("operator \"lines\" cannot begin a window after 0x00000001ffffffff"));
+        assert!(!exhausted.contains("WindowSequenceExhausted"));
     }
 }

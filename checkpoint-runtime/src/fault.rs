@@ -20,6 +20,26 @@ pub enum FaultPoint {
     EndWindow,
 }
 
+impl std::fmt::Display for FaultPoint {
+    /// Where in the window, as a message can say it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_runtime::FaultPoint;
+    ///
+    /// assert_eq!(FaultPoint::Tuple(5).to_string(), "after tuple 5");
+    /// assert_eq!(FaultPoint::BeginWindow.to_string(), "at the start of the window");
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FaultPoint::BeginWindow => f.write_str("at the start of the window"),
+            FaultPoint::Tuple(k) => write!(f, "after tuple {k}"),
+            FaultPoint::EndWindow => f.write_str("before end_window"),
+        }
+    }
+}
+
 /// How an injected fault fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -101,6 +121,17 @@ impl Faults {
         self.armed.lock().unwrap_or_else(|p| p.into_inner()).push(fault);
     }
 
+    /// The operators faults are injected into, each once, in order.
+    pub(crate) fn operators(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for fault in self.armed.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if !names.contains(&fault.operator) {
+                names.push(fault.operator.clone());
+            }
+        }
+        names
+    }
+
     /// Whether any fault targets `operator`.
     pub(crate) fn targets(&self, operator: &str) -> bool {
         self.armed
@@ -124,7 +155,7 @@ impl Faults {
             fault.times -= 1;
             fault.kind
         };
-        let message = format!("injected fault at window {window} ({point:?})");
+        let message = format!("injected fault at window {window}, {point}");
         match kind {
             FaultKind::Panic => panic!("{message}"),
             FaultKind::Error => Err(message),

@@ -73,7 +73,7 @@ mod supervisor;
 mod window_gen;
 mod worker;
 
-pub use dag::{DEFAULT_CHECKPOINT_WINDOW_COUNT, Dag, NoInput, Node};
+pub use dag::{DEFAULT_CHECKPOINT_WINDOW_COUNT, Dag, MAX_PHYSICAL_NAME_LEN, NoInput, Node};
 pub use error::{DagError, RunError};
 pub use fault::{Fault, FaultKind, FaultPoint};
 pub use manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator};

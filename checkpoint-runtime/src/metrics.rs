@@ -10,7 +10,10 @@ use checkpoint_core::WindowId;
 #[derive(Debug, Default)]
 pub(crate) struct OperatorMetrics {
     pub(crate) tuples_in: AtomicU64,
+    /// Emitted by the current incarnation (the emitter's own count).
     pub(crate) tuples_out: AtomicU64,
+    /// Emitted by the incarnations a recovery replaced.
+    tuples_out_before: AtomicU64,
     pub(crate) windows: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_bytes: AtomicU64,
@@ -48,9 +51,11 @@ impl Metrics {
 pub struct OperatorReport {
     /// The physical operator's name (`count#2` for a partition).
     pub name: String,
-    /// Tuples it received.
+    /// Tuples it received, over the whole run: a window redone after a
+    /// recovery counts again.
     pub tuples_in: u64,
-    /// Tuples it emitted.
+    /// Tuples it emitted, over the whole run: a window redone after a
+    /// recovery counts again.
     pub tuples_out: u64,
     /// Streaming windows it completed.
     pub windows: u64,
@@ -144,13 +149,23 @@ impl OperatorMetrics {
         self.durable_nanos_max.fetch_max(nanos, Ordering::Relaxed);
     }
 
+    /// A new incarnation of the operator starts (after a recovery): what
+    /// the previous one emitted stays counted.
+    pub(crate) fn new_incarnation(&self) {
+        let emitted = self.tuples_out.swap(0, Ordering::Relaxed);
+        self.tuples_out_before.fetch_add(emitted, Ordering::Relaxed);
+    }
+
     pub(crate) fn report(&self, name: &str) -> OperatorReport {
         let last = self.last_checkpoint.load(Ordering::Relaxed);
         let checkpoints = self.checkpoints.load(Ordering::Relaxed);
         OperatorReport {
             name: name.to_owned(),
             tuples_in: self.tuples_in.load(Ordering::Relaxed),
-            tuples_out: self.tuples_out.load(Ordering::Relaxed),
+            tuples_out: self
+                .tuples_out_before
+                .load(Ordering::Relaxed)
+                .saturating_add(self.tuples_out.load(Ordering::Relaxed)),
             windows: self.windows.load(Ordering::Relaxed),
             checkpoints,
             last_checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),

@@ -45,11 +45,36 @@ pub(crate) struct ReplayBuffer<T> {
     memory_tuples: usize,
     spill: SpillPolicy,
     spilled_windows: u64,
+    /// Unique in the process: the buffer of a restored operator never
+    /// shares a file with the one it replaces, which deletes its own files
+    /// whenever it is dropped.
+    id: u64,
+}
+
+/// How many bytes of the owner's name a spill file name carries: enough to
+/// tell whose file it is, short enough for any operator name to fit.
+const SPILL_NAME_PREFIX: usize = 100;
+
+/// `<pid>-<buffer id>-<name prefix>-<window>.spill`: at most 10 + 20 + 100 +
+/// 16 + 9 = 155 bytes whatever the operator's name.
+fn spill_file_name(id: u64, owner: &str, window: WindowId) -> String {
+    let mut end = owner.len().min(SPILL_NAME_PREFIX);
+    while !owner.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}-{id}-{}-{:016x}.spill",
+        std::process::id(),
+        owner[..end].replace(['/', '\\'], "_"),
+        window.as_u64()
+    )
 }
 
 impl<T: Tuple> ReplayBuffer<T> {
     pub(crate) fn new(owner: &str, spill: SpillPolicy) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ReplayBuffer {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             owner: owner.to_owned(),
             windows: VecDeque::new(),
             memory_tuples: 0,
@@ -105,12 +130,7 @@ impl<T: Tuple> ReplayBuffer<T> {
     fn spill_window(&mut self, index: usize) -> Result<(), Failure> {
         fs::create_dir_all(&self.spill.dir).map_err(|e| self.fail("creating its spill directory", e))?;
         let entry = &self.windows[index];
-        let path = self.spill.dir.join(format!(
-            "{}-{}-{:016x}.spill",
-            std::process::id(),
-            self.owner.replace(['/', '\\'], "_"),
-            entry.window.as_u64()
-        ));
+        let path = self.spill.dir.join(spill_file_name(self.id, &self.owner, entry.window));
         let batches: Vec<&[T]> = entry.batches.iter().map(|b| b.as_slice()).collect();
         let bytes = postcard::to_stdvec(&batches).map_err(|e| self.fail("encoding a window to spill", e))?;
         fs::write(&path, bytes).map_err(|e| self.fail(&format!("writing {}", path.display()), e))?;
@@ -275,6 +295,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
         drop(buffer);
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn spill_file_names_fit_whatever_the_operator_name() {
+        let long = "é".repeat(200); // 400 bytes, a multi-byte char at byte 100
+        let name = spill_file_name(u64::MAX, &long, WindowId::from_u64(u64::MAX));
+        assert!(name.len() <= 155, "{} bytes", name.len());
+        assert!(name.contains(&"é".repeat(50)));
+        assert!(!name.contains(&"é".repeat(51)));
+        assert_ne!(
+            spill_file_name(1, "op", w(1)),
+            spill_file_name(2, "op", w(1)),
+            "two buffers of one operator never share a file"
+        );
+    }
+
+    #[test]
+    fn a_long_operator_name_spills_and_replays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = "n".repeat(crate::MAX_PHYSICAL_NAME_LEN);
+        let mut buffer: ReplayBuffer<u64> = ReplayBuffer::new(
+            &name,
+            SpillPolicy {
+                memory_cap: 0,
+                dir: dir.path().to_path_buf(),
+            },
+        );
+        buffer.begin_window(w(1)).expect("begin");
+        buffer.push(&Arc::new(vec![7, 8])).expect("push");
+        buffer.end_window(false).expect("a 243-byte name spills");
+        assert_eq!(buffer.spilled_windows(), 1);
+        assert_eq!(replay(&buffer, 0), ["B1", "[7, 8]", "E1"]);
     }
 
     #[test]

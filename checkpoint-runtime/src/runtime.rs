@@ -137,7 +137,10 @@ impl Config {
         self
     }
 
-    /// Injects a fault (see [`Fault`]): for tests and demonstrations.
+    /// Injects a fault (see [`Fault`]): for tests and demonstrations. A
+    /// fault for an operator the DAG does not have (a partition is
+    /// `name#N`) makes [`Runtime::run`] fail with [`RunError::Config`]
+    /// rather than never fire.
     pub fn inject(self, fault: Fault) -> Self {
         self.faults.add(fault);
         self
@@ -282,9 +285,36 @@ impl Runtime {
             && period < std::time::Duration::from_millis(1)
         {
             return Err(RunError::Config {
-                detail: format!("a streaming window of {period:?} is too short: use at least 1 ms"),
+                detail: format!(
+                    "a streaming window of {} µs is too short: use at least 1 ms",
+                    period.as_micros()
+                ),
             });
         }
+        check_faults(&self.config.faults, &dag)?;
         Supervisor::new(&self.config, dag, Arc::clone(&self.stop), &self.progress)?.run()
     }
+}
+
+/// A fault injected into an operator the DAG does not have would never
+/// fire: a test relying on it would pass without testing anything.
+fn check_faults(faults: &Faults, dag: &Dag) -> Result<(), RunError> {
+    let physical = dag.physical_names();
+    let unknown: Vec<String> = faults
+        .operators()
+        .into_iter()
+        .filter(|name| !physical.contains(name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let quoted = |names: &[String]| names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+    Err(RunError::Config {
+        detail: format!(
+            "faults are injected into {}, which the DAG does not have; its operators are {} (a partition is \
+             named `name#N`)",
+            quoted(&unknown),
+            quoted(&physical)
+        ),
+    })
 }

@@ -424,6 +424,10 @@ impl Supervisor {
 
     pub(crate) fn run(mut self) -> Result<RunReport, RunError> {
         self.clock_start = Instant::now();
+        if let Some(committed) = self.committed {
+            // Resumed: the progress view shows the stored committed window.
+            self.metrics.set_committed(committed);
+        }
         let all: BTreeSet<usize> = (0..self.physical.len()).collect();
         let resume: HashMap<usize, Resume> = HashMap::new();
         if let Err(e) = self.build(&all, &resume) {
@@ -483,11 +487,13 @@ impl Supervisor {
         fn gcd(a: u64, b: u64) -> u64 {
             if b == 0 { a } else { gcd(b, a % b) }
         }
+        const CAP: u64 = 10_000;
+        // Stopped at the cap: the product of a few large counts overflows.
         let lcm = self.dag.nodes.iter().fold(1u64, |l, n| {
             let c = u64::from(n.application_window_count.max(1));
-            l / gcd(l, c) * c
+            if l > CAP { l } else { (l / gcd(l, c)).saturating_mul(c) }
         });
-        u32::try_from(lcm.min(10_000)).unwrap_or(1)
+        u32::try_from(lcm.min(CAP)).unwrap_or(1)
     }
 
     fn roots(&self) -> Vec<usize> {
@@ -897,6 +903,9 @@ impl Supervisor {
     }
 
     fn recover(&mut self, node: usize, failure: Failure) -> Result<(), GiveUp> {
+        if let Failure::Fatal(error) = failure {
+            return Err(*error);
+        }
         let Failure::Operator {
             operator,
             window,
@@ -969,7 +978,7 @@ impl Supervisor {
         }
         tracing::warn!(
             operator = %operator,
-            window = ?window.map(|w| w.to_string()),
+            window = %window.map_or_else(|| "none".to_owned(), |w| w.to_string()),
             cause = %cause,
             restored = ?self.recoveries.len(),
             "operator failed; restoring it and its downstream operators"

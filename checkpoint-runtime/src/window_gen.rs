@@ -134,7 +134,7 @@ impl WindowGenerator {
 
     /// Whether a stop may end the stream after window `sequence`.
     pub(crate) fn may_stop_after(&self, sequence: u32) -> bool {
-        (sequence + 1).is_multiple_of(self.stop_alignment)
+        (u64::from(sequence) + 1).is_multiple_of(u64::from(self.stop_alignment))
     }
 
     /// Whether windows are cut by tuple counts or steps, not by the clock.
@@ -143,42 +143,42 @@ impl WindowGenerator {
     }
 
     /// The sequence number the input should be in now, given the one it is
-    /// in and what it emitted there.
-    pub(crate) fn target(&self, current: u32, emitted_in_window: u64) -> u32 {
+    /// in and what it emitted there. In 64 bits: past `u32::MAX` it says the
+    /// input should begin a window that no window id can name, which the
+    /// input reports as an error instead of staying in its window forever.
+    pub(crate) fn target(&self, current: u32, emitted_in_window: u64) -> u64 {
+        let current = u64::from(current);
+        let first = u64::from(self.first_sequence);
         match &self.mode {
             WindowMode::Time(period) => {
                 let elapsed = self.start.elapsed().as_nanos() / period.as_nanos().max(1);
-                self.first_sequence
-                    .saturating_add(u32::try_from(elapsed).unwrap_or(u32::MAX))
+                first
+                    .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
                     .max(current)
             }
-            WindowMode::Tuples(n) => {
-                if emitted_in_window >= *n {
-                    current + 1
-                } else {
-                    current
-                }
-            }
-            WindowMode::Stepped(stepper) => self.first_sequence.saturating_add(stepper.steps()).max(current),
+            WindowMode::Tuples(n) => current + u64::from(emitted_in_window >= *n),
+            WindowMode::Stepped(stepper) => (first + u64::from(stepper.steps())).max(current),
         }
     }
 
     /// How long an idle input waits before asking its source again: until
-    /// the next boundary, at most a millisecond.
+    /// the next boundary, at most a millisecond. An input restored at an
+    /// older window than the others (`current` before the run's first
+    /// sequence) is already past its boundary and does not wait.
     pub(crate) fn idle_wait(&self, current: u32) {
+        let Some(windows_in) = current.checked_sub(self.first_sequence) else {
+            return;
+        };
         match &self.mode {
             WindowMode::Time(period) => {
-                let next = self.start + *period * (current - self.first_sequence + 1);
-                let wait = next
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(1));
-                std::thread::sleep(wait);
+                let next = period
+                    .checked_mul(windows_in.saturating_add(1))
+                    .and_then(|since_start| self.start.checked_add(since_start));
+                let wait = next.map_or(Duration::MAX, |next| next.saturating_duration_since(Instant::now()));
+                std::thread::sleep(wait.min(Duration::from_millis(1)));
             }
             WindowMode::Tuples(_) => std::thread::sleep(Duration::from_micros(200)),
-            WindowMode::Stepped(stepper) => {
-                let seen = current - self.first_sequence;
-                stepper.wait_past(seen, Duration::from_millis(5));
-            }
+            WindowMode::Stepped(stepper) => stepper.wait_past(windows_in, Duration::from_millis(5)),
         }
     }
 }
@@ -203,6 +203,33 @@ mod tests {
         stepper.step();
         stepper.step();
         assert_eq!(generator.target(1, 0), 3);
+    }
+
+    #[test]
+    fn targets_go_past_the_last_sequence_instead_of_stopping_there() {
+        let generator = WindowGenerator::new(WindowMode::Tuples(1), Instant::now(), u32::MAX - 1);
+        assert_eq!(generator.target(u32::MAX, 1), 1 << 32);
+        let stepper = WindowStepper::new();
+        let generator = WindowGenerator::new(WindowMode::Stepped(stepper.clone()), Instant::now(), u32::MAX);
+        stepper.step();
+        assert_eq!(generator.target(u32::MAX, 0), 1 << 32);
+        let started = Instant::now() - Duration::from_millis(5);
+        let generator = WindowGenerator::new(WindowMode::Time(Duration::from_millis(1)), started, u32::MAX);
+        assert!(generator.target(u32::MAX, 0) > u64::from(u32::MAX));
+        assert!(generator.with_stop_alignment(2).may_stop_after(u32::MAX));
+    }
+
+    #[test]
+    fn an_input_behind_the_first_sequence_does_not_underflow() {
+        let stepper = WindowStepper::new();
+        for mode in [
+            WindowMode::Stepped(stepper),
+            WindowMode::Time(Duration::from_secs(3600)),
+        ] {
+            // It used to subtract the first sequence from the current one:
+            // an overflow panic in both modes.
+            WindowGenerator::new(mode, Instant::now(), 10).idle_wait(4);
+        }
     }
 
     #[test]

@@ -34,8 +34,11 @@ pub(crate) fn run_input<I: InputOperator>(
         return core.await_shutdown();
     }
     let base = core.activation().base_seconds();
-    let mut sequence = core.activation().sequence() + 1;
-    core.begin_window(WindowId::new(base, sequence))?;
+    let Some(first) = core.activation().checked_next() else {
+        return Err(Failure::exhausted(core.name(), core.activation()));
+    };
+    let mut sequence = first.sequence();
+    core.begin_window(first)?;
     // In a deterministic window mode a stop waits for the natural end of a
     // window where every operator's application window ends too, so a
     // resumed job cuts the same windows as an uninterrupted one (an idle
@@ -60,13 +63,18 @@ pub(crate) fn run_input<I: InputOperator>(
             Emit::Continue => core.poll_control()?,
         }
         let target = generator.target(sequence, core.out.emitted_in_window());
-        if stopping && sequence < target && generator.may_stop_after(sequence) {
+        if stopping && u64::from(sequence) < target && generator.may_stop_after(sequence) {
             core.end_window(WindowId::new(base, sequence), true)?;
             break;
         }
-        while sequence < target {
+        while u64::from(sequence) < target {
+            // Checked before the window ends: a checkpoint at the last
+            // window id would leave a restart nowhere to go.
+            let Some(next) = sequence.checked_add(1) else {
+                return Err(Failure::exhausted(core.name(), WindowId::new(base, sequence)));
+            };
             core.end_window(WindowId::new(base, sequence), false)?;
-            sequence += 1;
+            sequence = next;
             core.begin_window(WindowId::new(base, sequence))?;
         }
     }
@@ -135,7 +143,9 @@ pub(crate) fn run_operator<O: Operator>(
     let mut stage = if core.restored() && core.mode() == ProcessingMode::AtMostOnce {
         Stage::Rejoining
     } else {
-        Stage::Opening(core.activation().next())
+        // Restored at the last window id, no upstream can begin a window
+        // after it: every edge is skipped until it closes.
+        Stage::Opening(core.activation().checked_next().unwrap_or(core.activation()))
     };
     let app = core.application_window_count();
     let mut next_edge = 0usize;
@@ -152,17 +162,22 @@ pub(crate) fn run_operator<O: Operator>(
                 Stage::Rejoining => {
                     // Resume at an application window start after every
                     // edge's first window and after the restored checkpoint.
+                    let after = skip_through
+                        .checked_next()
+                        .ok_or_else(|| Failure::exhausted(core.name(), skip_through))?;
                     let first = status
                         .iter()
                         .filter_map(|s| if let EdgeStatus::Held(w) = s { Some(*w) } else { None })
                         .max()
-                        .unwrap_or(skip_through.next())
-                        .max(skip_through.next());
+                        .unwrap_or(after)
+                        .max(after);
                     let mut resume = first;
                     while !resume.sequence().is_multiple_of(app) {
-                        resume = resume.next();
+                        resume = resume
+                            .checked_next()
+                            .ok_or_else(|| Failure::exhausted(core.name(), resume))?;
                     }
-                    skip_through = WindowId::from_u64(resume.as_u64() - 1);
+                    skip_through = resume.checked_prev().unwrap_or(resume);
                     for s in &mut status {
                         if let EdgeStatus::Held(w) = *s {
                             *s = if w == resume {
@@ -198,7 +213,10 @@ pub(crate) fn run_operator<O: Operator>(
                     if last {
                         break;
                     }
-                    stage = Stage::Opening(window.next());
+                    let next = window
+                        .checked_next()
+                        .ok_or_else(|| Failure::exhausted(core.name(), window))?;
+                    stage = Stage::Opening(next);
                 }
             }
             continue;

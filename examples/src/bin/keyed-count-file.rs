@@ -129,7 +129,7 @@ impl Crash {
         }
         let operator = |allowed: &[&str]| match arg {
             Some(op) if allowed.contains(&op) => Ok(op.to_owned()),
-            _ => Err(bad(&format!("the operator must be one of {allowed:?}"))),
+            _ => Err(bad(&format!("the operator must be one of {}", allowed.join(", ")))),
         };
         match point {
             "mid-window" => {
