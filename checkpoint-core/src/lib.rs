@@ -68,5 +68,8 @@ pub mod __private {
     pub use serde;
     pub use serde_bytes;
 
-    pub use crate::derive_support::{NestedField, PreviousState, RestoreField, SaveField, TransientField, UpgradeFrom};
+    pub use crate::derive_support::{
+        ConfigField, ConfigPlaceholder, NestedField, PreviousState, RestoreField, SaveField, TransientField,
+        UpgradeFrom,
+    };
 }
