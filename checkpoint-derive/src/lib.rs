@@ -111,6 +111,11 @@ use syn::{DeriveInput, parse_macro_input};
 ///   `transient`, `default` or `nested`; the `config` fields of a `nested`
 ///   field's type stay configuration.
 ///
+/// Which settings are configuration is a choice: those that say where and
+/// how fast (paths, directories, rates, shared handles) are; those that
+/// change what the job computes (a seed, a ranking size) can stay state, so
+/// a resumed job computes what an uninterrupted one would.
+///
 /// Configuration is not part of the layout [fingerprint](#the-layout-fingerprint):
 /// adding or changing a `config` field keeps existing snapshots readable,
 /// while turning a saved field into configuration is a layout change

@@ -204,6 +204,9 @@ pub struct EventSource {
     seed: u64,
     next: u64,
     end: u64,
+    /// Configuration: pacing changes no output, so a resumed or recovered
+    /// source runs at the rate given to this run.
+    #[checkpoint(config)]
     rate: u64,
     #[checkpoint(transient)]
     pacer: Pacer,
@@ -629,8 +632,6 @@ pub struct StoredJob {
     /// About where the input resumes (its newest checkpoint that every
     /// other operator's checkpoints cover), and its state there.
     pub source: Option<(WindowId, EventSource)>,
-    /// The output directory the sink's state names.
-    pub output: Option<PathBuf>,
 }
 
 /// Windows of `name` in `storage` whose snapshots verify, ascending.
@@ -690,14 +691,8 @@ pub fn stored_job(storage: &dyn StorageAgent) -> Result<Option<StoredJob>, Strin
         let (_, source) = Snapshot::decode::<EventSource>(&bytes).ok()?;
         Some((w, source))
     });
-    let output = verified(storage, OUTPUT)?
-        .last()
-        .and_then(|w| storage.load(OUTPUT, *w).ok())
-        .and_then(|bytes| Snapshot::decode::<ExactlyOnceFileSink<String>>(&bytes).ok())
-        .map(|(_, sink)| sink.dir().to_path_buf());
     Ok(Some(StoredJob {
         source,
-        output,
         ..job(aggregate.partitions, aggregate.application_window_count)
     }))
 }
@@ -707,7 +702,6 @@ fn job(partitions: usize, application_windows: u32) -> StoredJob {
         partitions,
         application_windows,
         source: None,
-        output: None,
     }
 }
 
