@@ -19,7 +19,9 @@ use crate::error::{PayloadError, SnapshotError};
 /// into a writer by reference, so a checkpoint never clones the state.
 /// Decoding is owned: it consumes its bytes from the front of a slice, which
 /// lets one state's payload hold another's (a nested state) without a length
-/// prefix.
+/// prefix. Configuration fields (the derive's `#[checkpoint(config)]`) are
+/// not saved: the runtime sets them after decoding, from the operator value
+/// handed to the DAG in the running job.
 ///
 /// # Examples
 ///

@@ -391,7 +391,8 @@ use syn::{DeriveInput, parse_macro_input};
 /// whose type mentions a type parameter: `FieldType: Serialize +
 /// DeserializeOwned` for a saved field, `FieldType: Checkpoint` for a
 /// nested one, `FieldType: Default` for a transient one without
-/// `default = "..."`. Fields that do not mention a parameter add nothing.
+/// `default = "..."`, `FieldType: Clone + Default + Send + 'static` for a
+/// config one. Fields that do not mention a parameter add nothing.
 /// `bound = "..."` replaces all of these with the where-clause predicates
 /// in the string.
 ///

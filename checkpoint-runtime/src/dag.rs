@@ -469,6 +469,11 @@ impl Dag {
     }
 
     /// Adds an input operator.
+    ///
+    /// `op` is the operator of a new job. When the job resumes from storage,
+    /// or the operator is restored after a failure, its state comes from the
+    /// checkpoint and its configuration fields (`#[checkpoint(config)]`)
+    /// from `op`.
     pub fn input<I: InputOperator>(&mut self, name: &str, op: I) -> Node<NoInput, I::Output> {
         let factory = Box::new(InputFactory {
             op: Some(op),
@@ -478,7 +483,8 @@ impl Dag {
         self.handle(index)
     }
 
-    /// Adds an operator.
+    /// Adds an operator. As for [`input`](Dag::input), every restore takes
+    /// the configuration fields (`#[checkpoint(config)]`) from `op`.
     pub fn operator<O: Operator>(&mut self, name: &str, op: O) -> Node<O::Input, O::Output> {
         let mut slot = Some(op);
         let factory = Box::new(OperatorFactory {
@@ -492,7 +498,9 @@ impl Dag {
 
     /// Adds an operator with `partitions` partitions, each its own operator
     /// with its own state and checkpoints, named `name#0`, `name#1`, ...
-    /// `make(p)` builds partition `p`. Connect to it with
+    /// `make(p)` builds partition `p`: once per partition and run, also for
+    /// a partition restored from storage, whose configuration fields
+    /// (`#[checkpoint(config)]`) come from it. Connect to it with
     /// [`connect_by_key`](Dag::connect_by_key).
     pub fn operator_partitioned<O: Operator>(
         &mut self,
