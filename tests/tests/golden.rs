@@ -13,6 +13,11 @@
 //! ```
 //!
 //! The default test run only reads them.
+//!
+//! `line-input-v1.snap` and `exactly-once-file-sink-v1.snap` are snapshots
+//! of the library's io operators as a real job wrote them before their
+//! settings became configuration (see the section at the end); they were
+//! written once and are never rewritten.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
