@@ -1,5 +1,6 @@
 //! The `Checkpoint` trait: how an operator's state is saved and restored.
 
+use std::any::Any;
 use std::io::Write;
 
 use serde::Serialize;
@@ -18,7 +19,9 @@ use crate::error::{PayloadError, SnapshotError};
 /// into a writer by reference, so a checkpoint never clones the state.
 /// Decoding is owned: it consumes its bytes from the front of a slice, which
 /// lets one state's payload hold another's (a nested state) without a length
-/// prefix.
+/// prefix. Configuration fields (the derive's `#[checkpoint(config)]`) are
+/// not saved: the runtime sets them after decoding, from the operator value
+/// handed to the DAG in the running job.
 ///
 /// # Examples
 ///
@@ -108,6 +111,34 @@ pub trait Checkpoint: Sized {
             type_name: Self::TYPE_NAME,
             source,
         })
+    }
+
+    /// Whether the type has configuration fields (the derive's
+    /// `#[checkpoint(config)]`, directly or in a `nested` field): fields
+    /// that are not saved and that the runtime sets, after every restore,
+    /// from the operator value handed to the DAG in this run.
+    #[doc(hidden)]
+    const HAS_CONFIG: bool = false;
+
+    /// A copy of the configuration fields, taken once from the value handed
+    /// to the DAG in this run, or `None` if the type has none. The runtime
+    /// keeps it for the life of the run and gives it to
+    /// [`restore_config`](Checkpoint::restore_config) after every decode.
+    ///
+    /// The carrier is opaque: only `restore_config` of the same type reads
+    /// it. Implemented by the derive; a hand-written impl without
+    /// configuration keeps the default.
+    #[doc(hidden)]
+    fn capture_config(&self) -> Option<Box<dyn Any + Send>> {
+        None
+    }
+
+    /// Sets the configuration fields of a freshly decoded value from a
+    /// carrier made by [`capture_config`](Checkpoint::capture_config). A
+    /// carrier of another type is ignored.
+    #[doc(hidden)]
+    fn restore_config(&mut self, config: &(dyn Any + Send)) {
+        let _ = config;
     }
 }
 

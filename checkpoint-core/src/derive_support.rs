@@ -7,6 +7,7 @@
 //! type lacks what its attribute needs, the compiler reports it on that
 //! field, in the derive's words, with what to write instead.
 
+use std::any::Any;
 use std::io::Write;
 
 use serde::Serialize;
@@ -66,6 +67,12 @@ impl<T: DeserializeOwned> RestoreField for T {
 pub trait NestedField: Sized {
     /// The field type's layout fingerprint.
     const NESTED_FINGERPRINT: u64;
+    /// Whether the field type has configuration fields.
+    const NESTED_HAS_CONFIG: bool;
+    /// [`Checkpoint::capture_config`].
+    fn capture_nested_config(&self) -> Option<Box<dyn Any + Send>>;
+    /// [`Checkpoint::restore_config`].
+    fn restore_nested_config(&mut self, config: &(dyn Any + Send));
     /// Writes the field's persisted state.
     fn save_nested<W: Write>(&self, out: &mut W) -> Result<(), PayloadError>;
     /// Reads the field's state from the front of `input`.
@@ -74,6 +81,17 @@ pub trait NestedField: Sized {
 
 impl<T: Checkpoint> NestedField for T {
     const NESTED_FINGERPRINT: u64 = <T as Checkpoint>::FINGERPRINT;
+    const NESTED_HAS_CONFIG: bool = <T as Checkpoint>::HAS_CONFIG;
+
+    #[inline]
+    fn capture_nested_config(&self) -> Option<Box<dyn Any + Send>> {
+        <T as Checkpoint>::capture_config(self)
+    }
+
+    #[inline]
+    fn restore_nested_config(&mut self, config: &(dyn Any + Send)) {
+        <T as Checkpoint>::restore_config(self, config)
+    }
 
     #[inline]
     fn save_nested<W: Write>(&self, out: &mut W) -> Result<(), PayloadError> {
@@ -83,6 +101,45 @@ impl<T: Checkpoint> NestedField for T {
     #[inline]
     fn restore_nested(input: &mut &[u8]) -> Result<Self, PayloadError> {
         <T as Checkpoint>::decode_state(input)
+    }
+}
+
+/// A `#[checkpoint(config)]` field: copied from the value handed to the
+/// DAG and set again after every restore.
+#[diagnostic::on_unimplemented(
+    message = "the config field type `{Self}` cannot be carried to later restores: it needs `Clone + Send + 'static`",
+    label = "copied from the operator value handed to the DAG, and set again after every restore",
+    note = "derive or implement `Clone` for the type (`#[derive(Clone)]`); it must also be `Send` and own its data",
+    note = "or, if the field is state to save, remove `config`"
+)]
+pub trait ConfigField: Sized {
+    /// A copy for the carrier, or from it.
+    fn clone_config(&self) -> Self;
+}
+
+impl<T: Clone + Send + 'static> ConfigField for T {
+    #[inline]
+    fn clone_config(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// A `#[checkpoint(config)]` field's value between decoding a snapshot and
+/// setting this run's configuration (and after a decode outside a job).
+#[diagnostic::on_unimplemented(
+    message = "the config field type `{Self}` does not implement `Default`, which fills it when a snapshot is decoded",
+    label = "not saved: `Default::default()` until the runtime sets this run's value",
+    note = "derive or implement `Default` for the type: `#[derive(Default)]`, or wrap the field in `Option`"
+)]
+pub trait ConfigPlaceholder: Sized {
+    /// The field's value in a decoded snapshot.
+    fn config_placeholder() -> Self;
+}
+
+impl<T: Default> ConfigPlaceholder for T {
+    #[inline]
+    fn config_placeholder() -> Self {
+        T::default()
     }
 }
 

@@ -6,8 +6,10 @@
 //!   with a layout version and fingerprint so a changed struct is caught
 //!   instead of decoded into garbage.
 //! - [`derive@Checkpoint`] (feature `derive`, on by default): derives
-//!   `Checkpoint` for a state struct or enum, with transient fields, nested
-//!   states, versions and upgrades from previous versions.
+//!   `Checkpoint` for a state struct or enum, with transient and
+//!   configuration fields (its docs describe the three kinds of fields in
+//!   one place), nested states, versions and upgrades from previous
+//!   versions.
 //! - [`Snapshot`]: the self-describing, checksummed envelope one checkpoint is
 //!   stored as (byte layout in `docs/FORMAT.md`).
 //! - [`StorageAgent`]: where snapshots live; [`FsStorageAgent`] writes them
@@ -70,5 +72,8 @@ pub mod __private {
     pub use serde;
     pub use serde_bytes;
 
-    pub use crate::derive_support::{NestedField, PreviousState, RestoreField, SaveField, TransientField, UpgradeFrom};
+    pub use crate::derive_support::{
+        ConfigField, ConfigPlaceholder, NestedField, PreviousState, RestoreField, SaveField, TransientField,
+        UpgradeFrom,
+    };
 }

@@ -148,10 +148,16 @@ impl<'a> Field<'a> {
         &self.original.ty
     }
 
-    /// Whether the field is saved (not `transient`; in a stateless type no
-    /// field is saved).
+    /// Whether the field is saved (not `transient`, not `config`; in a
+    /// stateless type no field is saved).
     pub(crate) fn is_persisted(&self, input: &Input<'_>) -> bool {
-        self.attrs.transient.is_none() && !input.is_stateless()
+        self.attrs.transient.is_none() && self.attrs.config.is_none() && !input.is_stateless()
+    }
+
+    /// Whether the field is configuration: taken from this run's operator
+    /// value after every restore.
+    pub(crate) fn is_config(&self) -> bool {
+        self.attrs.config.is_some()
     }
 
     /// The name the fingerprint records: the field's name without `r#`, or

@@ -23,8 +23,8 @@ const CONTAINER_KEYS_HELP: &str =
     "`stateless`, `version = N`, `previous = OldType`, `crate = path` or `bound = \"T: Trait\"`";
 
 /// Keys that go on a field.
-const FIELD_KEYS: &[&str] = &["transient", "default", "nested"];
-const FIELD_KEYS_HELP: &str = "`transient`, `transient, default = \"path::to::fn\"` or `nested`";
+const FIELD_KEYS: &[&str] = &["transient", "default", "nested", "config"];
+const FIELD_KEYS_HELP: &str = "`transient`, `transient, default = \"path::to::fn\"`, `nested` or `config`";
 
 /// `#[checkpoint(...)]` on the type.
 #[derive(Default)]
@@ -72,6 +72,8 @@ pub(crate) struct Field {
     pub(crate) default: Option<DefaultFn>,
     /// `nested` (its key, for spans).
     pub(crate) nested: Option<Path>,
+    /// `config` (its key, for spans).
+    pub(crate) config: Option<Path>,
 }
 
 /// `default = "path::to::fn"`: the function's path, spanned on the literal.
@@ -134,6 +136,9 @@ pub(crate) fn field(cx: &Ctxt, attrs: &[Attribute]) -> Field {
             } else if key.is_ident("nested") {
                 no_value(cx, &meta, "nested")?;
                 set_once(cx, &mut out.nested, &key, key.clone(), "field");
+            } else if key.is_ident("config") {
+                no_value(cx, &meta, "config")?;
+                set_once(cx, &mut out.config, &key, key.clone(), "field");
             } else if key.is_ident("default") {
                 if let Some(path) = default_value(cx, &meta)? {
                     let default = DefaultFn { key: key.clone(), path };
@@ -444,7 +449,7 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta<'_>, place: Place) -> syn::Resu
                  or `enum`; options for a field are {FIELD_KEYS_HELP}"
             ),
         }
-    } else if let Some(suggestion) = near_miss(&name, own) {
+    } else if let Some(suggestion) = near_miss(&name, own).or_else(|| synonym(&name, own)) {
         format!("unknown {what} option `{name}`; did you mean `{suggestion}`?")
     } else {
         format!("unknown {what} option `{name}`; expected {help}")
@@ -453,6 +458,16 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta<'_>, place: Place) -> syn::Resu
     cx.push(meta.error(message));
     skip_value(meta.input)?;
     Ok(())
+}
+
+/// The key meant by a word people write for it that is too far from it to
+/// be a typo (`configuration` for `config`).
+fn synonym(name: &str, candidates: &[&'static str]) -> Option<&'static str> {
+    let meant = match name {
+        "configuration" | "setting" | "settings" | "param" | "parameter" => "config",
+        _ => return None,
+    };
+    candidates.iter().copied().find(|candidate| *candidate == meant)
 }
 
 /// How a known key is written, for messages.
@@ -466,6 +481,7 @@ fn key_example(name: &str) -> &'static str {
         "transient" => "transient",
         "default" => "transient, default = \"path::to::fn\"",
         "nested" => "nested",
+        "config" => "config",
         _ => "...",
     }
 }
@@ -566,9 +582,14 @@ mod tests {
         assert_eq!(near_miss("transiant", FIELD_KEYS), Some("transient"));
         assert_eq!(near_miss("nestd", FIELD_KEYS), Some("nested"));
         assert_eq!(near_miss("defualt", FIELD_KEYS), Some("default"));
+        assert_eq!(near_miss("confg", FIELD_KEYS), Some("config"));
+        assert_eq!(near_miss("cofnig", FIELD_KEYS), Some("config"));
         assert_eq!(near_miss("verison", CONTAINER_KEYS), Some("version"));
         assert_eq!(near_miss("bounds", CONTAINER_KEYS), Some("bound"));
         assert_eq!(near_miss("skip", FIELD_KEYS), None);
+        assert_eq!(synonym("configuration", FIELD_KEYS), Some("config"));
+        assert_eq!(synonym("skip", FIELD_KEYS), None);
+        assert_eq!(synonym("configuration", CONTAINER_KEYS), None);
         assert_eq!(near_miss("crate", FIELD_KEYS), None);
     }
 

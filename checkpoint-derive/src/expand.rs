@@ -12,7 +12,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{DeriveInput, Member, Type};
+use syn::{DeriveInput, Index, Member, Type};
 
 use crate::ast::{Data, Enum, Field, Input, Struct, Style, Variant};
 use crate::attr::compact;
@@ -65,6 +65,7 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
         None => (TokenStream::new(), TokenStream::new()),
     };
     let (decode_versioned, version_check) = previous(input, krate);
+    let (config, config_check) = config_methods(input, krate);
 
     quote! {
         const _: () = {
@@ -88,9 +89,12 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
                 }
 
                 #decode_versioned
+
+                #config
             }
 
             #version_check
+            #config_check
         };
     }
 }
@@ -119,6 +123,10 @@ fn bounds(input: &Input<'_>, krate: &TokenStream) -> InferredBounds {
             ),
             FieldKind::Bytes(_) | FieldKind::TransientWith(_) => {}
             FieldKind::Transient => bounds.insert(field.ty(), quote!(::core::default::Default)),
+            FieldKind::Config => bounds.insert(
+                field.ty(),
+                quote!(::core::clone::Clone + ::core::default::Default + ::core::marker::Send + 'static),
+            ),
         }
     }
     if let Some(previous) = &input.attrs.previous
@@ -147,11 +155,15 @@ enum FieldKind<'f> {
     Transient,
     /// Not saved; `default = "path"` on restore.
     TransientWith(&'f syn::ExprPath),
+    /// Not saved; `Default::default()` on decode, then this run's value.
+    Config,
 }
 
 impl<'f> FieldKind<'f> {
     fn of(input: &Input<'_>, field: &'f Field<'_>) -> Self {
-        if !field.is_persisted(input) {
+        if field.is_config() {
+            FieldKind::Config
+        } else if !field.is_persisted(input) {
             match &field.attrs.default {
                 Some(default) => FieldKind::TransientWith(&default.path),
                 None => FieldKind::Transient,
@@ -200,7 +212,7 @@ fn encode_field(input: &Input<'_>, field: &Field<'_>, value: &TokenStream, krate
         FieldKind::Nested => quote_spanned! {ty.span()=>
             <#ty as #krate::__private::NestedField>::save_nested(#value, __out)?;
         },
-        FieldKind::Transient | FieldKind::TransientWith(_) => TokenStream::new(),
+        FieldKind::Transient | FieldKind::TransientWith(_) | FieldKind::Config => TokenStream::new(),
     }
 }
 
@@ -228,6 +240,9 @@ fn decode_field(input: &Input<'_>, field: &Field<'_>, krate: &TokenStream) -> To
         },
         FieldKind::TransientWith(path) => quote_spanned! {path.span()=>
             #path()
+        },
+        FieldKind::Config => quote_spanned! {ty.span()=>
+            <#ty as #krate::__private::ConfigPlaceholder>::config_placeholder()
         },
     }
 }
@@ -412,4 +427,104 @@ fn previous(input: &Input<'_>, krate: &TokenStream) -> (TokenStream, TokenStream
         }
     };
     (decode_versioned, item_check)
+}
+
+/// `HAS_CONFIG`, `capture_config` and `restore_config` for a struct with
+/// `config` or `nested` fields: the carrier is a tuple holding a clone of
+/// each `config` field and each `nested` field's own carrier, in field
+/// order. For an enum, a check that no `nested` field in a variant has
+/// configuration (it could not be set: the restored variant may differ).
+fn config_methods(input: &Input<'_>, krate: &TokenStream) -> (TokenStream, TokenStream) {
+    let data = match &input.data {
+        Some(Data::Struct(data)) => data,
+        Some(Data::Enum(data)) => return (TokenStream::new(), enum_config_check(input, data, krate)),
+        None => return (TokenStream::new(), TokenStream::new()),
+    };
+    let carried: Vec<(&Field<'_>, bool)> = data
+        .fields
+        .iter()
+        .filter_map(|field| match FieldKind::of(input, field) {
+            FieldKind::Config => Some((field, true)),
+            FieldKind::Nested => Some((field, false)),
+            _ => None,
+        })
+        .collect();
+    if carried.is_empty() {
+        return (TokenStream::new(), TokenStream::new());
+    }
+    let any = quote!(dyn ::core::any::Any + ::core::marker::Send);
+    let mut has_config = Vec::new();
+    let mut types = Vec::new();
+    let mut captures = Vec::new();
+    let mut restores = Vec::new();
+    for (i, (field, is_config)) in carried.iter().enumerate() {
+        let ty = field.ty();
+        let member = &field.member;
+        let index = Index::from(i);
+        if *is_config {
+            has_config.push(quote!(true));
+            types.push(quote!(#ty));
+            captures.push(quote_spanned! {ty.span()=>
+                <#ty as #krate::__private::ConfigField>::clone_config(&self.#member)
+            });
+            restores.push(quote_spanned! {ty.span()=>
+                self.#member = <#ty as #krate::__private::ConfigField>::clone_config(&__config.#index);
+            });
+        } else {
+            has_config.push(quote_spanned! {ty.span()=>
+                <#ty as #krate::__private::NestedField>::NESTED_HAS_CONFIG
+            });
+            types.push(quote!(::core::option::Option<::std::boxed::Box<#any>>));
+            captures.push(quote_spanned! {ty.span()=>
+                <#ty as #krate::__private::NestedField>::capture_nested_config(&self.#member)
+            });
+            restores.push(quote_spanned! {ty.span()=>
+                if let ::core::option::Option::Some(__nested) = &__config.#index {
+                    <#ty as #krate::__private::NestedField>::restore_nested_config(&mut self.#member, &**__nested);
+                }
+            });
+        }
+    }
+    let methods = quote! {
+        const HAS_CONFIG: bool = false #(|| #has_config)*;
+
+        fn capture_config(&self) -> ::core::option::Option<::std::boxed::Box<#any>> {
+            if !<Self as #krate::Checkpoint>::HAS_CONFIG {
+                return ::core::option::Option::None;
+            }
+            let __config: (#(#types,)*) = (#(#captures,)*);
+            ::core::option::Option::Some(::std::boxed::Box::new(__config))
+        }
+
+        fn restore_config(&mut self, __config: &(#any)) {
+            if let ::core::option::Option::Some(__config) = __config.downcast_ref::<(#(#types,)*)>() {
+                #(#restores)*
+            }
+        }
+    };
+    (methods, TokenStream::new())
+}
+
+/// An enum's `nested` fields must not hold configuration: checked at
+/// compile time for field types that do not depend on a type parameter.
+fn enum_config_check(input: &Input<'_>, data: &Enum<'_>, krate: &TokenStream) -> TokenStream {
+    let scope = ParamsInScope::new(&input.original.generics);
+    let checks = data
+        .variants
+        .iter()
+        .flat_map(|variant| variant.fields.iter())
+        .filter(|field| matches!(FieldKind::of(input, field), FieldKind::Nested) && !scope.intersects(field.ty()))
+        .map(|field| {
+            let ty = field.ty();
+            let message = format!(
+                "`{}` has `#[checkpoint(config)]` fields, which cannot be set inside an enum variant (the restored \
+                 variant may differ from the value handed to the DAG): keep the configuration in a struct that \
+                 holds the enum",
+                compact(&ty.to_token_stream()),
+            );
+            quote_spanned! {ty.span()=>
+                const _: () = ::core::assert!(!<#ty as #krate::__private::NestedField>::NESTED_HAS_CONFIG, #message);
+            }
+        });
+    quote!(#(#checks)*)
 }

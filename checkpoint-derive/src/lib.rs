@@ -26,8 +26,9 @@ use syn::{DeriveInput, parse_macro_input};
 /// Derives `checkpoint_core::Checkpoint`: how an operator's state is saved
 /// at a checkpoint and restored after a failure.
 ///
-/// Every field is state unless marked `#[checkpoint(transient)]` (Java's
-/// `transient`). Saved fields are encoded with serde + postcard, borrowed
+/// Every field is state unless marked `#[checkpoint(transient)]` or
+/// `#[checkpoint(config)]` (see [the three kinds of
+/// fields](#three-kinds-of-fields)). Saved fields are encoded with serde + postcard, borrowed
 /// (a checkpoint never clones the state) and streamed into the snapshot;
 /// decoding builds an owned value. The derive also records the type's
 /// layout version and [fingerprint](#the-layout-fingerprint), so a snapshot
@@ -80,7 +81,141 @@ use syn::{DeriveInput, parse_macro_input};
 /// # Ok::<(), checkpoint_core::SnapshotError>(())
 /// ```
 ///
+/// # Three kinds of fields
+///
+/// | kind | written | saved | after a restore it is |
+/// |---|---|---|---|
+/// | state | (nothing) | yes | the value in the checkpoint |
+/// | transient | `#[checkpoint(transient)]` | no | `Default::default()` or `default = "fn"`; `setup` re-creates it |
+/// | configuration | `#[checkpoint(config)]` | no | the value of the operator handed to the DAG in this run |
+///
+/// - **State** is what the operator computed: counts, offsets, windows seen.
+///   A checkpoint saves it and every restore brings it back, so a recovered
+///   job goes on where the checkpoint was.
+/// - **Transient** fields hold what cannot or need not be saved: open
+///   files, sockets, caches, scratch buffers. The runtime calls `setup`
+///   again after every restore, where they are re-created.
+/// - **Configuration** is what the job was built with: paths, directories,
+///   batch sizes, shared handles. It is not saved; after every restore (a
+///   whole job resumed from storage, and an operator recovered in the run
+///   after a failure) the runtime sets it from the operator value handed to
+///   the DAG in *this* run, so a job resumed with another `--input` reads
+///   that file, and a copy of a checkpoint directory resumed with new
+///   output paths writes only to them. Each partition of a partitioned
+///   operator gets the configuration of its own value (`make(p)`). A
+///   snapshot decoded outside the runtime (`Snapshot::decode`) holds
+///   `Default::default()` there. The field's type needs `Clone`, `Send`,
+///   `'static` (the runtime keeps a copy for the run's later restores) and
+///   `Default`. It goes on struct fields, not in enum variants (a restored
+///   enum may be in another variant), and cannot be combined with
+///   `transient`, `default` or `nested`; the `config` fields of a `nested`
+///   field's type stay configuration.
+///
+/// Which settings are configuration is a choice: those that say where and
+/// how fast (paths, directories, rates, shared handles) are; those that
+/// change what the job computes (a seed, a ranking size) can stay state, so
+/// a resumed job computes what an uninterrupted one would.
+///
+/// Configuration is not part of the layout [fingerprint](#the-layout-fingerprint):
+/// adding or changing a `config` field keeps existing snapshots readable,
+/// while turning a saved field into configuration is a layout change
+/// (upgrade with `version = N, previous = OldType`; the value the old
+/// snapshot saved is dropped for this run's).
+///
+/// A job stopped by a failure, then run again against the same storage with
+/// another label and end: the count resumes from the checkpoint, the label
+/// and end are this run's, and the collector writes into this run's list.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use checkpoint_core::{Checkpoint, MemoryStorageAgent, StorageAgent};
+/// use checkpoint_runtime::{
+///     Config, Dag, Emit, Fault, InputOperator, Operator, OperatorResult, Output, Runtime, WindowMode,
+/// };
+///
+/// #[derive(Checkpoint)]
+/// struct Count {
+///     /// State: the next number.
+///     next: u64,
+///     /// Configuration: how numbers are labelled, and where counting ends.
+///     #[checkpoint(config)]
+///     label: String,
+///     #[checkpoint(config)]
+///     end: u64,
+///     /// Transient: numbers emitted since the last `setup`.
+///     #[checkpoint(transient)]
+///     since_setup: u64,
+/// }
+///
+/// impl InputOperator for Count {
+///     type Output = String;
+///     fn emit_tuples(&mut self, out: Output<'_, String>) -> OperatorResult<Emit> {
+///         out.emit(format!("{} {}", self.label, self.next));
+///         self.next += 1;
+///         self.since_setup += 1;
+///         Ok(if self.next == self.end { Emit::Done } else { Emit::Continue })
+///     }
+/// }
+///
+/// #[derive(Default, Checkpoint)]
+/// struct Collect {
+///     /// Configuration: the list this run's caller reads.
+///     #[checkpoint(config)]
+///     seen: Arc<Mutex<Vec<String>>>,
+/// }
+///
+/// impl Operator for Collect {
+///     type Input = String;
+///     type Output = ();
+///     fn process(&mut self, tuple: String, _out: Output<'_, ()>) -> OperatorResult {
+///         self.seen.lock().map_err(|_| "poisoned")?.push(tuple);
+///         Ok(())
+///     }
+/// }
+///
+/// let storage: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
+/// let job = |label: &str, end: u64, seen: &Arc<Mutex<Vec<String>>>| {
+///     let mut dag = Dag::new();
+///     let count = Count { next: 0, label: label.into(), end, since_setup: 0 };
+///     let numbers = dag.input("numbers", count);
+///     let collect = dag.operator("collect", Collect { seen: Arc::clone(seen) });
+///     dag.connect(&numbers, &collect);
+///     dag.default_checkpoint_window_count(2);
+///     dag
+/// };
+/// let config = || {
+///     Config::default()
+///         .shared_storage(Arc::clone(&storage))
+///         .window_mode(WindowMode::Tuples(1))
+///         // Synchronous saves: every checkpoint before the failure is durable.
+///         .async_checkpoints(false)
+///         .restart_limit(0)
+/// };
+///
+/// // One number per window, a checkpoint every 2 windows. The first run
+/// // fails for good in window 5 of `collect`; the last checkpoint of both
+/// // operators, at window 3, is after `a 2`.
+/// let first = Arc::new(Mutex::new(Vec::new()));
+/// let failed = Runtime::new(config().inject(Fault::error("collect", 5))).run(job("a", 8, &first));
+/// assert!(failed.is_err());
+/// assert!(first.lock().unwrap().starts_with(&["a 0".to_string(), "a 1".into(), "a 2".into()]));
+///
+/// // Resumed with label "b" and end 6: from the checkpoint's `next`, with
+/// // this run's label, end and list.
+/// let second = Arc::new(Mutex::new(Vec::new()));
+/// Runtime::new(config()).run(job("b", 6, &second))?;
+/// assert_eq!(*second.lock().unwrap(), ["b 3", "b 4", "b 5"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Field attributes
+///
+/// ## `#[checkpoint(config)]`
+///
+/// The field is [configuration](#three-kinds-of-fields): not saved, and set
+/// after every restore from the operator value handed to the DAG in this
+/// run. Its type needs `Clone + Send + 'static` and `Default`.
 ///
 /// ## `#[checkpoint(transient)]`
 ///
@@ -258,7 +393,8 @@ use syn::{DeriveInput, parse_macro_input};
 /// whose type mentions a type parameter: `FieldType: Serialize +
 /// DeserializeOwned` for a saved field, `FieldType: Checkpoint` for a
 /// nested one, `FieldType: Default` for a transient one without
-/// `default = "..."`. Fields that do not mention a parameter add nothing.
+/// `default = "..."`, `FieldType: Clone + Default + Send + 'static` for a
+/// config one. Fields that do not mention a parameter add nothing.
 /// `bound = "..."` replaces all of these with the where-clause predicates
 /// in the string.
 ///
@@ -329,7 +465,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// exact recipe. In short:
 ///
 /// - **It changes** when a saved field is renamed, added, removed, moved,
-///   or made transient; when a saved field's type is written differently
+///   or made transient or config; when a saved field's type is written differently
 ///   after its path is cut to the last segment (`u32` to `u64`,
 ///   `HashMap<u32, Zone>` to `HashMap<u64, Zone>`, `Vec<T>` to
 ///   `VecDeque<T>`); when a nested field's own fingerprint changes; when an
@@ -337,8 +473,8 @@ use syn::{DeriveInput, parse_macro_input};
 ///   changes.
 /// - **It does not change** when the type is renamed (the name is for
 ///   messages only), when a path prefix changes (`std::collections::HashMap`
-///   and `HashMap` are the same), when a transient field is added, removed
-///   or changed, or with attributes and generic bounds.
+///   and `HashMap` are the same), when a transient or config field is
+///   added, removed or changed, or with attributes and generic bounds.
 /// - **It cannot see** inside a type saved with serde: a field added to a
 ///   plain serde struct, or a type alias pointed at another type, keeps the
 ///   fingerprint while the bytes change. Bump `version` by hand for such a

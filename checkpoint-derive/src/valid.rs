@@ -62,8 +62,12 @@ fn check_container(cx: &Ctxt, input: &Input<'_>) {
 fn check_field(cx: &Ctxt, input: &Input<'_>, field: &Field<'_>) {
     let attrs = &field.attrs;
     let stateless = input.is_stateless();
+    if let Some(config) = &attrs.config {
+        check_config(cx, input, field, config);
+    }
     if let Some(default) = &attrs.default
         && attrs.transient.is_none()
+        && attrs.config.is_none()
         && !stateless
     {
         cx.error_spanned_by(
@@ -72,7 +76,9 @@ fn check_field(cx: &Ctxt, input: &Input<'_>, field: &Field<'_>) {
              write `#[checkpoint(transient, default = \"...\")]`, or remove `default`",
         );
     }
-    if let Some(nested) = &attrs.nested {
+    if let Some(nested) = &attrs.nested
+        && attrs.config.is_none()
+    {
         if attrs.transient.is_some() {
             cx.error_spanned_by(
                 nested,
@@ -94,6 +100,42 @@ fn check_field(cx: &Ctxt, input: &Input<'_>, field: &Field<'_>) {
             "a saved field cannot be a reference: a restored state owns all its data; use an owned type \
              (`String` for `&str`, `Vec<T>` for `&[T]`, `T` or `Box<T>` for `&T`), or mark the field \
              `#[checkpoint(transient)]`",
+        );
+    }
+}
+
+/// `config` excludes every other field option, and needs a struct.
+fn check_config(cx: &Ctxt, input: &Input<'_>, field: &Field<'_>, config: &syn::Path) {
+    let attrs = &field.attrs;
+    if let Some(transient) = &attrs.transient {
+        cx.error_spanned_by(
+            transient,
+            "a field cannot be both `config` (set from this run's operator value after a restore) and \
+             `transient` (reset to its default after a restore): remove `transient` to keep this run's value, \
+             or remove `config` to reset it",
+        );
+    }
+    if let Some(default) = &attrs.default {
+        cx.error_spanned_by(
+            &default.key,
+            "`default = ...` does not apply to a `config` field, which is set from the operator value handed to \
+             the DAG in this run: remove `default` (a decoded snapshot holds `Default::default()` until then), \
+             or write `#[checkpoint(transient, default = \"...\")]` instead of `config`",
+        );
+    }
+    if let Some(nested) = &attrs.nested {
+        cx.error_spanned_by(
+            nested,
+            "a field cannot be both `config` (not saved, copied from this run's operator value) and `nested` \
+             (saved through its own `Checkpoint` impl): remove `nested` if the whole field is configuration, or \
+             remove `config` and mark the configuration fields inside its type `#[checkpoint(config)]`",
+        );
+    }
+    if let Some(Data::Enum(_)) = &input.data {
+        cx.error_spanned_by(
+            config,
+            "`config` needs a struct field: a restored enum may be in another variant than the value handed to \
+             the DAG, so there is no field to set; move the setting into a struct that holds the enum",
         );
     }
 }

@@ -100,17 +100,57 @@ pub(crate) enum Restore {
     Snapshot(Vec<u8>),
 }
 
-/// Builds the operator value of a partition.
-fn instance<T: Checkpoint>(restore: Restore, name: &str, fresh: impl FnOnce() -> Option<T>) -> Result<T, String> {
-    match restore {
-        Restore::Fresh => fresh().ok_or_else(|| format!("operator {name:?} was already built")),
-        Restore::Snapshot(bytes) if bytes.is_empty() && T::STATELESS => {
-            T::decode_state(&mut &[][..]).map_err(|e| format!("rebuilding stateless {name:?}: {e}"))
-        }
-        Restore::Snapshot(bytes) => Snapshot::decode::<T>(&bytes)
-            .map(|(_, value)| value)
-            .map_err(|e| format!("restoring {name:?}: {e}")),
+/// The configuration fields (`#[checkpoint(config)]`) of one partition,
+/// captured once per run from the value handed to the DAG.
+#[derive(Default)]
+struct RunConfig {
+    /// `None` until captured; `Some(None)` for a type without configuration.
+    captured: Option<Option<Erased>>,
+}
+
+impl RunConfig {
+    fn capture<T: Checkpoint>(&mut self, fresh: &T) {
+        self.captured = Some(fresh.capture_config());
     }
+}
+
+/// Builds the operator value of a partition.
+///
+/// A decoded snapshot gets this run's configuration: the first build takes
+/// it from the value handed to the DAG (a resumed job's first build is a
+/// restore, so that value is used for its configuration only, then
+/// dropped), and every later restore of the run applies the same.
+fn instance<T: Checkpoint>(
+    restore: Restore,
+    name: &str,
+    config: &mut RunConfig,
+    fresh: impl FnOnce() -> Option<T>,
+) -> Result<T, String> {
+    let bytes = match restore {
+        Restore::Fresh => {
+            let value = fresh().ok_or_else(|| format!("operator {name:?} was already built"))?;
+            config.capture(&value);
+            return Ok(value);
+        }
+        Restore::Snapshot(bytes) => bytes,
+    };
+    if T::HAS_CONFIG && config.captured.is_none() {
+        let value = fresh().ok_or_else(|| {
+            format!("restoring {name:?}: the operator value handed to the DAG, which holds its configuration, is gone")
+        })?;
+        config.capture(&value);
+    }
+    let mut value = if bytes.is_empty() && T::STATELESS {
+        T::decode_state(&mut &[][..]).map_err(|e| format!("rebuilding stateless {name:?}: {e}"))?
+    } else {
+        Snapshot::decode::<T>(&bytes)
+            .map(|(_, value)| value)
+            .map_err(|e| format!("restoring {name:?}: {e}"))?
+    };
+    if let Some(Some(carrier)) = &config.captured {
+        value.restore_config(&**carrier);
+    }
+    Ok(value)
 }
 
 /// A built partition: a thread body, or (for the downstream of a
@@ -138,12 +178,20 @@ fn downcast_all<T: 'static>(boxes: Vec<Box<dyn Any + Send>>) -> Vec<T> {
 
 struct OperatorFactory<O, F> {
     make: F,
+    /// Per partition.
+    config: Vec<RunConfig>,
     _op: PhantomData<fn() -> O>,
 }
 
 impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorFactory<O, F> {
     fn build(&mut self, partition: usize, parts: NodeParts, inline: bool, restore: Restore) -> Result<Built, String> {
-        let op = instance(restore, &parts.env.ctx.name, || (self.make)(partition))?;
+        if self.config.len() <= partition {
+            self.config.resize_with(partition + 1, RunConfig::default);
+        }
+        let make = &mut self.make;
+        let op = instance(restore, &parts.env.ctx.name, &mut self.config[partition], || {
+            make(partition)
+        })?;
         let subscribers = downcast_all::<Box<dyn Subscriber<O::Output>>>(parts.subscribers);
         let replay = parts.replay.map(|spill| ReplayBuffer::new(&parts.env.ctx.name, spill));
         let emitter = Emitter::new(parts.batch_size, subscribers, replay);
@@ -163,11 +211,13 @@ impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorF
 
 struct InputFactory<I> {
     op: Option<I>,
+    config: RunConfig,
 }
 
 impl<I: InputOperator> NodeFactory for InputFactory<I> {
     fn build(&mut self, _partition: usize, parts: NodeParts, _inline: bool, restore: Restore) -> Result<Built, String> {
-        let op = instance(restore, &parts.env.ctx.name, || self.op.take())?;
+        let slot = &mut self.op;
+        let op = instance(restore, &parts.env.ctx.name, &mut self.config, || slot.take())?;
         let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(parts.subscribers);
         let replay = parts.replay.map(|spill| ReplayBuffer::new(&parts.env.ctx.name, spill));
         let emitter = Emitter::new(parts.batch_size, subscribers, replay);
@@ -425,17 +475,27 @@ impl Dag {
     }
 
     /// Adds an input operator.
+    ///
+    /// `op` is the operator of a new job. When the job resumes from storage,
+    /// or the operator is restored after a failure, its state comes from the
+    /// checkpoint and its configuration fields (`#[checkpoint(config)]`)
+    /// from `op`.
     pub fn input<I: InputOperator>(&mut self, name: &str, op: I) -> Node<NoInput, I::Output> {
-        let factory = Box::new(InputFactory { op: Some(op) });
+        let factory = Box::new(InputFactory {
+            op: Some(op),
+            config: RunConfig::default(),
+        });
         let index = self.add(name, NodeKind::Input, 1, <I as Checkpoint>::STATELESS, factory);
         self.handle(index)
     }
 
-    /// Adds an operator.
+    /// Adds an operator. As for [`input`](Dag::input), every restore takes
+    /// the configuration fields (`#[checkpoint(config)]`) from `op`.
     pub fn operator<O: Operator>(&mut self, name: &str, op: O) -> Node<O::Input, O::Output> {
         let mut slot = Some(op);
         let factory = Box::new(OperatorFactory {
             make: move |_| slot.take(),
+            config: Vec::new(),
             _op: PhantomData,
         });
         let index = self.add(name, NodeKind::Operator, 1, <O as Checkpoint>::STATELESS, factory);
@@ -444,7 +504,9 @@ impl Dag {
 
     /// Adds an operator with `partitions` partitions, each its own operator
     /// with its own state and checkpoints, named `name#0`, `name#1`, ...
-    /// `make(p)` builds partition `p`. Connect to it with
+    /// `make(p)` builds partition `p`: once per partition and run, also for
+    /// a partition restored from storage, whose configuration fields
+    /// (`#[checkpoint(config)]`) come from it. Connect to it with
     /// [`connect_by_key`](Dag::connect_by_key).
     pub fn operator_partitioned<O: Operator>(
         &mut self,
@@ -455,6 +517,7 @@ impl Dag {
         let mut make = make;
         let factory = Box::new(OperatorFactory {
             make: move |p| Some(make(p)),
+            config: Vec::new(),
             _op: PhantomData,
         });
         let index = self.add(

@@ -37,8 +37,15 @@ fn snapshot<T: Checkpoint>(op: &T, name: &str, window: WindowId) -> Vec<u8> {
     Snapshot::encode(op, SnapshotMeta::new(name, window)).expect("encode")
 }
 
-fn restore<T: Checkpoint>(bytes: &[u8]) -> T {
-    Snapshot::decode::<T>(bytes).expect("decode").1
+/// Decodes a snapshot as the runtime restores it: with the configuration
+/// (`#[checkpoint(config)]` fields) of `this_run`, the value handed to the
+/// DAG in this run.
+fn restore<T: Checkpoint>(bytes: &[u8], this_run: &T) -> T {
+    let mut restored = Snapshot::decode::<T>(bytes).expect("decode").1;
+    if let Some(config) = this_run.capture_config() {
+        restored.restore_config(&*config);
+    }
+    restored
 }
 
 /// splitmix64, for reproducible generated input.
@@ -282,7 +289,7 @@ fn line_input_replays_a_recorded_window_byte_identically_after_a_restore() {
 
     // Decoded from the snapshot: the offset is the checkpoint's, the file
     // handle is gone until `setup`.
-    let mut input: LineInput = restore(&checkpoint);
+    let mut input = restore(&checkpoint, &LineInput::new(&path).lines_per_call(2));
     assert!(input.offset() >= offset_at_2 as u64, "offset {}", input.offset());
     input.setup(&ctx("lines", w(2), &storage)).expect("setup after restore");
 
@@ -317,7 +324,7 @@ fn a_replayed_window_ends_the_stream_where_the_original_did() {
     );
     assert_eq!(input_window(&mut input, w(2), 4), (vec!["e".into()], true));
 
-    let mut input: LineInput = restore(&initial);
+    let mut input = restore(&initial, &LineInput::new(&path).lines_per_call(2));
     input.setup(&ctx("lines", w(0), &storage)).expect("setup");
     assert_eq!(input_window(&mut input, w(1), 4).0, ["a", "b", "c", "d"]);
     let mut out = TestOutput::new();
@@ -337,7 +344,7 @@ fn a_replayed_window_without_an_emit_call_is_emitted_by_end_window() {
     let initial = snapshot(&input, "lines", w(0));
     input_window(&mut input, w(1), 3);
 
-    let mut input: LineInput = restore(&initial);
+    let mut input = restore(&initial, &LineInput::new(&path).lines_per_call(3));
     input.setup(&ctx("lines", w(0), &storage)).expect("setup");
     let mut out = TestOutput::new();
     input.begin_window(w(1)).expect("begin");
@@ -446,7 +453,7 @@ fn a_changed_input_file_makes_replay_fail_clearly() {
 
     // The file is rewritten shorter: window 2's recorded range is gone.
     fs::write(&path, "one\ntwo\n").expect("rewrite");
-    let mut input: LineInput = restore(&initial);
+    let mut input = restore(&initial, &LineInput::new(&path).lines_per_call(2));
     input.setup(&ctx("lines", w(0), &storage)).expect("setup");
     assert_eq!(input_window(&mut input, w(1), 2).0, ["one", "two"]);
     let mut out = TestOutput::new();
@@ -462,7 +469,7 @@ fn a_changed_input_file_makes_replay_fail_clearly() {
     input_window(&mut input, w(1), 2);
     let at_1 = snapshot(&input, "lines", w(1));
     fs::write(&path, "").expect("truncate");
-    let mut input: LineInput = restore(&at_1);
+    let mut input = restore(&at_1, &LineInput::new(&path));
     let err = input.setup(&ctx("lines", w(1), &storage)).expect_err("shrunk file");
     assert!(err.to_string().contains("the file has only 0 bytes"), "{err}");
 }
@@ -481,7 +488,7 @@ fn a_corrupt_record_fails_the_replayed_window_clearly() {
     let record = root.join("lines#window-data").join(format!("{:016x}", w(1).as_u64()));
     fs::write(&record, b"garbage").expect("corrupt");
 
-    let mut input: LineInput = restore(&initial);
+    let mut input = restore(&initial, &LineInput::new(&path).lines_per_call(2));
     input.setup(&ctx("lines", w(0), &storage)).expect("setup");
     let err = input.begin_window(w(1)).expect_err("corrupt record");
     let message = err.to_string();
@@ -568,7 +575,7 @@ fn setup_after_a_restore_deletes_only_pending_windows_after_the_checkpoint() {
     assert_eq!(pending_files(&out), [w(2), w(3), w(4), w(5)]);
     drop(sink);
 
-    let mut sink: ExactlyOnceFileSink<String> = restore(&at_3);
+    let mut sink = restore(&at_3, &ExactlyOnceFileSink::<String>::new(&out));
     assert_eq!(sink.last_published(), Some(w(1)));
     sink.setup(&ctx("sink", w(3), &storage)).expect("setup after restore");
     assert_eq!(
@@ -611,7 +618,7 @@ fn a_replayed_window_already_published_is_skipped() {
     fs::write(out.join(".pending").join("6553f10000000002"), "stale\n").expect("write");
 
     // Restored from the older checkpoint (the newest being unreadable, say).
-    let mut sink: ExactlyOnceFileSink<String> = restore(&at_2);
+    let mut sink = restore(&at_2, &ExactlyOnceFileSink::<String>::new(&out));
     assert_eq!(sink.last_published(), None);
     sink.setup(&ctx("sink", w(2), &storage)).expect("setup");
     assert!(
@@ -787,14 +794,19 @@ impl Harness {
             .expect("save checkpoint");
     }
 
-    fn start(&self) -> Running {
-        let mut run = Running {
+    /// The operator values a run hands to the DAG.
+    fn fresh(&self) -> Running {
+        Running {
             input: LineInput::new(&self.input_path).lines_per_call(2),
             count: WordCount::default(),
             sink: ExactlyOnceFileSink::new(&self.out),
             activation: [w(0); 3],
             recorded_through: None,
-        };
+        }
+    }
+
+    fn start(&self) -> Running {
+        let mut run = self.fresh();
         run.input.setup(&ctx(INPUT, w(0), &self.storage)).expect("setup");
         run.count.setup(&ctx(COUNT, w(0), &self.storage)).expect("setup");
         run.sink.setup(&ctx(SINK, w(0), &self.storage)).expect("setup");
@@ -827,6 +839,14 @@ impl Harness {
         let (sink_at, mut sink) = self.newest::<ExactlyOnceFileSink<String>>(SINK, None);
         let (count_at, mut count) = self.newest::<WordCount>(COUNT, Some(sink_at));
         let (input_at, mut input) = self.newest::<LineInput>(INPUT, Some(count_at));
+        // As the runtime does: this run's configuration on the decoded state.
+        let fresh = self.fresh();
+        if let Some(config) = fresh.input.capture_config() {
+            input.restore_config(&*config);
+        }
+        if let Some(config) = fresh.sink.capture_config() {
+            sink.restore_config(&*config);
+        }
         input.setup(&ctx(INPUT, input_at, &self.storage)).expect("setup input");
         count.setup(&ctx(COUNT, count_at, &self.storage)).expect("setup count");
         sink.setup(&ctx(SINK, sink_at, &self.storage)).expect("setup sink");

@@ -207,6 +207,9 @@ pub struct EventSource {
     seed: u64,
     next: u64,
     end: u64,
+    /// Configuration: pacing changes no output, so a resumed or recovered
+    /// source runs at the rate given to this run.
+    #[checkpoint(config)]
     rate: u64,
     #[checkpoint(transient)]
     pacer: Pacer,
@@ -632,8 +635,6 @@ pub struct StoredJob {
     /// About where the input resumes (its newest checkpoint that every
     /// other operator's checkpoints cover), and its state there.
     pub source: Option<(WindowId, EventSource)>,
-    /// The output directory the sink's state names.
-    pub output: Option<PathBuf>,
 }
 
 /// Reads the `dimensions` job stored in `storage`, if any (`None`: no job
@@ -671,13 +672,8 @@ pub fn stored_job(storage: &dyn StorageAgent) -> Result<Option<StoredJob>, Strin
         let (_, source) = Snapshot::decode::<EventSource>(&bytes).ok()?;
         Some((w, source))
     });
-    let output = checkpoint(OUTPUT)
-        .and_then(|w| storage.load(OUTPUT, w).ok())
-        .and_then(|bytes| Snapshot::decode::<ExactlyOnceFileSink<String>>(&bytes).ok())
-        .map(|(_, sink)| sink.dir().to_path_buf());
     Ok(Some(StoredJob {
         source,
-        output,
         ..job(aggregate.partitions, aggregate.application_window_count)
     }))
 }
@@ -687,7 +683,6 @@ fn job(partitions: usize, application_windows: u32) -> StoredJob {
         partitions,
         application_windows,
         source: None,
-        output: None,
     }
 }
 

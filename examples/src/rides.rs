@@ -341,8 +341,9 @@ impl Pacer {
 /// seeded with `seed`, [`RIDES_PER_CALL`] per call, at most `rate` per
 /// second (0: as fast as it can).
 ///
-/// Idempotent by construction: its state is its position and its settings,
-/// ride `i` is [`ride`]`(seed, i)`, and every call emits a fixed number of
+/// Idempotent by construction: its state is its position and the stream it
+/// reads (seed and length, which a resumed job keeps, so it computes what
+/// an uninterrupted one would), ride `i` is [`ride`]`(seed, i)`, and every call emits a fixed number of
 /// rides, so after a restore the windows that follow are the same as the
 /// first time (in the deterministic window mode; time-based windows cut
 /// wherever the clock says).
@@ -360,6 +361,10 @@ pub struct RideSource {
     seed: u64,
     next: u64,
     end: u64,
+    /// Configuration: pacing changes no output, so a resumed or recovered
+    /// source runs at the rate given to this run.
+    #[checkpoint(config)]
+    #[serde(skip)]
     rate: u64,
     /// Where the pacing started: re-created on the first call after a
     /// restore, so a resumed job keeps its rate from then on.
@@ -736,8 +741,6 @@ pub struct StoredJob {
     pub window: WindowId,
     /// The input's state there: position and settings of the stream.
     pub source: RideSource,
-    /// The output directory the sink's state names.
-    pub output: Option<PathBuf>,
 }
 
 /// Reads the `ride-stats` job stored in `storage`, if any, the way the
@@ -779,15 +782,7 @@ pub fn stored_job(storage: &dyn StorageAgent) -> Result<Option<StoredJob>, Strin
     };
     let bytes = storage.load(RIDES, window).map_err(|e| e.to_string())?;
     let (_, source) = Snapshot::decode::<RideSource>(&bytes).map_err(|e| e.to_string())?;
-    let output = match restore(OUTPUT) {
-        Some(RestorePoint::Checkpoint(w)) => storage
-            .load(OUTPUT, w)
-            .ok()
-            .and_then(|bytes| Snapshot::decode::<ExactlyOnceFileSink<String>>(&bytes).ok())
-            .map(|(_, sink)| sink.dir().to_path_buf()),
-        _ => None,
-    };
-    Ok(Some(StoredJob { window, source, output }))
+    Ok(Some(StoredJob { window, source }))
 }
 
 /// Whether `dir` holds published output windows (of an earlier job).

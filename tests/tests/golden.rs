@@ -13,6 +13,11 @@
 //! ```
 //!
 //! The default test run only reads them.
+//!
+//! `line-input-v1.snap` and `exactly-once-file-sink-v1.snap` are snapshots
+//! of the library's io operators as a real job wrote them before their
+//! settings became configuration (see the section at the end); they were
+//! written once and are never rewritten.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -424,4 +429,80 @@ fn older_step_with_other_layout_is_a_layout_mismatch() {
         matches!(err, SnapshotError::LayoutMismatch { version: 1, .. }),
         "expected a version 1 LayoutMismatch, got {err:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The library's io operators. `line-input-v1.snap` and
+// `exactly-once-file-sink-v1.snap` were written by a real job (input
+// `/tmp/checkpoint-golden/input.txt`, 5 lines of 31 bytes, output directory
+// `/tmp/checkpoint-golden/out`) with the version 1 layouts, which saved the
+// input's path and `lines_per_call` and the sink's directory. Version 2
+// makes those configuration: the saved values are read and dropped, and
+// the runtime sets this run's.
+
+/// Fingerprints of the version 1 layouts, as the golden files record them.
+const LINE_INPUT_V1_FINGERPRINT: u64 = 0x2f89_d6e7_e0e1_0ad6;
+const FILE_SINK_V1_FINGERPRINT: u64 = 0x11a7_ba14_642f_4360;
+
+/// What the runtime does after decoding: this run's configuration.
+fn with_config_of<T: Checkpoint>(mut restored: T, this_run: &T) -> T {
+    let config = this_run.capture_config().expect("the type has config fields");
+    restored.restore_config(&*config);
+    restored
+}
+
+#[test]
+fn io_golden_headers() {
+    use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput};
+
+    for (name, operator, type_name, fingerprint) in [
+        ("line-input-v1.snap", "lines", "LineInput", LINE_INPUT_V1_FINGERPRINT),
+        (
+            "exactly-once-file-sink-v1.snap",
+            "sink",
+            "ExactlyOnceFileSink",
+            FILE_SINK_V1_FINGERPRINT,
+        ),
+    ] {
+        let header = Snapshot::verify(&read(name)).expect("valid snapshot");
+        assert_eq!(header.operator, operator, "{name}");
+        assert_eq!(header.type_name, type_name, "{name}");
+        assert_eq!(header.state_version, 1, "{name}");
+        assert_eq!(header.fingerprint, fingerprint, "{name}");
+    }
+    // Version 2 leaves the configuration out of the layout.
+    assert_eq!(LineInput::VERSION, 2);
+    assert_eq!(<ExactlyOnceFileSink<String>>::VERSION, 2);
+    assert_ne!(LineInput::FINGERPRINT, LINE_INPUT_V1_FINGERPRINT);
+    assert_ne!(<ExactlyOnceFileSink<String>>::FINGERPRINT, FILE_SINK_V1_FINGERPRINT);
+}
+
+#[test]
+fn line_input_v1_snapshot_restores_with_this_runs_path() {
+    use checkpoint_runtime::io::LineInput;
+
+    let (header, restored) = Snapshot::decode::<LineInput>(&read("line-input-v1.snap")).expect("v1 restores");
+    assert_eq!(header.state_version, 1);
+    assert_eq!(restored.offset(), 31, "the state survives the upgrade");
+    assert_eq!(restored.path(), std::path::Path::new(""), "the saved path is dropped");
+    let restored = with_config_of(restored, &LineInput::new("/jobs/new/input.txt").lines_per_call(3));
+    assert_eq!(restored.path(), std::path::Path::new("/jobs/new/input.txt"));
+    assert_eq!(restored.offset(), 31);
+}
+
+#[test]
+fn file_sink_v1_snapshot_restores_with_this_runs_directory() {
+    use checkpoint_runtime::io::ExactlyOnceFileSink;
+
+    let bytes = read("exactly-once-file-sink-v1.snap");
+    let (header, restored) = Snapshot::decode::<ExactlyOnceFileSink<String>>(&bytes).expect("v1 restores");
+    assert_eq!(header.state_version, 1);
+    assert_eq!(restored.last_published(), None);
+    assert_eq!(
+        restored.dir(),
+        std::path::Path::new(""),
+        "the saved directory is dropped"
+    );
+    let restored = with_config_of(restored, &ExactlyOnceFileSink::<String>::new("/jobs/new/out"));
+    assert_eq!(restored.dir(), std::path::Path::new("/jobs/new/out"));
 }

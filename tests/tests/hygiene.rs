@@ -35,6 +35,9 @@ struct Box;
 struct String;
 struct Write;
 struct From;
+struct Any;
+struct Send;
+struct Clone;
 struct Checkpoint_;
 trait Serialize {}
 trait Deserialize {}
@@ -59,6 +62,16 @@ struct Named {
     scratch: std::vec::Vec<u32>,
     #[checkpoint(transient, default = "fresh")]
     seven: u32,
+    #[checkpoint(config)]
+    setting: std::string::String,
+}
+
+#[derive(std::fmt::Debug, std::cmp::PartialEq, checkpoint_core::Checkpoint)]
+struct Configured<T> {
+    #[checkpoint(config)]
+    label: T,
+    #[checkpoint(nested)]
+    named: Named,
 }
 
 #[derive(std::fmt::Debug, std::cmp::PartialEq, checkpoint_core::Checkpoint)]
@@ -122,8 +135,13 @@ fn derives_with_the_prelude_shadowed() {
         inner: Tuple(-1, 9),
         scratch: std::vec![5],
         seven: 0,
+        setting: "this run".to_string(),
     };
-    let back = round_trip(&named);
+    let mut back = round_trip(&named);
+    assert_eq!(back.setting, std::string::String::new());
+    let config = checkpoint_core::Checkpoint::capture_config(&named).expect("config");
+    checkpoint_core::Checkpoint::restore_config(&mut back, &*config);
+    assert_eq!(back.setting, named.setting);
     assert_eq!(back.counts, named.counts);
     assert_eq!(back.bytes, named.bytes);
     assert_eq!(back.boxed, named.boxed);

@@ -125,7 +125,13 @@ struct Writing {
 /// - A replayed window that is already published (a restore from an older
 ///   checkpoint than the newest, say) is not written again.
 ///
-/// Its state is the directory and the last window it published. Without
+/// Its state is the last window it published. The directory is
+/// configuration (`#[checkpoint(config)]`): not saved, and after every
+/// restore it is the one of the value handed to the DAG in this run, so a
+/// job resumed from a copied checkpoint directory with a new output
+/// directory writes only there (it publishes there the windows after its
+/// checkpoint; what the original job published or left pending stays in
+/// the original directory). Without
 /// checkpointing (no storage agent) nothing is replayed and each window is
 /// published at its `end_window`.
 ///
@@ -179,7 +185,9 @@ struct Writing {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Checkpoint)]
+#[checkpoint(version = 2, previous = FileSinkV1)]
 pub struct ExactlyOnceFileSink<T> {
+    #[checkpoint(config)]
     dir: PathBuf,
     last_published: Option<WindowId>,
     /// Pending windows not yet published; `true` once fsync'd.
@@ -197,6 +205,31 @@ pub struct ExactlyOnceFileSink<T> {
     lock: Option<StorageLock>,
     #[checkpoint(transient)]
     _tuples: PhantomData<fn(T)>,
+}
+
+/// The layout of version 1, which saved the directory as state. Its
+/// snapshots restore as version 2 with this run's directory: the saved one
+/// is dropped.
+#[derive(Checkpoint)]
+#[checkpoint(version = 1)]
+struct FileSinkV1 {
+    #[allow(
+        dead_code,
+        reason = "read from old snapshots only to be replaced by this run's directory"
+    )]
+    dir: PathBuf,
+    last_published: Option<WindowId>,
+}
+
+impl<T> From<FileSinkV1> for ExactlyOnceFileSink<T> {
+    fn from(old: FileSinkV1) -> Self {
+        // The runtime sets the directory after the upgrade; the old one
+        // must not receive a resumed job's output.
+        ExactlyOnceFileSink {
+            last_published: old.last_published,
+            ..ExactlyOnceFileSink::new(PathBuf::new())
+        }
+    }
 }
 
 impl<T> fmt::Debug for ExactlyOnceFileSink<T> {

@@ -48,9 +48,12 @@ const DEFAULT_LINES_PER_CALL: usize = 1_000;
 /// when each line is reached; it is not followed as it grows, and it must not
 /// change while the job may still replay from it.
 ///
-/// Its state is the file's path, the byte offset reached, `lines_per_call`
-/// and whether it reached the end of the file (an input restored from the
-/// checkpoint that ended its stream stays done).
+/// Its state is the byte offset reached and whether it reached the end of
+/// the file (an input restored from the checkpoint that ended its stream
+/// stays done). The path and `lines_per_call` are configuration
+/// (`#[checkpoint(config)]`): not saved, and after every restore they are
+/// those of the value handed to the DAG in this run, so a job resumed with
+/// another path reads that file, from the restored offset.
 /// With checkpointing on, it records in a [`WindowDataManager`] (created in
 /// `setup` from [`OperatorContext::storage`]) the byte range each window
 /// read, in `end_window`, before the window's end goes downstream. After a
@@ -112,9 +115,12 @@ const DEFAULT_LINES_PER_CALL: usize = 1_000;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Checkpoint)]
+#[checkpoint(version = 2, previous = LineInputV1)]
 pub struct LineInput {
+    #[checkpoint(config)]
     path: PathBuf,
     offset: u64,
+    #[checkpoint(config)]
     lines_per_call: usize,
     #[checkpoint(transient)]
     reader: Option<BufReader<File>>,
@@ -135,6 +141,35 @@ pub struct LineInput {
     commits: (Option<WindowId>, Option<WindowId>),
     #[checkpoint(transient)]
     line: Vec<u8>,
+}
+
+/// The layout of version 1, which saved the path and `lines_per_call` as
+/// state. Its snapshots restore as version 2, with this run's path and
+/// `lines_per_call`: the saved ones are dropped.
+#[derive(Checkpoint)]
+#[checkpoint(version = 1)]
+struct LineInputV1 {
+    #[allow(dead_code, reason = "read from old snapshots only to be replaced by this run's path")]
+    path: PathBuf,
+    offset: u64,
+    #[allow(
+        dead_code,
+        reason = "read from old snapshots only to be replaced by this run's value"
+    )]
+    lines_per_call: usize,
+    done: bool,
+}
+
+impl From<LineInputV1> for LineInput {
+    fn from(old: LineInputV1) -> Self {
+        // The runtime sets the configuration after the upgrade; the old
+        // path must not be what a resumed job reads.
+        LineInput {
+            offset: old.offset,
+            done: old.done,
+            ..LineInput::new(PathBuf::new())
+        }
+    }
 }
 
 impl LineInput {

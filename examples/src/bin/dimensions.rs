@@ -123,10 +123,9 @@ fn run(args: &Args) -> Result<(), String> {
         )
     })?;
 
-    let output = stored
-        .as_ref()
-        .and_then(|s| s.output.clone())
-        .unwrap_or_else(|| args.output.clone());
+    // The sink's directory is configuration: a resumed job writes where
+    // this run's --output says.
+    let output = args.output.clone();
     let out = output.display().to_string();
     if stored.is_none()
         && ads::has_output(&output).map_err(|e| format!("cannot read the output directory {out}: {e}"))?

@@ -152,10 +152,9 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
     })?;
     let resuming = stored.is_some();
 
-    let output = stored
-        .as_ref()
-        .and_then(|s| s.output.clone())
-        .unwrap_or_else(|| args.output.clone());
+    // The sink's directory is configuration: a resumed job writes where
+    // this run's --output says.
+    let output = args.output.clone();
     let out = output.display().to_string();
     if !resuming && rides::has_output(&output).map_err(|e| format!("cannot read the output directory {out}: {e}"))? {
         return Err(format!(
@@ -254,11 +253,14 @@ fn print_header(
                 thousands(s.end()),
                 job.window.sequence(),
             );
+            // The stream (seed, length) is state; the rate and the output
+            // directory are configuration, taken from this run.
             println!(
-                "  the job keeps its settings: seed {}, {} rides, {}",
+                "  the job keeps its stream: seed {}, {} rides; this run: {}, output to {}",
                 s.seed(),
                 thousands(s.end()),
-                rate(s.rate())
+                rate(settings.rate),
+                settings.output.display()
             );
             let mut ignored = Vec::new();
             if given(matches, "rides") && args.rides != s.end() {
@@ -267,14 +269,8 @@ fn print_header(
             if given(matches, "seed") && args.seed != s.seed() {
                 ignored.push("--seed");
             }
-            if given(matches, "rate") && args.rate != s.rate() {
-                ignored.push("--rate");
-            }
             if given(matches, "top") {
                 ignored.push("--top");
-            }
-            if given(matches, "output") && job.output.as_deref() != Some(args.output.as_path()) {
-                ignored.push("--output");
             }
             if !ignored.is_empty() {
                 println!(

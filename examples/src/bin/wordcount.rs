@@ -28,7 +28,6 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent, WindowId};
@@ -195,22 +194,25 @@ impl Operator for Counter {
     }
 }
 
-/// The pause after each `emit_tuples` call of an input (`--rate`), set once
-/// in `main`. A global rather than operator state: it is a display setting,
-/// not part of the job, and restored operators are decoded, not built.
-static PACE: OnceLock<Duration> = OnceLock::new();
-
-fn pace() -> Duration {
-    PACE.get().copied().unwrap_or_default()
+/// The pause after each `emit_tuples` call of an input, for `--rate`.
+fn pause_for(rate: u64) -> Duration {
+    match rate {
+        0 => Duration::ZERO,
+        rate => Duration::from_secs_f64(1.0 / rate as f64),
+    }
 }
 
 /// A [`LineInput`] that pauses after each call, so a small file spans a few
 /// time windows; every hook delegates to it.
 #[derive(Debug, Checkpoint)]
 struct PacedLines {
+    /// Its file and lines per call are configuration of `LineInput`, so a
+    /// resumed job reads the files given to this run.
     #[checkpoint(nested)]
     inner: LineInput,
-    #[checkpoint(transient, default = "pace")]
+    /// `--rate` is configuration: a resumed or recovered input paces as
+    /// this run says.
+    #[checkpoint(config)]
     pause: Duration,
 }
 
@@ -329,7 +331,8 @@ fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 /// The job's DAG: `lines-0`, `lines-1`, ... -> `count` -> `sink`.
 fn dag(files: &[PathBuf], args: &Args, output: &Path) -> Dag {
-    let per_call = lines_per_call(args.deterministic, !pace().is_zero());
+    let pause = pause_for(args.rate);
+    let per_call = lines_per_call(args.deterministic, !pause.is_zero());
     let mut dag = Dag::new();
     let count = dag.operator(COUNT, Counter::default());
     let sink = dag.operator(SINK, ExactlyOnceFileSink::<WordCount>::new(output));
@@ -338,7 +341,7 @@ fn dag(files: &[PathBuf], args: &Args, output: &Path) -> Dag {
             &input_name(i),
             PacedLines {
                 inner: LineInput::new(file).lines_per_call(per_call),
-                pause: pace(),
+                pause,
             },
         );
         dag.connect(&input, &count);
@@ -394,11 +397,6 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
 
-    let pause = match args.rate {
-        0 => Duration::ZERO,
-        rate => Duration::from_secs_f64(1.0 / rate as f64),
-    };
-    let _ = PACE.set(pause);
     let (window_mode, window_text) = match args.deterministic {
         Some(n) => (
             WindowMode::Tuples(n),

@@ -1,0 +1,13 @@
+use checkpoint_core::Checkpoint;
+
+#[derive(Checkpoint)]
+enum Reader {
+    Idle,
+    Reading {
+        offset: u64,
+        #[checkpoint(config)]
+        path: String,
+    },
+}
+
+fn main() {}
