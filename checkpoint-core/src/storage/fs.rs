@@ -133,9 +133,11 @@ impl FsStorageAgent {
     }
 
     /// Removes temp files left by saves that a crash interrupted, returning
-    /// how many were removed. The runtime calls it when a job starts; do not
-    /// call it while another process may be saving under the same root.
+    /// how many were removed. Call it before a job starts: it takes the
+    /// directory's lock for the sweep, so with a job running on the same
+    /// root it fails with [`StorageError::Locked`] and removes nothing.
     pub fn remove_stale_temp_files(&self) -> Result<usize, StorageError> {
+        let _lock = self.lock()?;
         let mut removed = 0;
         let mut dirs = vec![self.root.clone()];
         for operator in self.operators()? {
