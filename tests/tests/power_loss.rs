@@ -59,6 +59,8 @@ const WINDOW_LINES: u64 = 3;
 const CHECKPOINT_WINDOWS: u32 = 2;
 /// The window base of the first start of every job.
 const BASE: u32 = 1_700_000_000;
+/// Jobs the random test cuts (`CHECKPOINT_POWER_CASES` overrides it, for a
+/// longer soak).
 const RANDOM_CASES: usize = 30;
 
 /// Where a job keeps its checkpoints and its output, relative to the mount.
@@ -285,7 +287,13 @@ impl Machine {
         let mountpoint = dir.path().join("mnt");
         fs::create_dir(&mountpoint).expect("mkdir mountpoint");
         let fs = LazyFs::new();
-        let mount = fs.mount(&mountpoint).expect("mount the FUSE file system");
+        let mount = fs.mount(&mountpoint).unwrap_or_else(|e| {
+            panic!(
+                "power_loss: mounting the FUSE file system at {} failed ({e}): these tests mount as root \
+                 (CAP_SYS_ADMIN), with no libfuse or fusermount. Set CHECKPOINT_SKIP_FUSE=1 to skip them.",
+                mountpoint.display()
+            )
+        });
         let machine = Machine {
             _dir: dir,
             input,
@@ -631,8 +639,12 @@ fn power_cuts_at_random_points_keep_the_output_exact() {
     println!("power_loss seed {seed} (rerun with CHECKPOINT_POWER_SEED={seed})");
     let reference = reference();
     let mut rng = Rng(seed);
+    let cases = std::env::var("CHECKPOINT_POWER_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(RANDOM_CASES);
     let mut cuts = 0;
-    for case in 0..RANDOM_CASES {
+    for case in 0..cases {
         let layout = Layout::ALL[case % Layout::ALL.len()];
         let mut machine = Machine::new(layout);
         machine
@@ -686,7 +698,7 @@ fn power_cuts_at_random_points_keep_the_output_exact() {
         machine.complete_and_check(completed, reference, &format!("seed {seed}, case {case} ({layout:?})"));
     }
     println!(
-        "power_loss: {cuts} random cuts in {RANDOM_CASES} jobs in {:?}",
+        "power_loss: {cuts} random cuts in {cases} jobs in {:?}",
         started.elapsed()
     );
 }
