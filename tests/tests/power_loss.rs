@@ -29,7 +29,8 @@
 //! matter (issue 9, defect 1) with tests of its own.
 //!
 //! Each run prints its seed; `CHECKPOINT_POWER_SEED=<seed>` repeats its
-//! random choices (where a cut lands still depends on thread timing). A job
+//! random choices (where a cut lands still depends on thread timing), and
+//! `CHECKPOINT_POWER_CASES=<n>` cuts `n` jobs instead of 30. A job
 //! silent for [`WATCHDOG`] is killed and the test fails. Without
 //! `/dev/fuse` the tests fail, unless `CHECKPOINT_SKIP_FUSE=1`.
 #![cfg(target_os = "linux")]

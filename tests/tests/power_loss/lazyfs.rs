@@ -8,6 +8,12 @@
 //! requires: fsyncing a file does not make its name durable, and fsyncing a
 //! directory does not make the directory's own entry in its parent durable.
 //!
+//! A rename between two directories is two entry changes, each made durable
+//! by an fsync of its own directory: after a cut the file may be found under
+//! both names, sharing its data (the strictest reading of POSIX; a
+//! journaling file system would commit both sides at once). Inodes are never
+//! freed before a cut, so a durable entry always finds its inode.
+//!
 //! A cut is armed with a [`Trigger`]: when it fires, the power goes off at
 //! once (that operation and every later one fails with `EIO` and changes
 //! nothing), and the test is told. The test then kills the process using
