@@ -272,8 +272,8 @@ struct Machine {
     input: PathBuf,
     mountpoint: PathBuf,
     fs: LazyFs,
-    /// Declared after nothing that uses the mount: it is unmounted when the
-    /// machine is dropped, even when the test fails.
+    /// Unmounted when the machine is dropped (before the temporary
+    /// directory holding the mount point goes), even when a test fails.
     mount: Option<Mount>,
     layout: Layout,
     /// Starts of the job so far (each gets a new window base).
@@ -573,18 +573,18 @@ impl Point {
     }
 }
 
-/// Runs `job` until a cut fires (returns `true`, the job killed and the cut
-/// applied) or it completes (`false`).
-fn until_cut(machine: &mut Machine, mut job: Job, context: &str) -> bool {
+/// Runs `job` until a cut fires (returns the operation it fired at, the job
+/// killed and the cut applied) or it completes (`None`).
+fn until_cut(machine: &mut Machine, mut job: Job, context: &str) -> Option<String> {
     loop {
         match job.next(&machine.fs, context) {
-            Event::Cut(_) => {
+            Event::Cut(at) => {
                 machine.power_cut(Some(job));
-                return true;
+                return Some(at);
             }
             Event::Eof => {
                 job.finish(&machine.fs, context);
-                return false;
+                return None;
             }
             Event::Line(_) => {}
         }
@@ -611,10 +611,9 @@ fn power_cuts_at_chosen_points_keep_the_output_exact() {
                     .set_horizon(format!("{storage}/{}", reference.final_checkpoint));
                 let job = machine.start();
                 machine.arm(&job, point.trigger(layout, reference));
-                assert!(
-                    until_cut(&mut machine, job, &context),
-                    "{context}: the job completed without reaching the cut point"
-                );
+                let at = until_cut(&mut machine, job, &context);
+                let at = at.unwrap_or_else(|| panic!("{context}: the job completed without reaching the cut point"));
+                println!("{context}: the power went off before {at}");
                 machine.check_prefix(reference, &context);
                 machine.complete_and_check(false, reference, &context);
             }));
@@ -689,7 +688,7 @@ fn power_cuts_at_random_points_keep_the_output_exact() {
             };
             let Some(job) = job else { break };
             machine.arm(&job, Trigger::after_ops(after));
-            if !until_cut(&mut machine, job, &context) {
+            if until_cut(&mut machine, job, &context).is_none() {
                 completed = true;
                 break;
             }
