@@ -701,6 +701,12 @@ fn power_cuts_at_random_points_keep_the_output_exact() {
         "power_loss: {cuts} random cuts in {cases} jobs in {:?}",
         started.elapsed()
     );
+    // Most first cuts land (only one armed near the job's end can miss): far
+    // fewer means the gate or the triggers stopped working, not bad luck.
+    assert!(
+        cases < 10 || cuts * 2 >= cases,
+        "seed {seed}: only {cuts} of the cuts planned in {cases} jobs fired"
+    );
 }
 
 #[test]
