@@ -750,3 +750,28 @@ fn the_model_keeps_only_what_was_fsynced() {
     assert_eq!(fs::read(root.join("kept/unsynced")).expect("read"), b"");
     assert!(root.join("out").is_dir() && root.join("checkpoints").is_dir());
 }
+
+#[test]
+fn directories_from_create_dir_all_durable_survive_a_power_cut() {
+    if !fuse_available() {
+        return;
+    }
+    let mut machine = Machine::new(Layout::Existing);
+    let root = machine.mountpoint.clone();
+    checkpoint_core::create_dir_all_durable(root.join("a/b/c")).expect("create durably");
+    // An existing directory whose entry is not durable yet (its creator
+    // died before the fsync) becomes durable when created again.
+    fs::create_dir(root.join("left")).expect("mkdir");
+    checkpoint_core::create_dir_all_durable(root.join("left")).expect("create durably again");
+    fs::create_dir_all(root.join("x/y/z")).expect("create");
+    machine.power_cut(None);
+    assert!(
+        root.join("a/b/c").is_dir(),
+        "a directory from create_dir_all_durable was lost"
+    );
+    assert!(root.join("left").is_dir(), "an existing directory was not made durable");
+    assert!(
+        !root.join("x").exists(),
+        "the model kept a directory nobody made durable"
+    );
+}
