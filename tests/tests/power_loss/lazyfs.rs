@@ -509,6 +509,9 @@ impl Model {
             if flags & libc::O_EXCL != 0 {
                 return Err(Errno::EEXIST);
             }
+            if matches!(self.inode(ino)?.node, Node::Dir { .. }) {
+                return Err(Errno::EISDIR);
+            }
             if flags & libc::O_TRUNC != 0 {
                 self.truncate(ino, 0)?;
             }
