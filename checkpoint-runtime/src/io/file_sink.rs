@@ -117,7 +117,9 @@ struct Writing {
 ///   atomically to `<dir>/<W>`, and the directory fsync'd. A window whose
 ///   published file already exists is skipped, so publishing is
 ///   idempotent.
-/// - `setup`, which also runs after every restore from checkpoint A
+/// - `setup` makes `<dir>` and `<dir>/.pending` durable in their parents
+///   (creating them if missing) before anything in them is relied on. It
+///   also runs after every restore from checkpoint A
 ///   ([`OperatorContext::activation_window`]): pending windows > A are
 ///   deleted (they will be replayed and written again); pending windows
 ///   <= A are part of the restored state and are published by the next
@@ -373,8 +375,9 @@ impl<T: Tuple + Display> Operator for ExactlyOnceFileSink<T> {
     type Input = T;
     type Output = ();
 
-    /// Creates the directories, durably; after a restore from checkpoint A, deletes
-    /// the pending windows > A and keeps the older ones for the next commit.
+    /// Creates the directories, durably; after a restore from checkpoint A,
+    /// deletes the pending windows > A and keeps the older ones for the next
+    /// commit.
     fn setup(&mut self, ctx: &OperatorContext) -> OperatorResult {
         if self.dir.to_str().is_none() {
             return Err(FileOperatorError::PathNotUtf8 { path: self.dir.clone() }.into());
