@@ -47,6 +47,7 @@ extern crate self as checkpoint_core;
 
 mod checkpoint;
 mod derive_support;
+mod durable;
 mod error;
 mod snapshot;
 mod storage;
@@ -55,6 +56,7 @@ mod window;
 pub use checkpoint::{Checkpoint, LayoutHasher, StateLayout, payload};
 #[cfg(feature = "derive")]
 pub use checkpoint_derive::Checkpoint;
+pub use durable::create_dir_all_durable;
 pub use error::{PayloadError, SnapshotError, StorageError};
 pub use snapshot::{
     FIXED_HEADER_LEN, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN, Snapshot, SnapshotHeader,

@@ -296,3 +296,20 @@ fn a_flipped_bit_in_a_stored_name_is_corruption_not_misplacement() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn the_temp_file_sweep_leaves_a_running_jobs_directory_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = FsStorageAgent::new(dir.path()).expect("agent");
+    agent.save("op", w(2), &snap("op", w(2), 2)).expect("save");
+    let temp = dir.path().join("op").join(format!(".{:016x}.tmp", w(3).as_u64()));
+    fs::write(&temp, b"a save in progress").expect("write");
+    // A job holds the directory (in this process or another).
+    let job = FsStorageAgent::new(dir.path()).expect("agent").lock().expect("lock");
+    let swept = agent.remove_stale_temp_files();
+    assert!(matches!(swept, Err(StorageError::Locked { .. })), "{swept:?}");
+    assert!(temp.exists(), "a running job's temp file was removed");
+    drop(job);
+    assert_eq!(agent.remove_stale_temp_files().expect("sweep"), 1);
+    assert!(!temp.exists());
+}

@@ -95,10 +95,15 @@ impl fmt::Debug for FsStorageAgent {
 }
 
 impl FsStorageAgent {
-    /// An agent storing under `root`, which is created if missing.
+    /// An agent storing under `root`, which is created if missing, durably
+    /// ([`create_dir_all_durable`](crate::create_dir_all_durable)).
     pub fn new(root: impl AsRef<Path>) -> Result<Self, StorageError> {
         let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(&root).map_err(|source| io_error("creating directory", &root, source))?;
+        crate::create_dir_all_durable(&root).map_err(|source| io_error("creating directory", &root, source))?;
+        // An operator directory that a process created and died before
+        // making durable would be taken as durable by `save`: make every
+        // entry of the root durable before anything in it is relied on.
+        sync_dir(&root)?;
         Ok(FsStorageAgent { root, hook: None })
     }
 

@@ -117,7 +117,9 @@ struct Writing {
 ///   atomically to `<dir>/<W>`, and the directory fsync'd. A window whose
 ///   published file already exists is skipped, so publishing is
 ///   idempotent.
-/// - `setup`, which also runs after every restore from checkpoint A
+/// - `setup` makes `<dir>` and `<dir>/.pending` durable in their parents
+///   (creating them if missing) before anything in them is relied on. It
+///   also runs after every restore from checkpoint A
 ///   ([`OperatorContext::activation_window`]): pending windows > A are
 ///   deleted (they will be replayed and written again); pending windows
 ///   <= A are part of the restored state and are published by the next
@@ -244,7 +246,8 @@ impl<T> fmt::Debug for ExactlyOnceFileSink<T> {
 }
 
 impl<T> ExactlyOnceFileSink<T> {
-    /// A sink publishing into `dir` (created in `setup` if missing).
+    /// A sink publishing into `dir` (created in `setup` if missing, durably:
+    /// see [`create_dir_all_durable`](checkpoint_core::create_dir_all_durable)).
     ///
     /// # Examples
     ///
@@ -409,15 +412,21 @@ impl<T: Tuple + Display> Operator for ExactlyOnceFileSink<T> {
     type Input = T;
     type Output = ();
 
-    /// Creates the directories; after a restore from checkpoint A, deletes
-    /// the pending windows > A and keeps the older ones for the next commit.
+    /// Creates the directories, durably; after a restore from checkpoint A,
+    /// deletes the pending windows > A and keeps the older ones for the next
+    /// commit.
     fn setup(&mut self, ctx: &OperatorContext) -> OperatorResult {
         if self.dir.to_str().is_none() {
             return Err(FileOperatorError::PathNotUtf8 { path: self.dir.clone() }.into());
         }
+        // Both directories must be durable before a pending window in them is
+        // counted on by a checkpoint, or a published one by a commit: a power
+        // cut would otherwise drop them with everything they hold.
+        checkpoint_core::create_dir_all_durable(&self.dir)
+            .map_err(|e| FileOperatorError::io("creating the output directory", &self.dir, e))?;
         let pending_dir = self.pending_dir();
-        fs::create_dir_all(&pending_dir)
-            .map_err(|e| FileOperatorError::io("creating the output directory", &pending_dir, e))?;
+        checkpoint_core::create_dir_all_durable(&pending_dir)
+            .map_err(|e| FileOperatorError::io("creating the pending directory", &pending_dir, e))?;
         // Before a pending file is touched: a second job publishing into
         // this directory would truncate the first one's pending windows.
         self.lock = None;

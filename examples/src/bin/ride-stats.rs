@@ -168,7 +168,8 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
         print_finished(args, job, &output);
         return Ok(());
     }
-    std::fs::create_dir_all(&output).map_err(|e| format!("cannot create the output directory {out}: {e}"))?;
+    checkpoint_core::create_dir_all_durable(&output)
+        .map_err(|e| format!("cannot create the output directory {out}: {e}"))?;
     std::fs::write(output.join("README.txt"), OUTPUT_FORMAT)
         .map_err(|e| format!("cannot write to the output directory {out}: {e}"))?;
 
