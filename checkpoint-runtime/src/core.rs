@@ -182,15 +182,23 @@ impl Saver {
         })
     }
 
-    fn stop(&mut self) {
+    /// Ends the saver once its save in flight is done, waiting at most
+    /// `patience`: a save stuck in storage that never answers must not hang
+    /// the operator's teardown, so such a thread is left to finish on its
+    /// own (its reports then go nowhere). Any other save completes before
+    /// the job returns, so nothing writes to storage after it.
+    fn stop(&mut self, patience: std::time::Duration) {
         self.jobs.take();
-        // A save stuck in storage that never answers must not hang the
-        // operator's teardown: such a thread is left to finish on its own
-        // (its reports then go nowhere).
-        if let Some(thread) = self.thread.take()
-            && thread.is_finished()
-        {
-            let _ = thread.join();
+        if let Some(thread) = self.thread.take() {
+            let deadline = std::time::Instant::now() + patience;
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("a checkpoint save did not finish within the save timeout; left running");
+            }
         }
     }
 }
@@ -637,8 +645,9 @@ impl<L: Lifecycle> Core<L> {
             return;
         }
         self.torn_down = true;
+        let patience = self.env.save_timeout;
         if let Some(saver) = &mut self.saver {
-            saver.stop();
+            saver.stop(patience);
         }
         let _ = catch_unwind(AssertUnwindSafe(|| self.op.teardown()));
         self.out.teardown();

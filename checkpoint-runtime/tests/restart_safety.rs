@@ -218,8 +218,17 @@ impl Job {
     }
 }
 
-/// Every file under `dir` with its bytes (directories and FIFOs by kind).
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+/// A short fingerprint of a file's bytes (FNV-1a), for readable diffs.
+fn digest(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{} bytes, {hash:016x}", bytes.len())
+}
+
+/// Every file under `dir` with a digest of its bytes (directories and FIFOs
+/// by kind).
+fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut files = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -227,12 +236,12 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let entry = entry.expect("entry");
             let kind = entry.file_type().expect("type");
             if kind.is_dir() {
-                files.insert(entry.path(), b"<dir>".to_vec());
+                files.insert(entry.path(), "<dir>".to_owned());
                 stack.push(entry.path());
             } else if kind.is_file() {
-                files.insert(entry.path(), fs::read(entry.path()).expect("read"));
+                files.insert(entry.path(), digest(&fs::read(entry.path()).expect("read")));
             } else {
-                files.insert(entry.path(), b"<other>".to_vec());
+                files.insert(entry.path(), "<other>".to_owned());
             }
         }
     }
@@ -527,11 +536,23 @@ fn a_second_job_on_a_locked_directory_is_refused_and_touches_nothing() {
 fn a_job_started_while_another_runs_is_refused_and_the_first_is_unharmed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let job = Job::new(dir.path());
-    // The first job, held in a window by a stepper nobody steps yet.
-    let stepper = checkpoint_runtime::WindowStepper::new();
+    // The first job, its input held idle (so it cannot finish) until
+    // released.
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let config = job.config(Arc::new(FsStorageAgent::new(&job.checkpoints).expect("storage")));
-    let runtime = Runtime::new(config.window_mode(WindowMode::Stepped(stepper.clone())));
-    let dag = job.dag();
+    let runtime = Runtime::new(config);
+    let mut dag = Dag::new();
+    let held = dag.input(
+        INPUT,
+        Held {
+            next: 0,
+            released: Some(released.clone()),
+        },
+    );
+    let count = dag.operator(COUNT, Summary::default());
+    let sink = dag.operator(SINK, ExactlyOnceFileSink::<String>::new(&job.out));
+    dag.connect(&held, &count).connect(&count, &sink);
+    dag.default_checkpoint_window_count(2);
     let first = std::thread::spawn(move || runtime.run(dag));
     // Its sink is set up (and holds the output directory) once its initial
     // checkpoint exists.
@@ -564,11 +585,8 @@ fn a_job_started_while_another_runs_is_refused_and_the_first_is_unharmed() {
     .expect_err("the output directory is in use");
     assert!(error.to_string().contains("in use by another job"), "{error}");
     // The first job finishes as if alone: every line counted once.
-    while !first.is_finished() {
-        stepper.step();
-        std::thread::yield_now();
-    }
-    first.join().expect("thread").expect("the first job");
+    released.store(true, Ordering::SeqCst);
+    with_watchdog(move || first.join().expect("thread")).expect("the first job");
     let output = String::from_utf8(job.output()).expect("utf-8");
     let lines: u64 = output
         .lines()
@@ -670,6 +688,30 @@ fn a_save_that_never_completes_fails_the_job_after_the_save_timeout() {
         message.contains("\"count\"") && message.contains("did not become durable"),
         "{message}"
     );
+}
+
+/// Emits `LINES` lines, one per call, once released; idle until then.
+#[derive(Checkpoint)]
+struct Held {
+    next: u64,
+    #[checkpoint(transient)]
+    released: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl checkpoint_runtime::InputOperator for Held {
+    type Output = String;
+    fn emit_tuples(&mut self, out: Output<'_, String>) -> OperatorResult<checkpoint_runtime::Emit> {
+        if !self.released.as_ref().is_some_and(|r| r.load(Ordering::SeqCst)) {
+            return Ok(checkpoint_runtime::Emit::Idle);
+        }
+        out.emit(format!("line {:03}", self.next));
+        self.next += 1;
+        Ok(if self.next == LINES {
+            checkpoint_runtime::Emit::Done
+        } else {
+            checkpoint_runtime::Emit::Continue
+        })
+    }
 }
 
 /// Passes lines on; blocks for ever in the `end_window` of window 2 once
