@@ -149,7 +149,7 @@ impl FsStorageAgent {
             dirs.push(self.root.join(operator));
         }
         for dir in dirs {
-            for name in list_dir(&dir)? {
+            for name in list_files(&dir)? {
                 if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
                     let path = dir.join(&name);
                     remove_if_exists(&path)?;
@@ -364,23 +364,6 @@ fn parse_window_file_name(name: &str) -> Option<WindowId> {
         return None;
     }
     u64::from_str_radix(name, 16).ok().map(WindowId::from_u64)
-}
-
-/// The UTF-8 names in `dir`; a missing directory has none.
-fn list_dir(dir: &Path) -> Result<Vec<String>, StorageError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("listing", dir, e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error("listing", dir, e))?;
-        if let Ok(name) = entry.file_name().into_string() {
-            names.push(name);
-        }
-    }
-    Ok(names)
 }
 
 /// The UTF-8 names of the regular files in `dir` (symbolic links followed):
