@@ -81,6 +81,6 @@ pub use metrics::{OperatorReport, Progress, ProgressSnapshot, Recovery, RunRepor
 pub use operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output, ProcessingMode, Tuple};
 pub use partition::StableHash;
 pub use recovery_plan::{BadCheckpoint, RestorePoint, StoredOperator, StoredPlan, plan_from_storage};
-pub use runtime::{Config, DEFAULT_RESTART_LIMIT, Runtime, StopHandle};
+pub use runtime::{Config, DEFAULT_RESTART_LIMIT, RecoveryScope, Runtime, StopHandle};
 pub use stream::Emitter;
 pub use window_gen::{WindowMode, WindowStepper};

@@ -51,6 +51,38 @@ pub struct Config {
     pub(crate) spill_dir: Option<PathBuf>,
     pub(crate) save_timeout: Duration,
     pub(crate) stop_timeout: Duration,
+    pub(crate) recovery_scope: RecoveryScope,
+}
+
+/// What a failure restores, and so what a running job keeps for it
+/// (DESIGN.md, "Failure and recovery").
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::{Config, RecoveryScope};
+///
+/// assert_eq!(RecoveryScope::default(), RecoveryScope::Partial);
+/// let config = Config::default().recovery_scope(RecoveryScope::Global);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryScope {
+    /// Apache Apex's model, the default: a failure restores the failed
+    /// operator and everything downstream of it; the operators upstream
+    /// keep running and replay what the restored ones need from their
+    /// replay buffers, which hold every window since the last commit.
+    #[default]
+    Partial,
+    /// Apache Flink's model: no replay buffers are kept at all; any failure
+    /// restores every operator from its recovery checkpoint, and the inputs
+    /// read again from the positions their checkpoints hold. Cheaper while
+    /// running (nothing is kept per window), dearer per failure (the whole
+    /// job goes back), and only for jobs whose inputs replay: idempotent
+    /// inputs such as `io::LineInput`, or sources whose position is their
+    /// checkpointed state.
+    Global,
 }
 
 impl Default for Config {
@@ -72,6 +104,7 @@ impl Default for Config {
             spill_dir: None,
             save_timeout: Duration::from_secs(600),
             stop_timeout: Duration::from_secs(60),
+            recovery_scope: RecoveryScope::Partial,
         }
     }
 }
@@ -195,6 +228,21 @@ impl Config {
     /// ```
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
+        self
+    }
+
+    /// What a failure restores ([`RecoveryScope::Partial`] unless set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_runtime::{Config, RecoveryScope};
+    ///
+    /// let config = Config::default().recovery_scope(RecoveryScope::Global);
+    /// # let _ = config;
+    /// ```
+    pub fn recovery_scope(mut self, scope: RecoveryScope) -> Self {
+        self.recovery_scope = scope;
         self
     }
 }

@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, Progress, Recovery, RunReport};
 use crate::operator::{OperatorContext, ProcessingMode};
 use crate::recovery_plan::{RestorePoint, plan_from_storage};
 use crate::replay::SpillPolicy;
-use crate::runtime::Config;
+use crate::runtime::{Config, RecoveryScope};
 use crate::stream::Resume;
 use crate::window_gen::WindowGenerator;
 
@@ -666,7 +666,10 @@ impl Supervisor {
                 faults: Some(self.config.faults.clone()),
                 save_timeout: self.config.save_timeout,
             };
-            let spill = self.storage.as_ref().map(|_| SpillPolicy {
+            // In the global scope a failure restores everything and the
+            // inputs read again: nothing is kept for replay.
+            let keeps_replay = self.config.recovery_scope == RecoveryScope::Partial;
+            let spill = self.storage.as_ref().filter(|_| keeps_replay).map(|_| SpillPolicy {
                 memory_cap: self.config.replay_memory_cap,
                 dir: self
                     .config
@@ -880,9 +883,13 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The failed operator, everything downstream of it, and the whole
-    /// thread-local chain of any of them.
+    /// What a failure restores: in the partial scope the failed operator,
+    /// everything downstream of it, and the whole thread-local chain of any
+    /// of them; in the global scope every operator.
     fn affected_by(&self, failed: usize) -> BTreeSet<usize> {
+        if self.config.recovery_scope == RecoveryScope::Global {
+            return (0..self.physical.len()).collect();
+        }
         let mut affected = BTreeSet::from([failed]);
         let mut changed = true;
         while changed {

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, MemoryStorageAgent, Snapshot, StorageAgent, WindowId};
-use checkpoint_runtime::{Config, Dag, Fault, FaultPoint, Node, Operator, OperatorResult, Output, Runtime, WindowMode};
+use checkpoint_runtime::{
+    Config, Dag, Fault, FaultPoint, Node, Operator, OperatorResult, Output, RecoveryScope, Runtime, WindowMode,
+};
 use common::{Counting, Tagged, with_watchdog_secs};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
@@ -152,7 +154,7 @@ type States = BTreeMap<String, String>;
 
 /// Runs the shape; returns every operator's final state (payload bytes of
 /// its newest checkpoint) and the number of recoveries.
-fn run(shape: &Shape, faults: &[Fault]) -> (States, usize) {
+fn run(shape: &Shape, faults: &[Fault], scope: RecoveryScope) -> (States, usize) {
     let storage: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
     let (dag, names) = build(shape);
     let mut config = Config::default()
@@ -162,12 +164,26 @@ fn run(shape: &Shape, faults: &[Fault]) -> (States, usize) {
         .batch_size(5)
         .channel_capacity(2)
         .restart_limit(10)
-        .replay_memory_cap(64);
+        .replay_memory_cap(64)
+        .recovery_scope(scope);
     for fault in faults {
         config = config.inject(fault.clone());
     }
     let report =
         with_watchdog_secs(30, move || Runtime::new(config).run(dag)).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+    if scope == RecoveryScope::Global {
+        // Nothing is kept for replay in the global scope.
+        for op in &report.operators {
+            assert_eq!(op.replay_bytes, 0, "{shape:?}: {} kept replay data", op.name);
+        }
+        for recovery in &report.recoveries {
+            assert_eq!(
+                recovery.restored.len(),
+                names.iter().flatten().count(),
+                "{shape:?}: a global recovery restores every operator"
+            );
+        }
+    }
     let mut states = BTreeMap::new();
     for name in names.iter().flatten() {
         let window = *storage.windows(name).expect("windows").last().expect("a checkpoint");
@@ -186,6 +202,16 @@ fn run(shape: &Shape, faults: &[Fault]) -> (States, usize) {
 
 #[test]
 fn random_dags_recover_to_the_failure_free_state() {
+    random_dags(RecoveryScope::Partial);
+}
+
+#[test]
+fn random_dags_recover_to_the_failure_free_state_in_the_global_scope() {
+    random_dags(RecoveryScope::Global);
+}
+
+/// Random DAGs and failure schedules in `scope`.
+fn random_dags(scope: RecoveryScope) {
     // A fixed seed, so CI runs the same cases; PROPERTY_SEED (any text)
     // explores others.
     let mut seed: [u8; 32] = *b"random dags, random failures....";
@@ -212,7 +238,7 @@ fn random_dags_recover_to_the_failure_free_state() {
             if std::env::var_os("PROPERTY_TRACE").is_some() {
                 eprintln!("case {shape:?}");
             }
-            let (reference, none) = run(&shape, &[]);
+            let (reference, none) = run(&shape, &[], scope);
             prop_assert_eq!(none, 0);
             let (_, names) = build(&shape);
             let names: Vec<String> = names.into_iter().flatten().collect();
@@ -229,7 +255,7 @@ fn random_dags_recover_to_the_failure_free_state() {
                     Fault::panic(name, *seq).at(point)
                 })
                 .collect();
-            let (states, recoveries) = run(&shape, &faults);
+            let (states, recoveries) = run(&shape, &faults, scope);
             recovered.set(recovered.get() + recoveries);
             prop_assert_eq!(states, reference, "shape {:?} faults {:?}", shape, faults);
             Ok(())
@@ -249,13 +275,15 @@ fn two_inputs_into_partitions_with_two_faults() {
         faults: vec![],
         checkpoint_every: 4,
     };
-    let (reference, _) = run(&shape, &[]);
+    let (reference, _) = run(&shape, &[], RecoveryScope::Partial);
     let faults = [
         Fault::panic("in0", 2),
         Fault::panic("in0", 15).at(FaultPoint::EndWindow),
         Fault::panic("op0#0", 2).at(FaultPoint::EndWindow),
     ];
-    let (states, recoveries) = run(&shape, &faults);
-    assert!(recoveries >= 2);
-    assert_eq!(states, reference);
+    for scope in [RecoveryScope::Partial, RecoveryScope::Global] {
+        let (states, recoveries) = run(&shape, &faults, scope);
+        assert!(recoveries >= 2, "{scope:?}");
+        assert_eq!(states, reference, "{scope:?}");
+    }
 }
