@@ -40,7 +40,8 @@
 //! flipped through the mount) is set aside as `.<16 hex>.corrupt` with its
 //! bytes and the output stays exact. A running job whose recovery (of an
 //! injected failure, `POWER_LOSS_JOB_FAIL`) meets an unreadable checkpoint
-//! fails naming it, never with "out of order".
+//! fails naming it, never with "out of order". A directory named like a
+//! newer checkpoint is not one: the restart leaves it alone.
 //!
 //! Each run prints its seed; `CHECKPOINT_POWER_SEED=<seed>` repeats its
 //! random choices (where a cut lands still depends on thread timing), and
@@ -789,6 +790,42 @@ fn the_model_keeps_only_what_was_fsynced() {
 }
 
 #[test]
+fn the_model_fails_reads_where_told_and_changes_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let machine = Machine::new(Layout::Existing);
+    let root = machine.mountpoint.clone();
+    fs::create_dir(root.join("dir")).expect("mkdir");
+    fs::write(root.join("dir/file"), "bytes").expect("write");
+    fs::write(root.join("dirx"), "other").expect("write");
+    let before = machine.fs.tree();
+    // EACCES at open: the file is still listed, and a regular file.
+    machine.fs.fail_reads("dir", FailAt::Open, Errno::EACCES);
+    let error = fs::read(root.join("dir/file")).expect_err("open fails");
+    assert_eq!(error.raw_os_error(), Some(libc::EACCES), "{error}");
+    assert!(fs::metadata(root.join("dir/file")).expect("stat").is_file());
+    let listed: Vec<_> = fs::read_dir(root.join("dir"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(listed, ["file"]);
+    // Only at or under the path.
+    assert_eq!(fs::read(root.join("dirx")).expect("read"), b"other");
+    machine.fs.clear_read_faults();
+    // EIO at read: the open succeeds.
+    machine.fs.fail_reads("dir/file", FailAt::Read, Errno::EIO);
+    let mut file = File::open(root.join("dir/file")).expect("open succeeds");
+    let error = file.read_to_end(&mut Vec::new()).expect_err("read fails");
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert_eq!(machine.fs.tree(), before, "a fault changed the tree");
+    // Renamed away from the path, it reads again.
+    fs::rename(root.join("dir/file"), root.join("dir/moved")).expect("rename");
+    assert_eq!(fs::read(root.join("dir/moved")).expect("read"), b"bytes");
+    machine.fs.clear_read_faults();
+}
+
+#[test]
 fn directories_from_create_dir_all_durable_survive_a_power_cut() {
     if !fuse_available() {
         return;
@@ -1004,6 +1041,35 @@ fn a_corrupt_newest_checkpoint_is_set_aside_and_the_output_stays_exact() {
         check_aside(&machine, "after a power cut");
     }
     println!("power_loss: corrupt newest checkpoints in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_directory_named_like_a_checkpoint_is_left_alone() {
+    if !fuse_available() {
+        return;
+    }
+    let reference = reference();
+    let context = "directories named like the newest checkpoints";
+    let mut machine = stopped_half_way(reference, context);
+    let mut dirs = Vec::new();
+    for operator in OPERATORS {
+        let (_, newest) = newest_checkpoint(&machine, operator);
+        let later = WindowId::from_u64(newest.as_u64() + 1);
+        let dir = format!("{}/{operator}/{}", machine.layout.storage(), window_name(later));
+        fs::create_dir(machine.path(&dir)).expect("mkdir");
+        fs::write(machine.path(&format!("{dir}/inside")), "kept").expect("write");
+        dirs.push(dir);
+    }
+    machine.start().finish(&machine.fs, context);
+    let tree = machine.fs.tree();
+    for dir in &dirs {
+        assert!(
+            tree.get(dir) == Some(&Entry::Dir)
+                && tree.get(&format!("{dir}/inside")) == Some(&Entry::File(b"kept".to_vec())),
+            "{context}: the restart did not leave {dir} alone"
+        );
+    }
+    machine.complete_and_check(true, reference, context);
 }
 
 #[test]
