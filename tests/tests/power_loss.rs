@@ -29,6 +29,20 @@
 //! checkpoint too. A job that completed is run once more, and must publish
 //! nothing new.
 //!
+//! Unreadable versus corrupt checkpoints, on the same mount, with real
+//! processes: the file system makes chosen files fail to read with `EIO`
+//! or `EACCES` ([`lazyfs::LazyFs::fail_reads`]; as root, `chmod` cannot).
+//! A job stopped half-way by a cut whose newest checkpoint of one operator
+//! (or whose manifest) cannot be read must refuse to restart, naming the
+//! file and the error, and change nothing: the whole tree (every path and
+//! its bytes) is the same before and after; once the file reads again it
+//! resumes to the reference output. The same checkpoint corrupt (a byte
+//! flipped through the mount) is set aside as `.<16 hex>.corrupt` with its
+//! bytes and the output stays exact. A running job whose recovery (of an
+//! injected failure, `POWER_LOSS_JOB_FAIL`) meets an unreadable checkpoint
+//! fails naming it, never with "out of order". A directory named like a
+//! newer checkpoint is not one: the restart leaves it alone.
+//!
 //! Each run prints its seed; `CHECKPOINT_POWER_SEED=<seed>` repeats its
 //! random choices (where a cut lands still depends on thread timing), and
 //! `CHECKPOINT_POWER_CASES=<n>` cuts `n` jobs instead of 30. A job
@@ -39,6 +53,7 @@
 #[path = "power_loss/lazyfs.rs"]
 mod lazyfs;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
@@ -48,9 +63,11 @@ use std::sync::{OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use checkpoint_core::WindowId;
+use checkpoint_core::{FsStorageAgent, StorageAgent as _, WindowId};
 use checkpoint_runtime::io::{published_windows, read_output};
-use lazyfs::{LazyFs, Mount, OpKind, Trigger};
+use checkpoint_runtime::{JobManifest, plan_from_storage};
+use fuser::Errno;
+use lazyfs::{Entry, FailAt, LazyFs, Mount, OpKind, Trigger};
 
 const JOB: &str = env!("CARGO_BIN_EXE_power-loss-job");
 /// A job that reports nothing (no progress line, no cut, no exit) for this
@@ -238,6 +255,26 @@ impl Job {
         let _ = self.child.wait();
     }
 
+    /// Waits for the job's end: it must have failed. Returns its lines and
+    /// its standard error.
+    fn failure(mut self, fs: &LazyFs, context: &str) -> (Vec<String>, String) {
+        loop {
+            match self.next(fs, context) {
+                Event::Eof => break,
+                Event::Cut(at) => panic!("{context}: a cut fired in a run meant to fail, at {at}"),
+                Event::Line(_) => {}
+            }
+        }
+        let status = self.child.wait().expect("wait for the job");
+        let stderr = self.stderr();
+        assert!(
+            !status.success(),
+            "{context}: the job succeeded; its last lines {:?}; stderr:\n{stderr}",
+            self.lines.iter().rev().take(5).collect::<Vec<_>>(),
+        );
+        (std::mem::take(&mut self.lines), stderr)
+    }
+
     /// Waits for the job's end: it must have succeeded. Returns its lines.
     fn finish(mut self, fs: &LazyFs, context: &str) -> Vec<String> {
         loop {
@@ -329,6 +366,12 @@ impl Machine {
 
     /// Starts the job with the next window base.
     fn start(&mut self) -> Job {
+        self.start_with(&[])
+    }
+
+    /// Starts the job with the next window base and these environment
+    /// variables.
+    fn start_with(&mut self, env: &[(&str, &str)]) -> Job {
         let base = BASE + self.starts;
         self.starts += 1;
         let path = |p: &Path| p.to_str().expect("utf-8 temp path").to_owned();
@@ -341,6 +384,7 @@ impl Machine {
                 WINDOW_LINES.to_string(),
                 CHECKPOINT_WINDOWS.to_string(),
             ])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -746,6 +790,42 @@ fn the_model_keeps_only_what_was_fsynced() {
 }
 
 #[test]
+fn the_model_fails_reads_where_told_and_changes_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let machine = Machine::new(Layout::Existing);
+    let root = machine.mountpoint.clone();
+    fs::create_dir(root.join("dir")).expect("mkdir");
+    fs::write(root.join("dir/file"), "bytes").expect("write");
+    fs::write(root.join("dirx"), "other").expect("write");
+    let before = machine.fs.tree();
+    // EACCES at open: the file is still listed, and a regular file.
+    machine.fs.fail_reads("dir", FailAt::Open, Errno::EACCES);
+    let error = fs::read(root.join("dir/file")).expect_err("open fails");
+    assert_eq!(error.raw_os_error(), Some(libc::EACCES), "{error}");
+    assert!(fs::metadata(root.join("dir/file")).expect("stat").is_file());
+    let listed: Vec<_> = fs::read_dir(root.join("dir"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(listed, ["file"]);
+    // Only at or under the path.
+    assert_eq!(fs::read(root.join("dirx")).expect("read"), b"other");
+    machine.fs.clear_read_faults();
+    // EIO at read: the open succeeds.
+    machine.fs.fail_reads("dir/file", FailAt::Read, Errno::EIO);
+    let mut file = File::open(root.join("dir/file")).expect("open succeeds");
+    let error = file.read_to_end(&mut Vec::new()).expect_err("read fails");
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert_eq!(machine.fs.tree(), before, "a fault changed the tree");
+    // Renamed away from the path, it reads again.
+    fs::rename(root.join("dir/file"), root.join("dir/moved")).expect("rename");
+    assert_eq!(fs::read(root.join("dir/moved")).expect("read"), b"bytes");
+    machine.fs.clear_read_faults();
+}
+
+#[test]
 fn directories_from_create_dir_all_durable_survive_a_power_cut() {
     if !fuse_available() {
         return;
@@ -767,5 +847,280 @@ fn directories_from_create_dir_all_durable_survive_a_power_cut() {
     assert!(
         !root.join("x").exists(),
         "the model kept a directory nobody made durable"
+    );
+}
+
+/// The job's operators, as their checkpoint directories are named.
+const OPERATORS: [&str; 3] = ["lines", "number", "sink"];
+
+/// A job stopped half-way by a power cut (right after the sink's fourth
+/// checkpoint after the initial one is durable): its checkpoints go past
+/// the committed window and its output is partly published.
+fn stopped_half_way(reference: &Reference, context: &str) -> Machine {
+    let mut machine = Machine::new(Layout::Existing);
+    let job = machine.start();
+    let storage = Layout::Existing.storage();
+    machine.arm(&job, Trigger::after(OpKind::Fsyncdir, format!("{storage}/sink"), 5, 0));
+    let at = until_cut(&mut machine, job, context);
+    assert!(at.is_some(), "{context}: the job completed before the cut");
+    machine.check_prefix(reference, context);
+    machine
+}
+
+/// The newest checkpoint of `operator` (the file's path relative to the
+/// mount, and its window).
+fn newest_checkpoint(machine: &Machine, operator: &str) -> (String, WindowId) {
+    let dir = format!("{}/{operator}", machine.layout.storage());
+    let window = machine
+        .fs
+        .tree()
+        .keys()
+        .filter_map(|path| path.strip_prefix(&format!("{dir}/")))
+        .filter(|name| name.len() == 16)
+        .filter_map(|name| u64::from_str_radix(name, 16).ok())
+        .max()
+        .map(WindowId::from_u64)
+        .unwrap_or_else(|| panic!("{operator} has no checkpoint"));
+    (format!("{dir}/{}", window_name(window)), window)
+}
+
+/// Fails the test, naming every path that differs, unless `after` equals
+/// `before`.
+fn assert_unchanged(before: &BTreeMap<String, Entry>, after: &BTreeMap<String, Entry>, context: &str) {
+    let differ: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|path| before.get(*path) != after.get(*path))
+        .map(|path| match (before.contains_key(path), after.contains_key(path)) {
+            (true, false) => format!("removed {path}"),
+            (false, true) => format!("added {path}"),
+            _ => format!("changed {path}"),
+        })
+        .collect();
+    assert!(differ.is_empty(), "{context}: the tree changed: {differ:#?}");
+}
+
+/// The two ways a file cannot be read: EIO at each read (a bad disk) and
+/// EACCES at its open (a file of mode 000, which root cannot get from
+/// `chmod`), with how `std::io::Error` describes each.
+const READ_FAULTS: [(FailAt, Errno, &str); 2] = [
+    (FailAt::Read, Errno::EIO, "Input/output error"),
+    (FailAt::Open, Errno::EACCES, "Permission denied"),
+];
+
+#[test]
+fn an_unreadable_newest_checkpoint_stops_the_restart_and_changes_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let started = Instant::now();
+    let reference = reference();
+    let storage_dir = Layout::Existing.storage();
+    for target in OPERATORS.iter().copied().chain([".manifest"]) {
+        let context = format!("newest checkpoint of {target} unreadable");
+        let mut machine = stopped_half_way(reference, &context);
+        let (path, window) = if target == ".manifest" {
+            (format!("{storage_dir}/.manifest"), None)
+        } else {
+            let (path, window) = newest_checkpoint(&machine, target);
+            (path, Some(window))
+        };
+        for (at, errno, text) in READ_FAULTS {
+            let context = format!("{context} ({text} at {at:?}: {path})");
+            machine.fs.fail_reads(&path, at, errno);
+            let before = machine.fs.tree();
+            let (lines, stderr) = machine.start().failure(&machine.fs, &context);
+            let named = match window {
+                Some(window) => {
+                    stderr.contains(&format!("operator {target:?} at window {window}"))
+                        && stderr.contains("cannot be read")
+                        && stderr.contains(&window_name(window))
+                }
+                None => stderr.contains(".manifest"),
+            };
+            assert!(
+                named && stderr.contains(text),
+                "{context}: the restart's error does not name the file and its error:\n{stderr}"
+            );
+            assert!(
+                !lines.iter().any(|l| l.starts_with("checkpoint ")),
+                "{context}: the failed restart saved checkpoints: {lines:?}"
+            );
+            println!("{context}: {}", stderr.trim());
+            assert_unchanged(&before, &machine.fs.tree(), &context);
+            // What `checkpoint verify` shows, from the same plan, in this
+            // process: the file is unreadable, not corrupt.
+            let storage = FsStorageAgent::new(machine.storage()).expect("storage");
+            match window {
+                Some(window) => {
+                    let manifest = storage.load_manifest().expect("manifest").expect("a manifest");
+                    let manifest = JobManifest::from_bytes(&manifest).expect("manifest");
+                    let plan = plan_from_storage(&storage, &manifest).expect("plan");
+                    let unreadable: Vec<_> = plan
+                        .unreadable
+                        .iter()
+                        .map(|b| (b.operator.as_str(), b.window))
+                        .collect();
+                    assert_eq!(unreadable, [(target, window)], "{context}: the plan's unreadable files");
+                    assert!(plan.corrupt.is_empty(), "{context}: called corrupt: {:?}", plan.corrupt);
+                    assert!(
+                        plan.problem().is_some_and(|p| p.contains("cannot be read")),
+                        "{context}: {:?}",
+                        plan.problem()
+                    );
+                }
+                None => {
+                    let error = storage.load_manifest().expect_err("an unreadable manifest");
+                    assert!(error.to_string().contains(text), "{context}: {error}");
+                }
+            }
+            assert_unchanged(
+                &before,
+                &machine.fs.tree(),
+                &format!("{context}, planned in this process"),
+            );
+            machine.fs.clear_read_faults();
+        }
+        // Readable again: the job resumes and publishes exactly the
+        // reference.
+        machine.complete_and_check(false, reference, &format!("{context}, then readable again"));
+    }
+    println!("power_loss: unreadable newest checkpoints in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_corrupt_newest_checkpoint_is_set_aside_and_the_output_stays_exact() {
+    if !fuse_available() {
+        return;
+    }
+    let started = Instant::now();
+    let reference = reference();
+    for operator in OPERATORS {
+        let context = format!("newest checkpoint of {operator} corrupt");
+        let mut machine = stopped_half_way(reference, &context);
+        let (path, window) = newest_checkpoint(&machine, operator);
+        // Flipped through the mount, and made durable, as a disk that
+        // returns wrong bytes.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(machine.path(&path))
+            .expect("open the checkpoint");
+        let mut bytes = fs::read(machine.path(&path)).expect("read the checkpoint");
+        let at = bytes.len() - 6;
+        bytes[at] ^= 0x40;
+        std::os::unix::fs::FileExt::write_all_at(&file, &bytes[at..=at], at as u64).expect("flip a byte");
+        file.sync_all().expect("fsync the checkpoint");
+        drop(file);
+        let lines = machine.start().finish(&machine.fs, &context);
+        let note = format!("note set aside the corrupt checkpoint of {operator} at {window}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(&note)),
+            "{context}: no note of the set-aside checkpoint: {lines:?}"
+        );
+        let aside = format!(
+            "{}/{operator}/.{}.corrupt",
+            machine.layout.storage(),
+            window_name(window)
+        );
+        let check_aside = |machine: &Machine, when: &str| {
+            let tree = machine.fs.tree();
+            assert_eq!(
+                tree.get(&aside),
+                Some(&Entry::File(bytes.clone())),
+                "{context}: {when}, the corrupt checkpoint is not set aside as {aside} with its bytes"
+            );
+            assert!(!tree.contains_key(&path), "{context}: {when}, {path} is still in place");
+        };
+        check_aside(&machine, "after the restart");
+        // Run once more (a completed job publishes nothing new), cut the
+        // power, compare with the reference.
+        machine.complete_and_check(true, reference, &context);
+        check_aside(&machine, "after a power cut");
+    }
+    println!("power_loss: corrupt newest checkpoints in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_directory_named_like_a_checkpoint_is_left_alone() {
+    if !fuse_available() {
+        return;
+    }
+    let reference = reference();
+    let context = "directories named like the newest checkpoints";
+    let mut machine = stopped_half_way(reference, context);
+    let mut dirs = Vec::new();
+    for operator in OPERATORS {
+        let (_, newest) = newest_checkpoint(&machine, operator);
+        let later = WindowId::from_u64(newest.as_u64() + 1);
+        let dir = format!("{}/{operator}/{}", machine.layout.storage(), window_name(later));
+        fs::create_dir(machine.path(&dir)).expect("mkdir");
+        fs::write(machine.path(&format!("{dir}/inside")), "kept").expect("write");
+        dirs.push(dir);
+    }
+    machine.start().finish(&machine.fs, context);
+    let tree = machine.fs.tree();
+    for dir in &dirs {
+        assert!(
+            tree.get(dir) == Some(&Entry::Dir)
+                && tree.get(&format!("{dir}/inside")) == Some(&Entry::File(b"kept".to_vec())),
+            "{context}: the restart did not leave {dir} alone"
+        );
+    }
+    machine.complete_and_check(true, reference, context);
+}
+
+#[test]
+fn an_unreadable_checkpoint_during_a_recovery_fails_the_job_clearly() {
+    if !fuse_available() {
+        return;
+    }
+    let started = Instant::now();
+    let reference = reference();
+    let dir = format!("{}/number", Layout::Existing.storage());
+    for (at, errno, text) in READ_FAULTS {
+        let context = format!("a recovery of number, its checkpoints unreadable ({text} at {at:?})");
+        let mut machine = Machine::new(Layout::Existing);
+        // Nothing reads a checkpoint while the job runs, but a recovery.
+        machine.fs.fail_reads(&dir, at, errno);
+        let (lines, stderr) = machine
+            .start_with(&[("POWER_LOSS_JOB_FAIL", "number:6")])
+            .failure(&machine.fs, &context);
+        assert!(
+            lines.iter().any(|l| l.starts_with("checkpoint number ")),
+            "{context}: the job failed before its first checkpoint: {lines:?}\n{stderr}"
+        );
+        assert!(
+            stderr.contains("cannot be used")
+                && stderr.contains("operator \"number\" at window")
+                && stderr.contains(text)
+                && !stderr.contains("out of order"),
+            "{context}: not a clear error:\n{stderr}"
+        );
+        println!("{context}: {}", stderr.trim());
+        // It names the checkpoint, which is still there.
+        let name = stderr
+            .split_once(&format!("{dir}/"))
+            .and_then(|(_, rest)| rest.get(..16))
+            .unwrap_or_else(|| panic!("{context}: the error names no checkpoint file:\n{stderr}"));
+        let window = WindowId::from_u64(u64::from_str_radix(name, 16).expect("a window file name"));
+        assert!(
+            stderr.contains(&format!("operator \"number\" at window {window} cannot be used")),
+            "{context}: the error names another window than its file:\n{stderr}"
+        );
+        assert!(
+            matches!(machine.fs.tree().get(&format!("{dir}/{name}")), Some(Entry::File(_))),
+            "{context}: the checkpoint {name} it names is gone"
+        );
+        // Readable again: a restart resumes and publishes exactly the
+        // reference.
+        machine.fs.clear_read_faults();
+        machine.complete_and_check(false, reference, &format!("{context}, then readable again"));
+    }
+    println!(
+        "power_loss: unreadable checkpoints in a recovery in {:?}",
+        started.elapsed()
     );
 }

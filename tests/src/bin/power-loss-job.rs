@@ -14,14 +14,20 @@
 //!
 //! Progress lines on standard output, each flushed at once (the test gates
 //! its random power cuts on them): `checkpoint <storage name> <sequence>`
-//! when a save is durable, `done` when the job ended.
+//! when a save is durable, then, once the job ended, `note <text>` for each
+//! note of its run report (a corrupt checkpoint set aside, say) and `done`.
+//!
+//! `POWER_LOSS_JOB_FAIL=<operator>:<sequence>` injects a failure: the
+//! operator fails with an error at the start of the window with that
+//! sequence number, once ([`Fault::error`]), and the running job recovers
+//! it from its checkpoints.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, SavePhase};
 use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput};
-use checkpoint_runtime::{Config, Dag, Operator, OperatorResult, Output, Runtime, WindowMode};
+use checkpoint_runtime::{Config, Dag, Fault, Operator, OperatorResult, Output, Runtime, WindowMode};
 
 /// Numbers every line across the whole input and ends each window with its
 /// line count, so a wrong restore (of its counter, or of the windows replayed
@@ -73,13 +79,20 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let sink = dag.operator("sink", ExactlyOnceFileSink::<String>::new(output));
     dag.connect(&lines, &number).connect(&number, &sink);
     dag.default_checkpoint_window_count(checkpoint_windows.parse()?);
-    Runtime::new(
-        Config::default()
-            .storage(storage)
-            .window_mode(WindowMode::Tuples(window_lines.parse()?))
-            .window_base(base.parse()?),
-    )
-    .run(dag)?;
+    let mut config = Config::default()
+        .storage(storage)
+        .window_mode(WindowMode::Tuples(window_lines.parse()?))
+        .window_base(base.parse()?);
+    if let Ok(fail) = std::env::var("POWER_LOSS_JOB_FAIL") {
+        let (operator, sequence) = fail
+            .split_once(':')
+            .ok_or("POWER_LOSS_JOB_FAIL is <operator>:<window sequence>")?;
+        config = config.inject(Fault::error(operator, sequence.parse()?));
+    }
+    let report = Runtime::new(config).run(dag)?;
+    for note in &report.notes {
+        progress(&format!("note {note}"));
+    }
     progress("done");
     Ok(())
 }

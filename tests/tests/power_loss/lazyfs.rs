@@ -22,6 +22,20 @@
 //! its durable contents) and mounts again: as after a reboot, nothing of the
 //! kernel's caches survives either.
 //!
+//! Read faults: [`LazyFs::fail_reads`] makes reading a file fail with a
+//! chosen errno, as a disk or a permission would: at every `open` of it
+//! ([`FailAt::Open`], as `EACCES` for a file of mode 000, which root cannot
+//! get from `chmod`) or at every `read` once it is open ([`FailAt::Read`],
+//! as `EIO` from a bad sector). It applies to the regular files at a path
+//! (relative to the mount, `/`-separated) or under it, matched by their live
+//! name at each call. `lookup`, `getattr`, listing, creating, renaming and
+//! unlinking still work: the file is listed as a regular file and can be
+//! moved or replaced, not read. [`LazyFs::clear_read_faults`] ends every
+//! fault. A fault changes nothing in the model and counts as no operation
+//! for [`Trigger`]s. [`LazyFs::tree`] shows what processes see, read from
+//! the model itself, past any fault: tests compare it before and after a
+//! run to prove that the run changed nothing.
+//!
 //! Locks: the file system does not ask the kernel for FUSE lock requests,
 //! so `flock` and `fcntl` locks (`File::try_lock`) are kept by the kernel
 //! for this mount and work between processes.
@@ -88,6 +102,29 @@ impl Trigger {
     }
 }
 
+/// Where a read fault ([`LazyFs::fail_reads`]) fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailAt {
+    /// Opening the file fails.
+    Open,
+    /// Opening succeeds; every read fails.
+    Read,
+}
+
+/// A read fault: files at or under `path` fail at `at` with `errno`.
+struct ReadFault {
+    path: String,
+    at: FailAt,
+    errno: Errno,
+}
+
+/// What one path holds, in [`LazyFs::tree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Dir,
+    File(Vec<u8>),
+}
+
 enum Node {
     File {
         data: Vec<u8>,
@@ -123,6 +160,8 @@ struct Model {
     horizon: Option<String>,
     ops: u64,
     recent: VecDeque<String>,
+    /// Read faults, in the order set: the first that matches applies.
+    faults: Vec<ReadFault>,
     uid: u32,
     gid: u32,
 }
@@ -160,6 +199,7 @@ impl LazyFs {
                 horizon: None,
                 ops: 0,
                 recent: VecDeque::new(),
+                faults: Vec::new(),
                 uid,
                 gid,
             })),
@@ -244,6 +284,54 @@ impl LazyFs {
         model.off = false;
         model.armed = None;
         model.recent.push_back("-- power cut --".to_owned());
+    }
+
+    /// From now on, reading a regular file at `path` or under it (relative
+    /// to the mount) fails with `errno` at `at`, until
+    /// [`clear_read_faults`](Self::clear_read_faults).
+    pub(crate) fn fail_reads(&self, path: impl Into<String>, at: FailAt, errno: Errno) {
+        self.lock().faults.push(ReadFault {
+            path: path.into(),
+            at,
+            errno,
+        });
+    }
+
+    /// Removes every read fault: files read normally again.
+    pub(crate) fn clear_read_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// What processes see now (not what is durable): every path reachable
+    /// from the root, relative to the mount, with each file's bytes. Read
+    /// from the model, so neither the kernel nor a read fault is in the way.
+    pub(crate) fn tree(&self) -> BTreeMap<String, Entry> {
+        let model = self.lock();
+        let mut tree = BTreeMap::new();
+        let mut stack = vec![(ROOT, String::new())];
+        while let Some((ino, path)) = stack.pop() {
+            match model.inodes.get(&ino).map(|i| &i.node) {
+                Some(Node::Dir { live, .. }) => {
+                    for (name, child) in live {
+                        let name = name.to_string_lossy();
+                        let child_path = if path.is_empty() {
+                            name.into_owned()
+                        } else {
+                            format!("{path}/{name}")
+                        };
+                        stack.push((*child, child_path));
+                    }
+                    if ino != ROOT {
+                        tree.insert(path, Entry::Dir);
+                    }
+                }
+                Some(Node::File { data, .. }) => {
+                    tree.insert(path, Entry::File(data.clone()));
+                }
+                None => {}
+            }
+        }
+        tree
     }
 
     /// The last operations, oldest first, for failure messages.
@@ -564,10 +652,32 @@ impl Model {
         u32::try_from(bytes.len()).map_err(|_| Errno::EINVAL)
     }
 
+    /// Fails with the errno of the first read fault on this file at `at`.
+    fn read_fault(&self, ino: u64, at: FailAt) -> Result<(), Errno> {
+        if self.faults.is_empty() || !matches!(self.inode(ino)?.node, Node::File { .. }) {
+            return Ok(());
+        }
+        let path = self.path(ino);
+        let under = |fault: &ReadFault| {
+            path.strip_prefix(fault.path.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        match self.faults.iter().find(|f| f.at == at && under(f)) {
+            Some(fault) => Err(fault.errno),
+            None => Ok(()),
+        }
+    }
+
+    fn open(&self, ino: u64) -> Result<(), Errno> {
+        self.getattr(ino)?;
+        self.read_fault(ino, FailAt::Open)
+    }
+
     fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         if self.off {
             return Err(Errno::EIO);
         }
+        self.read_fault(ino, FailAt::Read)?;
         match &self.inode(ino)?.node {
             Node::File { data, .. } => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
@@ -770,8 +880,8 @@ impl Filesystem for Session {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.model().getattr(ino.0) {
-            Ok(_) => reply.opened(FileHandle(0), OPEN_FLAGS),
+        match self.model().open(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), OPEN_FLAGS),
             Err(e) => reply.error(e),
         }
     }
