@@ -169,6 +169,18 @@ pub enum RunError {
         /// What does not match.
         detail: String,
     },
+    /// The checkpoint chosen to restore an operator from could not be
+    /// loaded (an I/O error, or bytes that no longer verify); nothing was
+    /// deleted.
+    #[error("the checkpoint of operator {operator:?} at window {window} cannot be used: {detail}; nothing was deleted")]
+    UnusableCheckpoint {
+        /// The physical operator.
+        operator: String,
+        /// The checkpoint's window.
+        window: WindowId,
+        /// What went wrong.
+        detail: String,
+    },
     /// An operator has no checkpoint it could be restored from.
     #[error("operator {operator:?} has no usable checkpoint to restore from")]
     NoCheckpoint {

@@ -362,11 +362,10 @@ impl Supervisor {
                 operator: operator.to_owned(),
             });
         };
-        let unusable = |e: String| RunError::Manifest {
-            detail: format!(
-                "the checkpoint of operator {operator:?} at window {window} cannot be used: {e}; nothing was \
-                 deleted"
-            ),
+        let unusable = |detail: String| RunError::UnusableCheckpoint {
+            operator: operator.to_owned(),
+            window,
+            detail,
         };
         let bytes = storage.load(operator, window).map_err(|e| unusable(e.to_string()))?;
         Snapshot::verify(&bytes).map_err(|e| unusable(e.to_string()))?;
