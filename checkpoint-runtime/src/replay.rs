@@ -13,6 +13,69 @@ use crate::failure::Failure;
 use crate::operator::Tuple;
 use crate::stream::Message;
 
+/// One job's directory for spilled windows, `<base>/job-<pid>-<n>`: locked
+/// (`.lock`, an `flock`) while the job runs and removed with everything in
+/// it when the job ends. A job killed before it could remove its own is
+/// swept by the next job that starts on the same base, which finds the
+/// directory's lock free.
+#[derive(Debug)]
+pub(crate) struct SpillDir {
+    path: PathBuf,
+    _lock: checkpoint_core::StorageLock,
+}
+
+impl SpillDir {
+    /// Sweeps what killed jobs left under `base`, then makes this job's
+    /// directory.
+    pub(crate) fn create(base: &std::path::Path) -> std::io::Result<SpillDir> {
+        fs::create_dir_all(base)?;
+        Self::sweep(base);
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("job-{}-{n}-{nanos}", std::process::id());
+        // Locked under a name the sweep skips, then renamed: a sweep never
+        // sees this directory unlocked.
+        let staging = base.join(format!(".new-{name}"));
+        fs::create_dir(&staging)?;
+        let lock = checkpoint_core::lock_directory(&staging, "spill directory").map_err(std::io::Error::other)?;
+        let path = base.join(name);
+        fs::rename(&staging, &path)?;
+        Ok(SpillDir { path, _lock: lock })
+    }
+
+    /// Removes every `job-*` directory under `base` whose lock is free (its
+    /// job is gone); best effort, a directory in use is left alone.
+    fn sweep(base: &std::path::Path) {
+        let Ok(entries) = fs::read_dir(base) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_job = entry.file_name().to_str().is_some_and(|n| n.starts_with("job-"));
+            if !is_job || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if let Ok(lock) = checkpoint_core::lock_directory(&path, "spill directory") {
+                let _ = fs::remove_dir_all(&path);
+                drop(lock);
+            }
+        }
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Where a buffer spills, and past how many bytes in memory.
 #[derive(Debug, Clone)]
 pub(crate) struct SpillPolicy {

@@ -186,7 +186,11 @@ impl Config {
         self
     }
 
-    /// Where replay buffers spill (the system's temp directory unless set).
+    /// Where replay buffers spill (`checkpoint-replay` in the system's temp
+    /// directory unless set). Each job makes its own directory in it,
+    /// `job-<pid>-<n>`, locked while the job runs and removed when it ends;
+    /// one that a killed job left behind is removed by the next job that
+    /// starts on the same directory.
     pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spill_dir = Some(dir.into());
         self

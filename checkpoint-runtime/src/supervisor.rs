@@ -20,7 +20,7 @@ use crate::manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperat
 use crate::metrics::{Metrics, Progress, Recovery, RunReport};
 use crate::operator::{OperatorContext, ProcessingMode};
 use crate::recovery_plan::{RestorePoint, plan_from_storage};
-use crate::replay::SpillPolicy;
+use crate::replay::{SpillDir, SpillPolicy};
 use crate::runtime::{Config, RecoveryScope};
 use crate::stream::Resume;
 use crate::window_gen::WindowGenerator;
@@ -38,6 +38,9 @@ pub(crate) struct Supervisor {
     storage: Option<Arc<dyn StorageAgent>>,
     /// This job's hold on its storage, for as long as it runs.
     _lock: Option<StorageLock>,
+    /// Where replay buffers spill; `None` when no replay data is kept
+    /// (checkpointing off, or the global recovery scope).
+    spill_dir: Option<SpillDir>,
     physical: Vec<Physical>,
     first_physical: Vec<usize>,
     /// The node whose thread runs each node (itself unless chained).
@@ -182,11 +185,26 @@ impl Supervisor {
         // Before anything is read: a second job on the same storage stops
         // here, having touched nothing.
         let lock = storage.as_ref().map(|s| s.lock()).transpose()?;
+        // In the global scope a failure restores everything and the inputs
+        // read again: nothing is kept for replay.
+        let spill_dir = match (&storage, config.recovery_scope) {
+            (Some(_), RecoveryScope::Partial) => {
+                let base = config
+                    .spill_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("checkpoint-replay"));
+                Some(SpillDir::create(&base).map_err(|e| RunError::Config {
+                    detail: format!("cannot make a spill directory under {}: {e}", base.display()),
+                })?)
+            }
+            _ => None,
+        };
         let mut supervisor = Supervisor {
             config: config.clone(),
             stop,
             storage: storage.clone(),
             _lock: lock,
+            spill_dir,
             first_physical,
             root,
             chained_into,
@@ -665,16 +683,9 @@ impl Supervisor {
                 faults: Some(self.config.faults.clone()),
                 save_timeout: self.config.save_timeout,
             };
-            // In the global scope a failure restores everything and the
-            // inputs read again: nothing is kept for replay.
-            let keeps_replay = self.config.recovery_scope == RecoveryScope::Partial;
-            let spill = self.storage.as_ref().filter(|_| keeps_replay).map(|_| SpillPolicy {
+            let spill = self.spill_dir.as_ref().map(|dir| SpillPolicy {
                 memory_cap: self.config.replay_memory_cap,
-                dir: self
-                    .config
-                    .spill_dir
-                    .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("checkpoint-replay")),
+                dir: dir.path().to_path_buf(),
             });
             let parts = NodeParts {
                 env,
