@@ -88,6 +88,8 @@ struct WindowEntry<T> {
     window: WindowId,
     batches: Vec<Arc<Vec<T>>>,
     tuples: usize,
+    /// Estimated bytes the batches hold (see `ReplayBuffer::memory_bytes`).
+    bytes: usize,
     /// `Some(last)` once the window ended.
     ended: Option<bool>,
     /// The file holding the batches once spilled.
@@ -105,7 +107,10 @@ struct WindowEntry<T> {
 pub(crate) struct ReplayBuffer<T> {
     owner: String,
     windows: VecDeque<WindowEntry<T>>,
-    memory_tuples: usize,
+    /// Estimated bytes of the windows held in memory.
+    memory_bytes: usize,
+    /// Scratch space for measuring a sample tuple's encoded size.
+    sample: Vec<u8>,
     spill: SpillPolicy,
     spilled_windows: u64,
     /// Unique in the process: the buffer of a restored operator never
@@ -140,7 +145,8 @@ impl<T: Tuple> ReplayBuffer<T> {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             owner: owner.to_owned(),
             windows: VecDeque::new(),
-            memory_tuples: 0,
+            memory_bytes: 0,
+            sample: Vec::new(),
             spill,
             spilled_windows: 0,
         }
@@ -156,6 +162,7 @@ impl<T: Tuple> ReplayBuffer<T> {
             window,
             batches: Vec::new(),
             tuples: 0,
+            bytes: 0,
             ended: None,
             spilled: None,
         });
@@ -164,12 +171,35 @@ impl<T: Tuple> ReplayBuffer<T> {
 
     /// Keeps a batch of the current window.
     pub(crate) fn push(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
+        let bytes = self.estimate(batch);
         if let Some(entry) = self.windows.back_mut() {
             entry.tuples += batch.len();
-            self.memory_tuples += batch.len();
+            entry.bytes += bytes;
+            self.memory_bytes += bytes;
             entry.batches.push(Arc::clone(batch));
         }
         Ok(())
+    }
+
+    /// The bytes `batch` holds, estimated: per tuple its in-memory size plus
+    /// the encoded size of a sample tuple (the first of the batch), which
+    /// stands for what the tuples own on the heap (a `String`'s text, a
+    /// `Vec`'s elements). One small encode per batch, whatever its length.
+    fn estimate(&mut self, batch: &[T]) -> usize {
+        let Some(sample) = batch.first() else {
+            return 0;
+        };
+        self.sample.clear();
+        let encoded = match postcard::to_extend(sample, std::mem::take(&mut self.sample)) {
+            Ok(buffer) => {
+                let len = buffer.len();
+                self.sample = buffer;
+                len
+            }
+            // Not encodable: the spill would fail loudly; count the shallow size.
+            Err(_) => 0,
+        };
+        batch.len().saturating_mul(std::mem::size_of::<T>().max(1).saturating_add(encoded))
     }
 
     /// The current window ended; spills old windows if over the cap.
@@ -198,7 +228,7 @@ impl<T: Tuple> ReplayBuffer<T> {
         let bytes = postcard::to_stdvec(&batches).map_err(|e| self.fail("encoding a window to spill", e))?;
         fs::write(&path, bytes).map_err(|e| self.fail(&format!("writing {}", path.display()), e))?;
         let entry = &mut self.windows[index];
-        self.memory_tuples -= entry.tuples;
+        self.memory_bytes -= entry.bytes;
         entry.batches = Vec::new();
         entry.spilled = Some(path);
         self.spilled_windows += 1;
@@ -240,16 +270,17 @@ impl<T: Tuple> ReplayBuffer<T> {
                     // A leftover scratch file is harmless; the window is gone either way.
                     let _ = fs::remove_file(path);
                 } else {
-                    self.memory_tuples -= entry.tuples;
+                    self.memory_bytes -= entry.bytes;
                 }
             }
         }
     }
 
-    /// Bytes of tuples held in memory (their in-memory size, not what they
-    /// own on the heap).
+    /// Bytes of tuples held in memory, estimated as `push` says: their
+    /// in-memory size plus their encoded size, which tracks what they own on
+    /// the heap (a 1 KB `String` counts about 1 KB, not 24 bytes).
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.memory_tuples * std::mem::size_of::<T>().max(1)
+        self.memory_bytes
     }
 
     /// Windows written to disk so far.
@@ -311,13 +342,14 @@ mod tests {
                 .expect("push");
             buffer.end_window(seq == 4).expect("end");
         }
-        assert_eq!(buffer.memory_bytes(), 10 * 8);
+        // Each u64 here: 8 bytes in memory, 1 encoded (a small varint).
+        assert_eq!(buffer.memory_bytes(), 10 * 9);
         buffer.purge_through(w(2));
         assert_eq!(
             replay(&buffer, 0),
             ["B3", "[3, 3, 3]", "E3", "B4", "[4, 4, 4, 4]", "E4!"]
         );
-        assert_eq!(buffer.memory_bytes(), 7 * 8);
+        assert_eq!(buffer.memory_bytes(), 7 * 9);
         buffer.purge_through(w(9));
         assert_eq!(buffer.memory_bytes(), 0);
         assert!(replay(&buffer, 0).is_empty());
@@ -358,6 +390,47 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
         drop(buffer);
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    /// 1 KB strings are 24 bytes each in memory but own 1 KB on the heap:
+    /// the cap counts the latter, so past it windows spill, and a replay of
+    /// spilled windows gives the same tuples back.
+    #[test]
+    fn the_cap_counts_what_tuples_own_on_the_heap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cap = 64 * 1024;
+        let mut buffer = ReplayBuffer::<String>::new(
+            "op",
+            SpillPolicy {
+                memory_cap: cap,
+                dir: dir.path().to_path_buf(),
+            },
+        );
+        let window_bytes = 10 * 1024;
+        for seq in 1..=100u32 {
+            buffer.begin_window(w(seq)).expect("begin");
+            let text = format!("{seq:04}").repeat(256);
+            buffer.push(&Arc::new(vec![text; 10])).expect("push");
+            buffer.end_window(false).expect("end");
+            assert!(
+                buffer.memory_bytes() <= cap + window_bytes + 10 * 64,
+                "window {seq}: {} bytes held",
+                buffer.memory_bytes()
+            );
+        }
+        assert!(buffer.spilled_windows() >= 90, "{} spilled", buffer.spilled_windows());
+        let mut out = Vec::new();
+        buffer.messages_after(w(0), &mut out).expect("replay");
+        let tuples: Vec<String> = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::Batch(b) => Some(b.iter().cloned()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(tuples.len(), 1000);
+        assert!(tuples.iter().enumerate().all(|(i, t)| *t == format!("{:04}", i / 10 + 1).repeat(256)));
     }
 
     #[test]
