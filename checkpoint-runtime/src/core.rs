@@ -152,10 +152,9 @@ impl Saver {
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(panic) => Err(panic_message(&*panic)),
                     };
-                    if result.is_err() {
-                        // Leave no partial checkpoint behind.
-                        let _ = catch_unwind(AssertUnwindSafe(|| storage.delete(&name, job.window)));
-                    }
+                    // A failed save leaves nothing behind (the storage
+                    // contract): no clean-up here, which could delete a
+                    // checkpoint a newer incarnation saved meanwhile.
                     let durable = result.is_ok();
                     let saved = Control::Saved {
                         window: job.window,
@@ -493,16 +492,7 @@ impl<L: Lifecycle> Core<L> {
             jobs.send(SaveJob { window, bytes }).map_err(|_| Failure::Aborted)?;
             return Ok(());
         }
-        let saved = catch_unwind(AssertUnwindSafe(|| {
-            storage.save(&self.env.ctx.name, window, &self.buffer)
-        }));
-        let error = match saved {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(panic) => Some(panic_message(&*panic)),
-        };
-        if let Some(e) = error {
-            let _ = catch_unwind(AssertUnwindSafe(|| storage.delete(&self.env.ctx.name, window)));
+        if let Err(e) = self.save_within_timeout(&storage, window)? {
             return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
         }
         self.saved(window);
@@ -510,6 +500,48 @@ impl<L: Lifecycle> Core<L> {
             self.call(|op, _| op.checkpointed(window))?;
         }
         self.report_checkpointed(window)
+    }
+
+    /// Saves the encoded buffer on a helper thread and waits for it at most
+    /// the save timeout, so a storage that never answers fails the operator
+    /// instead of hanging it (the initial checkpoint, synchronous and
+    /// exactly-once saves, chained operators). The buffer comes back for
+    /// reuse; after a timeout the helper is left to finish on its own.
+    fn save_within_timeout(
+        &mut self,
+        storage: &Arc<dyn StorageAgent>,
+        window: WindowId,
+    ) -> Result<Result<(), String>, Failure> {
+        let (done, result) = crossbeam_channel::bounded(1);
+        let bytes = std::mem::take(&mut self.buffer);
+        let name = self.env.ctx.name.clone();
+        let storage = Arc::clone(storage);
+        std::thread::Builder::new()
+            .name(format!("save:{name}"))
+            .spawn(move || {
+                let saved = catch_unwind(AssertUnwindSafe(|| storage.save(&name, window, &bytes)));
+                let saved = match saved {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(panic) => Err(panic_message(&*panic)),
+                };
+                let _ = done.send((saved, bytes));
+            })
+            .map_err(|e| self.fail(format!("starting a thread to save its checkpoint at {window}: {e}")))?;
+        crossbeam_channel::select! {
+            recv(result) -> answer => match answer {
+                Ok((saved, bytes)) => {
+                    self.buffer = bytes;
+                    Ok(saved)
+                }
+                Err(_) => Ok(Err("its save thread ended without an answer".to_owned())),
+            },
+            recv(self.env.kill) -> _ => Err(Failure::Aborted),
+            default(self.env.save_timeout) => Ok(Err(format!(
+                "it did not become durable within {:?} (the save timeout); the storage may be hanging",
+                self.env.save_timeout
+            ))),
+        }
     }
 
     fn saved(&mut self, window: WindowId) {

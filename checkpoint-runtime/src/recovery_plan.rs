@@ -73,8 +73,8 @@ pub struct StoredOperator {
     pub good: Vec<WindowId>,
     /// Where a restart resumes it; `None` if it cannot be resumed.
     pub restore: Option<RestorePoint>,
-    /// An input restored from the final checkpoint of a stream that ended:
-    /// it opens no further window.
+    /// An input restored from the final checkpoint of a stream that ended
+    /// (or, stateless, from its final window): it opens no further window.
     pub ended: bool,
 }
 
@@ -349,8 +349,13 @@ pub fn plan_from_storage(storage: &dyn StorageAgent, manifest: &JobManifest) -> 
         chosen[node] = restore.map(RestorePoint::window);
         let op = &mut operators[node];
         op.restore = restore;
+        // A stateless input ended too: its restore point is then the final
+        // window its downstreams' checkpoints cover.
         op.ended = op.input
-            && matches!(restore, Some(RestorePoint::Checkpoint(w)) if manifest.ended.get(&op.name) == Some(&w));
+            && matches!(
+                restore,
+                Some(RestorePoint::Checkpoint(w) | RestorePoint::Stateless(w)) if manifest.ended.get(&op.name) == Some(&w)
+            );
     }
     Ok(StoredPlan {
         operators,

@@ -199,7 +199,9 @@ impl<T: Tuple> ReplayBuffer<T> {
             // Not encodable: the spill would fail loudly; count the shallow size.
             Err(_) => 0,
         };
-        batch.len().saturating_mul(std::mem::size_of::<T>().max(1).saturating_add(encoded))
+        batch
+            .len()
+            .saturating_mul(std::mem::size_of::<T>().max(1).saturating_add(encoded))
     }
 
     /// The current window ended; spills old windows if over the cap.
@@ -430,7 +432,12 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(tuples.len(), 1000);
-        assert!(tuples.iter().enumerate().all(|(i, t)| *t == format!("{:04}", i / 10 + 1).repeat(256)));
+        assert!(
+            tuples
+                .iter()
+                .enumerate()
+                .all(|(i, t)| *t == format!("{:04}", i / 10 + 1).repeat(256))
+        );
     }
 
     #[test]

@@ -307,6 +307,25 @@ impl Supervisor {
         if let Some(problem) = plan.problem() {
             return Err(RunError::Manifest { detail: problem });
         }
+        let n = self.physical.len();
+        self.activation = vec![WindowId::new(stored.window_base, 0); n];
+        // Every restore snapshot is read before anything is changed: a read
+        // that fails now stops the restart with the storage untouched.
+        let mut chosen = Vec::with_capacity(n);
+        for node in 0..n {
+            let name = self.physical[node].name.clone();
+            let Some((op, Some(restore))) = plan.operator(&name).map(|op| (op, op.restore)) else {
+                return Err(RunError::Manifest {
+                    detail: format!("internal error: no restore point for operator {name:?}"),
+                });
+            };
+            let bytes = match restore {
+                RestorePoint::Checkpoint(w) => Some(self.load_verified(&name, w)?),
+                RestorePoint::Stateless(_) => Some(Vec::new()),
+                RestorePoint::Fresh(_) => None,
+            };
+            chosen.push((name, op, restore, bytes));
+        }
         for bad in &plan.corrupt {
             storage.set_aside(&bad.operator, bad.window)?;
             tracing::warn!(operator = %bad.operator, window = %bad.window, reason = %bad.reason, "corrupt checkpoint set aside");
@@ -315,44 +334,25 @@ impl Supervisor {
                 bad.operator, bad.window, bad.reason
             ));
         }
-        let n = self.physical.len();
-        self.activation = vec![WindowId::new(stored.window_base, 0); n];
         let mut first_sequence = 1;
         let mut ended = BTreeMap::new();
-        for node in 0..n {
-            let name = self.physical[node].name.clone();
-            let Some((op, Some(restore))) = plan.operator(&name).map(|op| (op, op.restore)) else {
-                return Err(RunError::Manifest {
-                    detail: format!("internal error: no restore point for operator {name:?}"),
-                });
-            };
+        for (node, (name, op, restore, bytes)) in chosen.into_iter().enumerate() {
             let r = restore.window();
+            // Taken again as the job runs; a stale copy would mislead a
+            // later restart.
             for &window in op.good.iter().filter(|w| **w > r) {
-                if stored.committed.is_some_and(|c| window <= c) {
-                    // Only a corrupt checkpoint pushes a restore point behind
-                    // the committed window: keep the evidence.
-                    storage.set_aside(&name, window)?;
-                } else {
-                    // Taken again as the job runs; a stale copy would
-                    // mislead a later restart.
-                    storage.delete(&name, window)?;
-                }
+                storage.delete(&name, window)?;
             }
             self.checkpoints[node].durable = op.good.iter().copied().filter(|w| *w <= r).collect();
-            self.restore[node] = match restore {
-                RestorePoint::Stateless(_) => {
-                    self.checkpoints[node].stateless_through = Some(r);
-                    Some(Vec::new())
-                }
-                RestorePoint::Fresh(_) => {
-                    self.notes.push(format!(
-                        "{name} had no checkpoint yet (the job stopped before its first one was durable): it \
-                         starts as new"
-                    ));
-                    None
-                }
-                RestorePoint::Checkpoint(_) => Some(self.load_verified(&name, r)?),
-            };
+            match restore {
+                RestorePoint::Stateless(_) => self.checkpoints[node].stateless_through = Some(r),
+                RestorePoint::Fresh(_) => self.notes.push(format!(
+                    "{name} had no checkpoint yet (the job stopped before its first one was durable): it starts as \
+                     new"
+                )),
+                RestorePoint::Checkpoint(_) => {}
+            }
+            self.restore[node] = bytes;
             self.activation[node] = r;
             self.ended[node] = op.ended;
             if op.ended {
@@ -426,6 +426,7 @@ impl Supervisor {
             };
             chosen.insert(node, window);
         }
+        let mut stale_end = false;
         for (&node, &window) in &chosen {
             let name = self.physical[node].name.clone();
             self.restore[node] = if self.stateless[node] {
@@ -435,6 +436,15 @@ impl Supervisor {
             };
             self.activation[node] = window;
             self.ended[node] = self.manifest.ended.get(&name) == Some(&window);
+            if !self.ended[node] && self.manifest.ended.remove(&name).is_some() {
+                stale_end = true;
+            }
+        }
+        // An input restored before the end it recorded reads on and may
+        // take an ordinary checkpoint at that window: the mark must be gone
+        // from storage before it runs.
+        if let (true, Some(storage)) = (stale_end, &self.storage) {
+            storage.save_manifest(&self.manifest.to_bytes())?;
         }
         Ok(chosen)
     }
@@ -919,6 +929,39 @@ impl Supervisor {
         affected
     }
 
+    /// A failure in a job's first moments can come before every operator's
+    /// initial checkpoint is durable. Each operator saves its own before it
+    /// processes anything, so the missing ones are on their way: wait for
+    /// them (at most the save timeout) rather than find no checkpoint to
+    /// restore a downstream from. Failures reported meanwhile wait their
+    /// turn.
+    fn await_initial_checkpoints(&mut self) {
+        if self.storage.is_none() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.save_timeout;
+        loop {
+            let missing = (0..self.physical.len()).any(|node| {
+                let ops = &self.checkpoints[node];
+                ops.durable.is_empty()
+                    && ops.stateless_through.is_none()
+                    && self.threads.get(&self.root[node]).is_some_and(|t| !t.is_finished())
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !missing || left.is_zero() {
+                return;
+            }
+            match self.events_rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(event @ Event::Failed { .. }) => self.pending.push_back(event),
+                Ok(event) => {
+                    self.apply(event);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
     fn recover(&mut self, node: usize, failure: Failure) -> Result<(), GiveUp> {
         if let Failure::Fatal(error) = failure {
             return Err(*error);
@@ -947,6 +990,7 @@ impl Supervisor {
                 self.config.restart_limit
             )));
         }
+        self.await_initial_checkpoints();
         let affected = self.affected_by(failed);
         // Stop every affected thread: killed ones wake from any blocking
         // send or receive and exit.

@@ -65,6 +65,20 @@ impl Operator for Summary {
     }
 }
 
+/// Passes lines on, keeping nothing.
+#[derive(Default, Checkpoint)]
+#[checkpoint(stateless)]
+struct PassLines;
+
+impl Operator for PassLines {
+    type Input = String;
+    type Output = String;
+    fn process(&mut self, line: String, out: Output<'_, String>) -> OperatorResult {
+        out.emit(line);
+        Ok(())
+    }
+}
+
 /// What a save or load does in [`Faulty`].
 type Rule = Box<dyn Fn(&str, WindowId) -> bool + Send + Sync>;
 
@@ -657,6 +671,20 @@ fn every_setting_a_restart_may_not_change_is_its_own_error() {
         let message = try_run(job.config(storage()), dag);
         assert!(message.contains(expected), "{message}");
     }
+
+    // The same name, now a stateless operator.
+    let mut dag = Dag::new();
+    let lines = dag.input(INPUT, LineInput::new(&job.text).lines_per_call(2));
+    let count = dag.operator(COUNT, PassLines);
+    let sink = dag.operator(SINK, ExactlyOnceFileSink::<String>::new(&job.out));
+    dag.connect(&lines, &count).connect(&count, &sink);
+    dag.default_checkpoint_window_count(2);
+    let message = try_run(job.config(storage()), dag);
+    assert!(
+        message
+            .contains("the statelessness of operator \"count\" was stateful when the job started and is stateless now"),
+        "{message}"
+    );
 
     // Unchanged, it resumes.
     job.run().expect("the same settings resume");

@@ -993,6 +993,16 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
 // purge
 
 fn purge(dir: &Path, keep: usize, dry_run: bool, out: &mut String) -> Result<ExitCode, Failure> {
+    // Locked before anything is read: the plan must not go stale under a
+    // job that starts meanwhile.
+    let storage = if dry_run {
+        None
+    } else {
+        open_dir(dir)?;
+        let storage = FsStorageAgent::new(dir).map_err(|e| e.to_string())?;
+        let lock = storage.lock().map_err(|e| format!("nothing is purged: {e}"))?;
+        Some((storage, lock))
+    };
     let inventory = scan(dir)?;
     inventory.require_checkpoints()?;
     let manifest = match &inventory.manifest {
@@ -1019,14 +1029,6 @@ fn purge(dir: &Path, keep: usize, dry_run: bool, out: &mut String) -> Result<Exi
         }
     };
     let view = job_view(dir, manifest)?;
-    let storage = if dry_run {
-        None
-    } else {
-        let storage = FsStorageAgent::new(dir).map_err(|e| e.to_string())?;
-        // A running job must not lose a checkpoint under its feet.
-        let lock = storage.lock().map_err(|e| format!("nothing is purged: {e}"))?;
-        Some((storage, lock))
-    };
     if let Some(problem) = view.plan.problem() {
         return Err(format!(
             "a restart cannot resume from {} ({problem}), so nothing is purged",
