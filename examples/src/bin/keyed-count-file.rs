@@ -59,7 +59,9 @@ use std::sync::OnceLock;
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, SavePhase, WindowId};
 use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput};
-use checkpoint_runtime::{Config, Dag, Operator, OperatorContext, OperatorResult, Output, Runtime, WindowMode};
+use checkpoint_runtime::{
+    Config, Dag, Operator, OperatorContext, OperatorResult, Output, RecoveryScope, Runtime, WindowMode,
+};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable that arms a crash point.
@@ -449,9 +451,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .connect(&count, &sink)
         .default_checkpoint_window_count(args.checkpoint_windows);
     let report = Runtime::new(
+        // A file read again exactly (`LineInput`): nothing needs to be kept
+        // for replay while the job runs.
         Config::default()
             .storage(storage)
-            .window_mode(WindowMode::Tuples(args.window_lines)),
+            .window_mode(WindowMode::Tuples(args.window_lines))
+            .recovery_scope(RecoveryScope::Global),
     )
     .run(dag)?;
 

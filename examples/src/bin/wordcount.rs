@@ -37,8 +37,8 @@ use checkpoint_examples::progress::{
 use checkpoint_examples::rides::thousands;
 use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput};
 use checkpoint_runtime::{
-    Config, Dag, Emit, Fault, InputOperator, Operator, OperatorContext, OperatorResult, Output, RunError, RunReport,
-    Runtime, WindowMode,
+    Config, Dag, Emit, Fault, InputOperator, Operator, OperatorContext, OperatorResult, Output, RecoveryScope,
+    RunError, RunReport, Runtime, WindowMode,
 };
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -407,7 +407,13 @@ fn run(args: &Args) -> Result<(), String> {
             format!("{} ms", args.window_ms),
         ),
     };
-    let mut config = Config::default().storage(storage).window_mode(window_mode);
+    // Files read again exactly (`LineInput`): the global scope keeps no
+    // replay data while the job runs, and a failure restores every
+    // operator, as a Flink user would have it.
+    let mut config = Config::default()
+        .storage(storage)
+        .window_mode(window_mode)
+        .recovery_scope(RecoveryScope::Global);
     if args.deterministic.is_some() {
         config = config.window_base(DETERMINISTIC_BASE);
     }
