@@ -33,6 +33,9 @@
 //! - `--chunk C`: tuples the source emits per `emit_tuples` call (default
 //!   1,024);
 //! - `--dir PATH`: where checkpoint directories are made (default `/tmp`);
+//! - `--scope S[,S...]`: recovery scopes, `partial` (Apex's, the runtime's
+//!   default: replay buffers kept) and/or `global` (Flink's: none kept);
+//!   default `partial`; several are interleaved in one session;
 //! - `--hasher H`: the counter's map hasher, `sip` (std's default
 //!   `RandomState`, the default here) or `fx` (a multiply-rotate hash, to
 //!   measure what hashing costs).
@@ -49,7 +52,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent};
-use checkpoint_runtime::{Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, Runtime, WindowMode};
+use checkpoint_runtime::{
+    Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, RecoveryScope, Runtime, WindowMode,
+};
 
 /// splitmix64 as DESIGN.md defines it (wrapping u64 arithmetic).
 fn splitmix64(i: u64) -> u64 {
@@ -212,6 +217,22 @@ struct Options {
     chunk: u64,
     dir: PathBuf,
     fx: bool,
+    scopes: Vec<RecoveryScope>,
+}
+
+fn scope_name(scope: RecoveryScope) -> &'static str {
+    match scope {
+        RecoveryScope::Global => "global",
+        _ => "partial",
+    }
+}
+
+fn parse_scope(s: &str) -> Result<RecoveryScope, String> {
+    match s {
+        "partial" => Ok(RecoveryScope::Partial),
+        "global" => Ok(RecoveryScope::Global),
+        _ => Err(format!("unknown --scope {s:?} (partial, global)")),
+    }
 }
 
 fn parse_list<T>(value: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
@@ -236,6 +257,7 @@ fn parse_args() -> Result<Options, String> {
         chunk: 1024,
         dir: PathBuf::from("/tmp"),
         fx: false,
+        scopes: vec![RecoveryScope::Partial],
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -253,6 +275,7 @@ fn parse_args() -> Result<Options, String> {
             "--batch-size" => options.batch_size = Some(parse_number(&flag, &value)? as usize),
             "--chunk" => options.chunk = parse_number(&flag, &value)?,
             "--dir" => options.dir = PathBuf::from(value),
+            "--scope" => options.scopes = parse_list(&value, parse_scope)?,
             "--hasher" => {
                 options.fx = match value.as_str() {
                     "sip" => false,
@@ -284,6 +307,8 @@ fn parse_args() -> Result<Options, String> {
 #[derive(Debug, serde::Serialize)]
 struct RunRecord {
     config: &'static str,
+    /// The recovery scope (`-` for `bare`).
+    scope: &'static str,
     hasher: &'static str,
     keys: u64,
     tuples: u64,
@@ -308,6 +333,9 @@ struct RunRecord {
     restore_ms: Option<f64>,
     /// Peak resident set size of the process so far, MiB (Linux).
     peak_rss_mib: Option<f64>,
+    /// Bytes the operators' replay buffers held in memory at the end of
+    /// the run (0 in the global scope, where none are kept).
+    replay_bytes: u64,
     result: u128,
     expected: u128,
     check: &'static str,
@@ -335,6 +363,7 @@ fn run_bare<S: BuildHasher + Default>(options: &Options, keys: u64, expected: u1
     let seconds = started.elapsed().as_secs_f64();
     RunRecord {
         config: Checkpoints::Bare.name(),
+        scope: "-",
         hasher: hasher_name(options),
         keys,
         tuples: options.tuples,
@@ -350,6 +379,7 @@ fn run_bare<S: BuildHasher + Default>(options: &Options, keys: u64, expected: u1
         max_durable_ms: 0.0,
         restore_ms: None,
         peak_rss_mib: peak_rss_mib(),
+        replay_bytes: 0,
         result: total,
         expected,
         check: if total == expected { "ok" } else { "MISMATCH" },
@@ -362,7 +392,7 @@ fn hasher_name(options: &Options) -> &'static str {
 
 fn run_once(
     options: &Options,
-    config: Checkpoints,
+    (config, scope): (Checkpoints, RecoveryScope),
     keys: u64,
     expected: u128,
     run: usize,
@@ -370,14 +400,14 @@ fn run_once(
     match (config, options.fx) {
         (Checkpoints::Bare, false) => Ok(run_bare::<RandomState>(options, keys, expected, run)),
         (Checkpoints::Bare, true) => Ok(run_bare::<Fx>(options, keys, expected, run)),
-        (_, false) => run_job::<RandomState>(options, config, keys, expected, run),
-        (_, true) => run_job::<Fx>(options, config, keys, expected, run),
+        (_, false) => run_job::<RandomState>(options, (config, scope), keys, expected, run),
+        (_, true) => run_job::<Fx>(options, (config, scope), keys, expected, run),
     }
 }
 
 fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
     options: &Options,
-    config: Checkpoints,
+    (config, scope): (Checkpoints, RecoveryScope),
     keys: u64,
     expected: u128,
     run: usize,
@@ -403,7 +433,9 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
     );
     dag.connect(&source, &counter).connect(&counter, &sink);
 
-    let mut runtime_config = Config::default().window_mode(WindowMode::Time(options.window));
+    let mut runtime_config = Config::default()
+        .window_mode(WindowMode::Time(options.window))
+        .recovery_scope(scope);
     if let Some(batch) = options.batch_size {
         runtime_config = runtime_config.batch_size(batch);
     }
@@ -453,8 +485,11 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
         .ok_or("the sink never reported its total")?;
     let tuples_ok =
         count.tuples_in == options.tuples && report.operator("sum").map(|o| o.tuples_in) == Some(options.tuples);
+    let replay_bytes = report.operators.iter().map(|o| o.replay_bytes).sum();
     Ok(RunRecord {
         config: config.name(),
+        scope: scope_name(scope),
+        replay_bytes,
         hasher: hasher_name(options),
         keys,
         tuples: options.tuples,
@@ -474,6 +509,20 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
         expected,
         check: if got == expected && tuples_ok { "ok" } else { "MISMATCH" },
     })
+}
+
+/// Every (checkpoints, scope) pair to run; `bare` and `off` once, since the
+/// scope only matters with checkpoints.
+fn variants(options: &Options) -> Vec<(Checkpoints, RecoveryScope)> {
+    let mut out = Vec::new();
+    for &config in &options.configs {
+        if config.interval().is_none() {
+            out.push((config, options.scopes[0]));
+        } else {
+            out.extend(options.scopes.iter().map(|&scope| (config, scope)));
+        }
+    }
+    out
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -511,8 +560,8 @@ fn main() -> ExitCode {
     // configuration rather than one.
     for run in 0..options.runs {
         for &(keys, expected) in &expectations {
-            for &config in &options.configs {
-                let record = match run_once(&options, config, keys, expected, run) {
+            for (config, scope) in variants(&options) {
+                let record = match run_once(&options, (config, scope), keys, expected, run) {
                     Ok(record) => record,
                     Err(e) => {
                         eprintln!("keyed_count: {e}");
@@ -539,20 +588,21 @@ fn main() -> ExitCode {
     }
 
     eprintln!();
-    eprintln!("| checkpoints | K | N | runs | median s | median tuples/s | checkpoints | last checkpoint |");
-    eprintln!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    eprintln!("| checkpoints | scope | K | N | runs | median s | median tuples/s | checkpoints | last checkpoint |");
+    eprintln!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for &(keys, _) in &expectations {
-        for &config in &options.configs {
+        for (config, scope) in variants(&options) {
+            let scope = if config == Checkpoints::Bare { "-" } else { scope_name(scope) };
             let runs: Vec<&RunRecord> = records
                 .iter()
-                .filter(|r| r.keys == keys && r.config == config.name())
+                .filter(|r| r.keys == keys && r.config == config.name() && r.scope == scope)
                 .collect();
             let mut seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
             let mut rates: Vec<f64> = runs.iter().map(|r| r.tuples_per_second).collect();
             let mut checkpoints: Vec<f64> = runs.iter().map(|r| r.checkpoints as f64).collect();
             let bytes = runs.last().map_or(0, |r| r.last_checkpoint_bytes);
             eprintln!(
-                "| {} | {keys} | {} | {} | {:.2} | {:.2}M | {} | {:.1} MB |",
+                "| {} | {scope} | {keys} | {} | {} | {:.2} | {:.2}M | {} | {:.1} MB |",
                 config.name(),
                 options.tuples,
                 runs.len(),
