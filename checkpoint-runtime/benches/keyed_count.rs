@@ -592,7 +592,11 @@ fn main() -> ExitCode {
     eprintln!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for &(keys, _) in &expectations {
         for (config, scope) in variants(&options) {
-            let scope = if config == Checkpoints::Bare { "-" } else { scope_name(scope) };
+            let scope = if config == Checkpoints::Bare {
+                "-"
+            } else {
+                scope_name(scope)
+            };
             let runs: Vec<&RunRecord> = records
                 .iter()
                 .filter(|r| r.keys == keys && r.config == config.name() && r.scope == scope)

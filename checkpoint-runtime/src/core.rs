@@ -528,16 +528,17 @@ impl<L: Lifecycle> Core<L> {
                 let _ = done.send((saved, bytes));
             })
             .map_err(|e| self.fail(format!("starting a thread to save its checkpoint at {window}: {e}")))?;
-        crossbeam_channel::select! {
-            recv(result) -> answer => match answer {
-                Ok((saved, bytes)) => {
-                    self.buffer = bytes;
-                    Ok(saved)
-                }
-                Err(_) => Ok(Err("its save thread ended without an answer".to_owned())),
-            },
-            recv(self.env.kill) -> _ => Err(Failure::Aborted),
-            default(self.env.save_timeout) => Ok(Err(format!(
+        // Not cut short by a kill: a save must be over before the job
+        // returns, or it would write after the job let go of its storage.
+        match result.recv_timeout(self.env.save_timeout) {
+            Ok((saved, bytes)) => {
+                self.buffer = bytes;
+                Ok(saved)
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Ok(Err("its save thread ended without an answer".to_owned()))
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(Err(format!(
                 "it did not become durable within {:?} (the save timeout); the storage may be hanging",
                 self.env.save_timeout
             ))),

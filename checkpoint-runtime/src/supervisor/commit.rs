@@ -1,0 +1,55 @@
+//! The committed window: advancing it, telling operators, retention of
+//! old checkpoints, and the manifest's record of it.
+
+use checkpoint_core::{StorageAgent, WindowId};
+
+use crate::coordinator::{Control, plan};
+
+use super::{GiveUp, Supervisor};
+
+impl Supervisor {
+    pub(super) fn advance_commit(&mut self) -> Result<(), GiveUp> {
+        if self.storage.is_none() {
+            return Ok(());
+        }
+        let planned = plan(&self.topology, &self.checkpoints);
+        let Some(new) = planned.committed else {
+            return Ok(());
+        };
+        if self.committed.is_some_and(|old| new <= old) {
+            return Ok(());
+        }
+        self.committed = Some(new);
+        self.metrics.set_committed(new);
+        tracing::debug!(window = %new, "committed");
+        for node in 0..self.physical.len() {
+            if let Some(control) = &self.control[self.root[node]] {
+                let _ = control.send((node, Control::Committed(new)));
+            }
+        }
+        // Retention: keep back to the recovery checkpoint computed at the
+        // previous commit, so one older good checkpoint always remains.
+        if let Some(storage) = self.storage.clone() {
+            for node in 0..self.physical.len() {
+                let Some(keep_from) = self.retain_from[node] else {
+                    continue;
+                };
+                let ops = &mut self.checkpoints[node];
+                // A finished operator's recovery point may lie past its final
+                // checkpoint: keep the checkpoint that stands for it.
+                let Some(keep_from) = ops.durable.iter().rev().find(|w| **w <= keep_from).copied() else {
+                    continue;
+                };
+                let old: Vec<WindowId> = ops.durable.iter().copied().take_while(|w| *w < keep_from).collect();
+                for window in &old {
+                    storage.delete(&self.physical[node].name, *window)?;
+                }
+                ops.durable.drain(..old.len());
+            }
+            self.retain_from = planned.recovery;
+            self.manifest.committed = Some(new);
+            storage.save_manifest(&self.manifest.to_bytes())?;
+        }
+        Ok(())
+    }
+}
