@@ -3,9 +3,6 @@
 
 use checkpoint_core::WindowId;
 
-use crate::failure::Failure;
-use crate::stream::Resume;
-
 /// The shape of the physical DAG the recovery computation needs.
 ///
 /// # Examples
@@ -225,62 +222,6 @@ pub fn plan(topology: &Topology, operators: &[OperatorCheckpoints]) -> RecoveryP
         running.iter().filter_map(|&i| recovery[i]).min()
     };
     RecoveryPlan { recovery, committed }
-}
-
-/// What workers tell the coordinator. `epoch` is the incarnation of the
-/// operator that sent it: reports from an instance torn down by a recovery
-/// are ignored.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// A checkpoint is durable (or, for a stateless operator, a window
-    /// completed).
-    Checkpointed { node: usize, epoch: u32, window: WindowId },
-    /// The operator ended its stream at `window`, its final checkpoint durable.
-    Finished { node: usize, epoch: u32, window: WindowId },
-    /// An operator on this thread failed.
-    Failed { node: usize, epoch: u32, failure: Failure },
-    /// An input's source said `Done`: its final checkpoint will be at
-    /// `window`. The coordinator records that durably and then answers, so
-    /// a restart from that checkpoint knows the stream is over.
-    Ending {
-        node: usize,
-        epoch: u32,
-        window: WindowId,
-        done: crossbeam_channel::Sender<Result<(), String>>,
-    },
-}
-
-/// What the coordinator and savers tell a worker thread, addressed to one
-/// operator of the thread (the thread's own, or one chained on it).
-pub(crate) enum Control {
-    /// Deliver `committed(window)` at the next window boundary.
-    Committed(WindowId),
-    /// An asynchronous save finished; the buffer comes back for reuse.
-    Saved {
-        window: WindowId,
-        buffer: Vec<u8>,
-        result: Result<(), String>,
-    },
-    /// Recovered downstream operators need the stream again, each on a new
-    /// channel (an erased `Sender<Message<_>>`): all of one recovery's in
-    /// one message, so their replays go out window by window together.
-    Reconnect(Vec<(usize, Box<dyn std::any::Any + Send>, Resume)>),
-    /// The job is over: tear down and exit.
-    Shutdown,
-}
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Control::Committed(w) => write!(f, "Committed({w})"),
-            Control::Saved { window, result, .. } => write!(f, "Saved({window}, {result:?})"),
-            Control::Reconnect(targets) => {
-                let targets: Vec<_> = targets.iter().map(|(t, _, r)| (t, r)).collect();
-                write!(f, "Reconnect({targets:?})")
-            }
-            Control::Shutdown => write!(f, "Shutdown"),
-        }
-    }
 }
 
 #[cfg(test)]

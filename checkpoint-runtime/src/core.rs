@@ -12,11 +12,11 @@ use std::thread::JoinHandle;
 use checkpoint_core::{Checkpoint, Snapshot, SnapshotMeta, StorageAgent, WindowId};
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::coordinator::{Control, Event};
 use crate::failure::{Failure, panic_message};
 use crate::fault::{FaultPoint, Faults};
 use crate::metrics::Metrics;
 use crate::operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, ProcessingMode, Tuple};
+use crate::protocol::{Control, Event};
 use crate::stream::{Emitter, Subscriber};
 
 /// The hooks shared by [`Operator`] and [`InputOperator`].

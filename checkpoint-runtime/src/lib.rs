@@ -54,6 +54,7 @@
 //! ```
 #![warn(clippy::unwrap_used)]
 
+mod config;
 pub mod coordinator;
 mod core;
 mod dag;
@@ -65,6 +66,7 @@ mod manifest;
 mod metrics;
 mod operator;
 mod partition;
+mod protocol;
 mod recovery_plan;
 mod replay;
 mod runtime;
@@ -73,6 +75,7 @@ mod supervisor;
 mod window_gen;
 mod worker;
 
+pub use config::{Config, DEFAULT_RESTART_LIMIT, RecoveryScope};
 pub use dag::{DEFAULT_CHECKPOINT_WINDOW_COUNT, Dag, MAX_PHYSICAL_NAME_LEN, NoInput, Node};
 pub use error::{DagError, RunError};
 pub use fault::{Fault, FaultKind, FaultPoint};
@@ -81,6 +84,6 @@ pub use metrics::{OperatorReport, Progress, ProgressSnapshot, Recovery, RunRepor
 pub use operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output, ProcessingMode, Tuple};
 pub use partition::StableHash;
 pub use recovery_plan::{BadCheckpoint, RestorePoint, StoredOperator, StoredPlan, plan_from_storage};
-pub use runtime::{Config, DEFAULT_RESTART_LIMIT, RecoveryScope, Runtime, StopHandle};
+pub use runtime::{Runtime, StopHandle};
 pub use stream::Emitter;
 pub use window_gen::{WindowMode, WindowStepper};

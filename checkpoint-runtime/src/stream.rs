@@ -8,10 +8,10 @@ use std::sync::Arc;
 use checkpoint_core::WindowId;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::coordinator::Control;
 use crate::failure::Failure;
 use crate::operator::Tuple;
 use crate::partition::partition_of;
+use crate::protocol::Control;
 use crate::replay::ReplayBuffer;
 
 /// What travels on an edge, in order: every window is bracketed by `Begin`

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use checkpoint_core::WindowId;
 use crossbeam_channel::{Receiver, RecvError, Select, TryRecvError};
 
-use crate::coordinator::Control;
 use crate::core::{AsInput, AsOperator, Core};
 use crate::failure::Failure;
 use crate::operator::{Emit, InputOperator, Operator, ProcessingMode};
+use crate::protocol::Control;
 use crate::stream::Message;
 use crate::window_gen::WindowGenerator;
 

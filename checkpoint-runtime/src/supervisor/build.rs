@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use crate::coordinator::{Control, Event};
 use crate::core::NodeEnv;
 use crate::dag::{Built, EdgeKind, Erased, NodeParts, Restore, ThreadBody};
 use crate::error::RunError;
 use crate::failure::{Failure, panic_message};
 use crate::operator::{OperatorContext, ProcessingMode};
+use crate::protocol::{Control, Event};
 use crate::replay::SpillPolicy;
 use crate::stream::Resume;
 use crate::window_gen::WindowGenerator;

@@ -3,7 +3,8 @@
 
 use checkpoint_core::{StorageAgent, WindowId};
 
-use crate::coordinator::{Control, plan};
+use crate::coordinator::plan;
+use crate::protocol::Control;
 
 use super::{GiveUp, Supervisor};
 

@@ -18,15 +18,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use checkpoint_core::{StorageAgent, StorageLock, WindowId};
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::coordinator::{Control, Event, OperatorCheckpoints, Topology};
+use crate::config::{Config, RecoveryScope};
+use crate::coordinator::{OperatorCheckpoints, Topology};
 use crate::dag::{Dag, EdgeKind, NodeKind};
 use crate::error::RunError;
 use crate::failure::Failure;
 use crate::manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator};
 use crate::metrics::{Metrics, Progress, Recovery, RunReport};
 use crate::operator::ProcessingMode;
+use crate::protocol::{Control, Event};
 use crate::replay::SpillDir;
-use crate::runtime::{Config, RecoveryScope};
 use crate::stream::Resume;
 
 struct Physical {

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::{StorageAgent, WindowId};
 
-use crate::coordinator::{Event, plan};
+use crate::config::RecoveryScope;
+use crate::coordinator::plan;
 use crate::error::RunError;
 use crate::failure::Failure;
 use crate::metrics::Recovery;
 use crate::operator::ProcessingMode;
-use crate::runtime::RecoveryScope;
+use crate::protocol::Event;
 use crate::stream::Resume;
 
 use super::{GiveUp, Supervisor};

@@ -1,0 +1,247 @@
+//! How a job runs: `Config` and the settings it gathers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkpoint_core::StorageAgent;
+
+use crate::fault::{Fault, Faults};
+use crate::window_gen::WindowMode;
+
+/// The default number of times one operator may be restored before the job
+/// gives up.
+pub const DEFAULT_RESTART_LIMIT: u32 = 5;
+
+/// How a job runs: where checkpoints go, how windows are cut, batching,
+/// recovery.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use checkpoint_core::FsStorageAgent;
+/// use checkpoint_runtime::{Config, WindowMode};
+///
+/// let dir = tempfile::tempdir()?;
+/// let config = Config::default()
+///     .storage(FsStorageAgent::new(dir.path())?)
+///     .window_mode(WindowMode::Time(Duration::from_millis(200)))
+///     .async_checkpoints(true)
+///     .restart_limit(3);
+/// # let _ = config;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) storage: Option<Arc<dyn StorageAgent>>,
+    pub(crate) window_mode: WindowMode,
+    pub(crate) window_base: Option<u32>,
+    pub(crate) batch_size: usize,
+    pub(crate) channel_capacity: usize,
+    pub(crate) async_checkpoints: bool,
+    pub(crate) restart_limit: u32,
+    pub(crate) faults: Faults,
+    pub(crate) replay_memory_cap: usize,
+    pub(crate) spill_dir: Option<PathBuf>,
+    pub(crate) save_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) recovery_scope: RecoveryScope,
+}
+
+/// What a failure restores, and so what a running job keeps for it
+/// (DESIGN.md, "Failure and recovery").
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::{Config, RecoveryScope};
+///
+/// assert_eq!(RecoveryScope::default(), RecoveryScope::Partial);
+/// let config = Config::default().recovery_scope(RecoveryScope::Global);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryScope {
+    /// Apache Apex's model, the default: a failure restores the failed
+    /// operator and everything downstream of it; the operators upstream
+    /// keep running and replay what the restored ones need from their
+    /// replay buffers, which hold every window since the last commit.
+    #[default]
+    Partial,
+    /// Apache Flink's model: no replay buffers are kept at all; any failure
+    /// restores every operator from its recovery checkpoint, and the inputs
+    /// read again from the positions their checkpoints hold. Cheaper while
+    /// running (nothing is kept per window), dearer per failure (the whole
+    /// job goes back), and only for jobs whose inputs replay: idempotent
+    /// inputs such as `io::LineInput`, or sources whose position is their
+    /// checkpointed state.
+    Global,
+}
+
+impl Default for Config {
+    /// No checkpointing, 500 ms windows, batches of 16,384 tuples, 8
+    /// batches per queue, asynchronous saves once storage is set, 5 restarts
+    /// per operator, replay buffers spilling past 64 MiB each, 10 minutes
+    /// for a checkpoint to become durable and 60 s for a thread to stop.
+    fn default() -> Self {
+        Config {
+            storage: None,
+            window_mode: WindowMode::default(),
+            window_base: None,
+            batch_size: 16 * 1024,
+            channel_capacity: 8,
+            async_checkpoints: true,
+            restart_limit: DEFAULT_RESTART_LIMIT,
+            faults: Faults::default(),
+            replay_memory_cap: 64 << 20,
+            spill_dir: None,
+            save_timeout: Duration::from_secs(600),
+            stop_timeout: Duration::from_secs(60),
+            recovery_scope: RecoveryScope::Partial,
+        }
+    }
+}
+
+impl Config {
+    /// Checkpoints to `storage`. Without storage, checkpointing is off: no
+    /// snapshots, no commits, no replay buffers, no recovery.
+    pub fn storage(mut self, storage: impl StorageAgent + 'static) -> Self {
+        self.storage = Some(Arc::new(storage));
+        self
+    }
+
+    /// Checkpoints to a shared storage agent (to inspect it after the run).
+    pub fn shared_storage(mut self, storage: Arc<dyn StorageAgent>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// How streaming windows are cut (500 ms processing-time windows unless
+    /// set).
+    pub fn window_mode(mut self, mode: WindowMode) -> Self {
+        self.window_mode = mode;
+        self
+    }
+
+    /// Fixes the window base (the high 32 bits of every window id) of a new
+    /// job instead of the current Unix time: for reproducible window ids in
+    /// tests. A job resumed from storage keeps the base it started with.
+    pub fn window_base(mut self, base_seconds: u32) -> Self {
+        self.window_base = Some(base_seconds);
+        self
+    }
+
+    /// Tuples per batch sent between threads (16,384 unless set; at least
+    /// 1). Batches are also sent at every window end, so windows bound the
+    /// latency; bigger batches mean fewer thread wake-ups (docs/BENCHMARKS.md).
+    pub fn batch_size(mut self, tuples: usize) -> Self {
+        self.batch_size = tuples.max(1);
+        self
+    }
+
+    /// Batches a queue between two operators holds before the upstream
+    /// blocks (8 unless set; at least 1).
+    pub fn channel_capacity(mut self, batches: usize) -> Self {
+        self.channel_capacity = batches.max(1);
+        self
+    }
+
+    /// Whether snapshots are written on a background thread per operator
+    /// (the operator thread pays only for encoding). On unless set off.
+    /// Operators chained on another's thread and EXACTLY_ONCE operators
+    /// always save synchronously.
+    pub fn async_checkpoints(mut self, on: bool) -> Self {
+        self.async_checkpoints = on;
+        self
+    }
+
+    /// How many times one operator may be restored after failures before the
+    /// job stops with an error naming it ([`DEFAULT_RESTART_LIMIT`] unless
+    /// set).
+    pub fn restart_limit(mut self, restarts: u32) -> Self {
+        self.restart_limit = restarts;
+        self
+    }
+
+    /// Injects a fault (see [`Fault`]): for tests and demonstrations. A
+    /// fault for an operator the DAG does not have (a partition is
+    /// `name#N`) makes [`Runtime::run`] fail with [`RunError::Config`]
+    /// rather than never fire.
+    pub fn inject(self, fault: Fault) -> Self {
+        self.faults.add(fault);
+        self
+    }
+
+    /// Bytes of tuples one output stream's replay buffer keeps in memory
+    /// before it spills whole windows to files (64 MiB unless set).
+    pub fn replay_memory_cap(mut self, bytes: usize) -> Self {
+        self.replay_memory_cap = bytes;
+        self
+    }
+
+    /// Where replay buffers spill (`checkpoint-replay` in the system's temp
+    /// directory unless set). Each job makes its own directory in it,
+    /// `job-<pid>-<n>`, locked while the job runs and removed when it ends;
+    /// one that a killed job left behind is removed by the next job that
+    /// starts on the same directory.
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// How long an asynchronous checkpoint may take to become durable (10
+    /// minutes unless set). An operator whose save is still not durable
+    /// then fails, naming the window; the failure is recovered like any
+    /// other, and past the restart limit the job stops with that error
+    /// instead of hanging on a storage that never answers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_runtime::Config;
+    ///
+    /// let config = Config::default().save_timeout(Duration::from_secs(30));
+    /// # let _ = config;
+    /// ```
+    pub fn save_timeout(mut self, timeout: Duration) -> Self {
+        self.save_timeout = timeout;
+        self
+    }
+
+    /// How long an operator's thread may take to stop once told to (after
+    /// a failure, or at the end of the job; 60 s unless set). A thread stuck
+    /// in a hook that never returns then ends the job with an error naming
+    /// it, instead of a job that never exits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_runtime::Config;
+    ///
+    /// let config = Config::default().stop_timeout(Duration::from_secs(5));
+    /// # let _ = config;
+    /// ```
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// What a failure restores ([`RecoveryScope::Partial`] unless set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_runtime::{Config, RecoveryScope};
+    ///
+    /// let config = Config::default().recovery_scope(RecoveryScope::Global);
+    /// # let _ = config;
+    /// ```
+    pub fn recovery_scope(mut self, scope: RecoveryScope) -> Self {
+        self.recovery_scope = scope;
+        self
+    }
+}
