@@ -89,6 +89,8 @@ pub(crate) struct NodeEnv {
     pub(crate) events: Sender<Event>,
     /// Disconnected when this operator is killed or the job aborts.
     pub(crate) kill: Receiver<()>,
+    /// Set when this operator is killed: what a busy loop polls.
+    pub(crate) killed: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) metrics: Arc<Metrics>,
     /// Restored from a checkpoint (no initial checkpoint to take).
     pub(crate) restored: bool,
@@ -624,16 +626,23 @@ impl<L: Lifecycle> Core<L> {
 
     /// Drains control messages without blocking.
     pub(crate) fn poll_control(&mut self) -> Result<(), Failure> {
-        if let Err(crossbeam_channel::TryRecvError::Disconnected) = self.env.kill.try_recv() {
+        // Called between every two `emit_tuples`: an atomic load and an
+        // empty-queue check, no lock and no clone.
+        if self.env.killed.load(Ordering::Acquire) {
             return Err(Failure::Aborted);
         }
-        let Some(control) = self.env.control.clone() else {
+        let Some(control) = self.env.control.take() else {
             return Ok(());
         };
+        let mut result = Ok(());
         while let Ok(message) = control.try_recv() {
-            self.accept(message)?;
+            result = self.accept(message);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.env.control = Some(control);
+        result
     }
 
     /// Delivers waiting hooks: the operator is between windows.

@@ -2,7 +2,11 @@
 //! savers: what workers report (`Event`) and what they are told
 //! (`Control`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use checkpoint_core::WindowId;
+use crossbeam_channel::Sender;
 
 use crate::failure::Failure;
 use crate::stream::Resume;
@@ -60,5 +64,37 @@ impl std::fmt::Debug for Control {
             }
             Control::Shutdown => write!(f, "Shutdown"),
         }
+    }
+}
+
+/// Kills one operator thread when dropped (the supervisor holds it): the
+/// flag is what a busy thread polls between calls (one atomic load), the
+/// channel's disconnection what wakes a thread blocked in a `select`.
+pub(crate) struct KillSwitch {
+    flag: Arc<AtomicBool>,
+    _wake: Sender<()>,
+}
+
+impl KillSwitch {
+    /// A switch, the flag its thread polls, and the channel its thread's
+    /// blocking selects include.
+    pub(crate) fn new() -> (KillSwitch, Arc<AtomicBool>, crossbeam_channel::Receiver<()>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = crossbeam_channel::bounded(0);
+        (
+            KillSwitch {
+                flag: Arc::clone(&flag),
+                _wake: wake,
+            },
+            flag,
+            woken,
+        )
+    }
+}
+
+impl Drop for KillSwitch {
+    fn drop(&mut self) {
+        // Before the channel disconnects (fields drop after this body).
+        self.flag.store(true, Ordering::Release);
     }
 }

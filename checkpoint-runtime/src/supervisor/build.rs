@@ -11,6 +11,7 @@ use crate::dag::{Built, EdgeKind, Erased, NodeParts, Restore, ThreadBody};
 use crate::error::RunError;
 use crate::failure::{Failure, panic_message};
 use crate::operator::{OperatorContext, ProcessingMode};
+use crate::protocol::KillSwitch;
 use crate::protocol::{Control, Event};
 use crate::replay::SpillPolicy;
 use crate::stream::Resume;
@@ -25,14 +26,16 @@ impl Supervisor {
     pub(super) fn build(&mut self, nodes: &BTreeSet<usize>, resume: &HashMap<usize, Resume>) -> Result<(), RunError> {
         let mut control_rx = HashMap::new();
         let mut kill_rx = HashMap::new();
+        let mut kill_flags = HashMap::new();
         for &node in nodes {
             if self.root[node] == node {
                 let (tx, rx) = crossbeam_channel::unbounded();
                 self.control[node] = Some(tx);
                 control_rx.insert(node, rx);
-                let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-                self.kill[node] = Some(tx);
+                let (switch, flag, rx) = KillSwitch::new();
+                self.kill[node] = Some(switch);
                 kill_rx.insert(node, rx);
+                kill_flags.insert(node, flag);
             }
         }
         let kill_of = |node: usize, kill_rx: &HashMap<usize, Receiver<()>>| kill_rx.get(&self.root[node]).cloned();
@@ -96,6 +99,9 @@ impl Supervisor {
             let Some(kill) = kill_of(node, &kill_rx) else {
                 unreachable!("the thread's root is being built");
             };
+            let Some(killed) = kill_flags.get(&root).cloned() else {
+                unreachable!("the thread's root is being built");
+            };
             let checkpoint_window_count = self.dag.effective_checkpoint_count(logical);
             let ctx = OperatorContext {
                 name: name.clone(),
@@ -119,6 +125,7 @@ impl Supervisor {
                 control_tx,
                 events: self.events_tx.clone(),
                 kill,
+                killed,
                 metrics: Arc::clone(&self.metrics),
                 restored: restore.is_some(),
                 ended: self.ended[node],

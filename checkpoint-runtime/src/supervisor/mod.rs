@@ -26,7 +26,7 @@ use crate::failure::Failure;
 use crate::manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator};
 use crate::metrics::{Metrics, Progress, Recovery, RunReport};
 use crate::operator::ProcessingMode;
-use crate::protocol::{Control, Event};
+use crate::protocol::{Control, Event, KillSwitch};
 use crate::replay::SpillDir;
 use crate::stream::Resume;
 
@@ -62,7 +62,7 @@ pub(crate) struct Supervisor {
     /// Inputs restored from the final checkpoint of a stream that ended.
     ended: Vec<bool>,
     epoch: Vec<u32>,
-    kill: Vec<Option<Sender<()>>>,
+    kill: Vec<Option<KillSwitch>>,
     control: Vec<Option<Sender<(usize, Control)>>>,
     threads: BTreeMap<usize, JoinHandle<()>>,
     events_tx: Sender<Event>,
