@@ -730,3 +730,19 @@ fn a_corrupt_checkpoint_set_aside_by_a_restart_is_listed_and_purged() {
     assert!(stdout.contains(".corrupt"), "{stdout}");
     assert!(!aside.exists(), "purged on request");
 }
+
+#[test]
+fn ls_says_when_an_inputs_stream_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_job(dir.path(), &[]).expect("a complete run");
+    let ls = ok(&["ls", path_str(dir.path())]);
+    let numbers = ls
+        .lines()
+        .find(|l| l.trim_start().starts_with("numbers: recovery checkpoint"))
+        .unwrap_or_else(|| panic!("no line for numbers:\n{ls}"));
+    assert!(numbers.contains("its stream ended there"), "{numbers}");
+    // A job stopped by a failure has not ended.
+    let failed = failed_job();
+    let ls = ok(&["ls", path_str(failed.path())]);
+    assert!(!ls.contains("stream ended"), "{ls}");
+}

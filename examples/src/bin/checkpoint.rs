@@ -437,6 +437,8 @@ struct PhysicalOperator {
     recovery: Option<WindowId>,
     /// A restart starts it as new (it never saved a checkpoint).
     fresh: bool,
+    /// An input whose stream ended at its recovery checkpoint.
+    ended: bool,
 }
 
 #[derive(Debug)]
@@ -470,6 +472,7 @@ fn job_view(dir: &Path, manifest: &JobManifest) -> Result<JobView, Failure> {
                 _ => None,
             },
             fresh: matches!(op.restore, Some(RestorePoint::Fresh(_))),
+            ended: op.ended,
         });
     }
     Ok(JobView {
@@ -648,12 +651,17 @@ fn ls_job(out: &mut String, manifest: &JobManifest, view: &JobView, inventory: &
             }
             say!(
                 out,
-                "  {}: recovery checkpoint {}",
+                "  {}: recovery checkpoint {}{}",
                 physical.name,
                 match physical.recovery {
                     Some(w) => window_text(w),
                     None if physical.fresh => "none yet (a restart starts it as new)".to_owned(),
                     None => "none (a restart cannot restore it)".to_owned(),
+                },
+                if physical.ended {
+                    "; its stream ended there, a restart opens no further window"
+                } else {
+                    ""
                 }
             );
             match entry {
