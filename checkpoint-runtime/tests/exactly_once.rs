@@ -6,60 +6,13 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use checkpoint_core::{Checkpoint, MemoryStorageAgent, StorageAgent, StorageError, StorageLock, WindowId};
+use checkpoint_core::{Checkpoint, MemoryStorageAgent, WindowId};
 use checkpoint_runtime::{Config, Dag, Operator, OperatorResult, Output, ProcessingMode, Runtime, WindowMode};
-use common::{Counting, Tagged, with_watchdog};
+use common::{Counting, Intercept, Op, Tagged, with_watchdog};
 
 const BASE: u32 = 0x6553_f100;
 
 type Log = Arc<Mutex<Vec<(&'static str, u32)>>>;
-
-/// Memory storage that logs when a save of `watched` starts and ends.
-#[derive(Debug)]
-struct Watching {
-    inner: MemoryStorageAgent,
-    log: Log,
-}
-
-impl StorageAgent for Watching {
-    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-        let watched = operator == "watched";
-        if watched {
-            self.log.lock().expect("log").push(("save-start", window.sequence()));
-        }
-        if watched {
-            // Slow storage: a save left in flight would still be running
-            // when the next window begins.
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let result = self.inner.save(operator, window, snapshot);
-        if watched {
-            self.log.lock().expect("log").push(("save-end", window.sequence()));
-        }
-        result
-    }
-    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
-        self.inner.load(operator, window)
-    }
-    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.delete(operator, window)
-    }
-    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        self.inner.windows(operator)
-    }
-    fn operators(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.operators()
-    }
-    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
-        self.inner.save_manifest(manifest)
-    }
-    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.load_manifest()
-    }
-    fn lock(&self) -> Result<StorageLock, StorageError> {
-        self.inner.lock()
-    }
-}
 
 /// Counts tuples; logs every `begin_window`.
 #[derive(Default, Checkpoint)]
@@ -87,10 +40,23 @@ impl Operator for Watched {
 #[test]
 fn an_exactly_once_operator_checkpoints_every_application_window_before_the_next_begins() {
     let log: Log = Arc::new(Mutex::new(Vec::new()));
-    let storage = Watching {
-        inner: MemoryStorageAgent::new(),
-        log: log.clone(),
-    };
+    // Slow storage that logs when a save of `watched` starts and ends: a
+    // save left in flight would still be running when the next window
+    // begins.
+    let (start_log, end_log) = (log.clone(), log.clone());
+    let storage = Intercept::new(MemoryStorageAgent::new())
+        .before(move |_, op| {
+            if let Op::Save("watched", w) = op {
+                start_log.lock().expect("log").push(("save-start", w.sequence()));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            None
+        })
+        .after(move |op, _| {
+            if let Op::Save("watched", w) = op {
+                end_log.lock().expect("log").push(("save-end", w.sequence()));
+            }
+        });
     let mut dag = Dag::new();
     // 5 tuples per window, 60 tuples: 12 streaming windows; application
     // windows of 2 aligned on (sequence + 1) % 2 == 0: [1], [2, 3], ...,

@@ -7,10 +7,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent, StorageError, StorageLock, WindowId};
+use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent, WindowId};
 use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput, published_windows, read_output};
 use checkpoint_runtime::{
     Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, RunError, RunReport, Runtime, WindowMode,
@@ -18,7 +18,17 @@ use checkpoint_runtime::{
 
 mod common;
 
-use common::with_watchdog;
+use common::{Intercept, Op, eio, with_watchdog};
+
+/// The saves that succeeded, in order.
+fn successful_saves(storage: &Intercept) -> Vec<(String, WindowId)> {
+    storage
+        .calls("save")
+        .into_iter()
+        .filter(|c| c.ok)
+        .map(|c| (c.operator, c.window))
+        .collect()
+}
 
 const BASE: u32 = 0x6553_f100;
 
@@ -97,53 +107,6 @@ fn a_completed_job_with_a_stateless_input_run_again_publishes_nothing_new() {
     }
 }
 
-/// Fails the save of one snapshot; logs the others.
-#[derive(Debug)]
-struct FailOne {
-    inner: FsStorageAgent,
-    fail: Option<(String, WindowId)>,
-    saves: Mutex<Vec<(String, WindowId)>>,
-}
-
-impl StorageAgent for FailOne {
-    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-        if self.fail.as_ref().is_some_and(|(o, w)| o == operator && *w == window) {
-            return Err(StorageError::Io {
-                action: "writing (injected)",
-                path: self.inner.root().to_path_buf(),
-                source: std::io::Error::from_raw_os_error(5),
-            });
-        }
-        self.inner.save(operator, window, snapshot)?;
-        self.saves.lock().expect("log").push((operator.to_owned(), window));
-        Ok(())
-    }
-    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
-        self.inner.load(operator, window)
-    }
-    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.delete(operator, window)
-    }
-    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        self.inner.windows(operator)
-    }
-    fn operators(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.operators()
-    }
-    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
-        self.inner.save_manifest(manifest)
-    }
-    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.load_manifest()
-    }
-    fn lock(&self) -> Result<StorageLock, StorageError> {
-        self.inner.lock()
-    }
-    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.set_aside(operator, window)
-    }
-}
-
 /// Two inputs, one much shorter than the other, into one counter.
 struct TwoInputs {
     dir: PathBuf,
@@ -182,12 +145,13 @@ impl TwoInputs {
         with_watchdog(move || Runtime::new(config).run(dag))
     }
 
-    fn storage(&self, fail: Option<(String, WindowId)>) -> Arc<FailOne> {
-        Arc::new(FailOne {
-            inner: FsStorageAgent::new(self.dir.join("checkpoints")).expect("storage"),
-            fail,
-            saves: Mutex::new(Vec::new()),
-        })
+    /// The job's storage, failing the save of `fail` if given.
+    fn storage(&self, fail: Option<(String, WindowId)>) -> Arc<Intercept> {
+        let storage = Intercept::new(FsStorageAgent::new(self.dir.join("checkpoints")).expect("storage"));
+        Arc::new(storage.before(move |_, op| match (op, &fail) {
+            (Op::Save(o, w), Some((fo, fw))) if o == fo && w == *fw => Some(eio("writing (injected)")),
+            _ => None,
+        }))
     }
 
     fn output(&self) -> Vec<u8> {
@@ -204,7 +168,7 @@ fn two_inputs_one_ending_early_stopped_at_every_save_resume_to_the_same_output()
     let storage = job.storage(None);
     job.run(storage.clone(), 5).expect("reference");
     let expected = job.output();
-    let saves = storage.saves.lock().expect("log").clone();
+    let saves = successful_saves(&storage);
     let mut failures = Vec::new();
     for (operator, window) in saves {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -305,53 +269,6 @@ fn a_job_stopped_gracefully_resumes_to_the_same_output() {
     );
 }
 
-/// Delays the save of one snapshot; records when each save completed.
-#[derive(Debug)]
-struct SlowOne {
-    inner: FsStorageAgent,
-    slow: (String, WindowId),
-    delay: std::time::Duration,
-    completed: Mutex<Vec<(String, WindowId, std::time::Instant)>>,
-}
-
-impl StorageAgent for SlowOne {
-    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-        if self.slow.0 == operator && self.slow.1 == window {
-            std::thread::sleep(self.delay);
-        }
-        self.inner.save(operator, window, snapshot)?;
-        self.completed
-            .lock()
-            .expect("log")
-            .push((operator.to_owned(), window, std::time::Instant::now()));
-        Ok(())
-    }
-    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
-        self.inner.load(operator, window)
-    }
-    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.delete(operator, window)
-    }
-    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        self.inner.windows(operator)
-    }
-    fn operators(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.operators()
-    }
-    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
-        self.inner.save_manifest(manifest)
-    }
-    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.load_manifest()
-    }
-    fn lock(&self) -> Result<StorageLock, StorageError> {
-        self.inner.lock()
-    }
-    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.set_aside(operator, window)
-    }
-}
-
 /// `Saver::stop` joins the saver only if it already finished: a save in
 /// flight when the job fails goes on writing into the checkpoint directory
 /// after `Runtime::run` returned and released the directory's lock, when
@@ -361,12 +278,15 @@ fn no_checkpoint_is_written_after_the_job_returned_and_unlocked_its_directory() 
     let dir = tempfile::tempdir().expect("tempdir");
     let job = TwoInputs::new(dir.path());
     let slow_window = WindowId::new(BASE, 3);
-    let storage = Arc::new(SlowOne {
-        inner: FsStorageAgent::new(dir.path().join("checkpoints")).expect("storage"),
-        slow: ("count".to_owned(), slow_window),
-        delay: std::time::Duration::from_millis(400),
-        completed: Mutex::new(Vec::new()),
-    });
+    // Slow storage for one save.
+    let storage = Arc::new(
+        Intercept::new(FsStorageAgent::new(dir.path().join("checkpoints")).expect("storage")).before(move |_, op| {
+            if op == Op::Save("count", slow_window) {
+                std::thread::sleep(std::time::Duration::from_millis(400));
+            }
+            None
+        }),
+    );
     let config = Config::default()
         .shared_storage(storage.clone())
         .window_mode(WindowMode::Tuples(6))
@@ -385,72 +305,14 @@ fn no_checkpoint_is_written_after_the_job_returned_and_unlocked_its_directory() 
         .expect("storage")
         .lock()
         .expect("the failed job released the directory");
-    let done: Vec<String> = storage
-        .completed
-        .lock()
-        .expect("log")
+    let done: Vec<String> = successful_saves(&storage)
         .iter()
-        .map(|(op, w, _)| format!("{op}@{w}"))
+        .map(|(op, w)| format!("{op}@{w}"))
         .collect();
     assert!(
         done.contains(&format!("count@{slow_window}")),
         "the job returned ({error}) with a save still running: done {done:?}"
     );
-}
-
-/// Which saves to hold, by operator and window.
-type Choose = Box<dyn Fn(&str, WindowId) -> bool + Send + Sync>;
-
-/// One storage call: the thread that made it, the call, the operator and
-/// window, and whether it succeeded (for a delete: whether the snapshot
-/// existed).
-type Call = (String, &'static str, String, WindowId, bool);
-
-/// Never returns from the save of one snapshot.
-struct HangOne {
-    inner: FsStorageAgent,
-    hang: Choose,
-}
-
-impl std::fmt::Debug for HangOne {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HangOne")
-    }
-}
-
-impl StorageAgent for HangOne {
-    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-        if (self.hang)(operator, window) {
-            loop {
-                std::thread::park();
-            }
-        }
-        self.inner.save(operator, window, snapshot)
-    }
-    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
-        self.inner.load(operator, window)
-    }
-    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.delete(operator, window)
-    }
-    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        self.inner.windows(operator)
-    }
-    fn operators(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.operators()
-    }
-    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
-        self.inner.save_manifest(manifest)
-    }
-    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.load_manifest()
-    }
-    fn lock(&self) -> Result<StorageLock, StorageError> {
-        self.inner.lock()
-    }
-    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.set_aside(operator, window)
-    }
 }
 
 /// A save on the operator's own thread (the initial checkpoint; every
@@ -461,10 +323,19 @@ impl StorageAgent for HangOne {
 fn a_hung_initial_save_ends_in_an_error_after_the_save_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let job = TwoInputs::new(dir.path());
-    let storage = Arc::new(HangOne {
-        inner: FsStorageAgent::new(dir.path().join("checkpoints")).expect("storage"),
-        hang: Box::new(|op, w| op == "count" && w.sequence() == 0),
-    });
+    // Storage that never answers the initial save of `count`.
+    let storage = Arc::new(
+        Intercept::new(FsStorageAgent::new(dir.path().join("checkpoints")).expect("storage")).before(|_, op| {
+            if let Op::Save("count", w) = op
+                && w.sequence() == 0
+            {
+                loop {
+                    std::thread::park();
+                }
+            }
+            None
+        }),
+    );
     let config = Config::default()
         .shared_storage(storage)
         .window_mode(WindowMode::Tuples(6))
@@ -521,56 +392,6 @@ fn only_corrupt_snapshots_are_set_aside_as_corrupt() {
     );
 }
 
-/// Fails the second load of one operator's snapshots (the plan reads each
-/// once; the restore reads its snapshot again): a transient EIO.
-#[derive(Debug)]
-struct SecondLoadFails {
-    inner: FsStorageAgent,
-    operator: String,
-    loads: std::sync::atomic::AtomicUsize,
-}
-
-impl StorageAgent for SecondLoadFails {
-    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-        self.inner.save(operator, window, snapshot)
-    }
-    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
-        if operator == self.operator {
-            let n = self.loads.fetch_add(1, Ordering::SeqCst);
-            let listed = self.inner.windows(operator)?.len();
-            if n >= listed {
-                return Err(StorageError::Io {
-                    action: "reading (injected)",
-                    path: self.inner.root().to_path_buf(),
-                    source: std::io::Error::from_raw_os_error(5),
-                });
-            }
-        }
-        self.inner.load(operator, window)
-    }
-    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.delete(operator, window)
-    }
-    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        self.inner.windows(operator)
-    }
-    fn operators(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.operators()
-    }
-    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
-        self.inner.save_manifest(manifest)
-    }
-    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.load_manifest()
-    }
-    fn lock(&self) -> Result<StorageLock, StorageError> {
-        self.inner.lock()
-    }
-    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.set_aside(operator, window)
-    }
-}
-
 fn snapshot_files(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in fs::read_dir(root).expect("list") {
@@ -600,7 +421,7 @@ fn a_restore_that_fails_to_load_has_deleted_nothing() {
         let probe_job = TwoInputs::new(probe.path());
         let log = probe_job.storage(None);
         probe_job.run(log.clone(), 0).expect("reference");
-        let saves = log.saves.lock().expect("log").clone();
+        let saves = successful_saves(&log);
         let stop_at = saves
             .iter()
             .filter(|(op, _)| op == "sink")
@@ -612,11 +433,19 @@ fn a_restore_that_fails_to_load_has_deleted_nothing() {
     }
     let root = dir.path().join("checkpoints");
     let before = snapshot_files(&root);
-    let storage = Arc::new(SecondLoadFails {
-        inner: FsStorageAgent::new(&root).expect("storage"),
-        operator: "sink".to_owned(),
-        loads: std::sync::atomic::AtomicUsize::new(0),
-    });
+    // The plan reads each of the sink's snapshots once; the restore's
+    // second read fails, a transient EIO.
+    let loads = std::sync::atomic::AtomicUsize::new(0);
+    let storage = Arc::new(Intercept::new(FsStorageAgent::new(&root).expect("storage")).before(
+        move |inner, op| match op {
+            Op::Load("sink", _) => {
+                let n = loads.fetch_add(1, Ordering::SeqCst);
+                let listed = inner.windows("sink").map_or(0, |w| w.len());
+                (n >= listed).then(|| eio("reading (injected)"))
+            }
+            _ => None,
+        },
+    ));
     let error = job
         .run(storage, 0)
         .expect_err("the sink's snapshot cannot be read the second time");
@@ -625,58 +454,6 @@ fn a_restore_that_fails_to_load_has_deleted_nothing() {
         before,
         "the failed restart ({error}) deleted files"
     );
-}
-
-/// Logs every save and delete with the thread that made it.
-#[derive(Debug)]
-struct Logged {
-    inner: FsStorageAgent,
-    log: Arc<Mutex<Vec<Call>>>,
-}
-
-impl Logged {
-    fn note(&self, kind: &'static str, operator: &str, window: WindowId, ok: bool) {
-        let thread = std::thread::current().name().unwrap_or("?").to_owned();
-        self.log
-            .lock()
-            .expect("log")
-            .push((thread, kind, operator.to_owned(), window, ok));
-    }
-}
-
-impl StorageAgent for Logged {
-    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-        let result = self.inner.save(operator, window, snapshot);
-        self.note("save", operator, window, result.is_ok());
-        result
-    }
-    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
-        self.inner.load(operator, window)
-    }
-    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        // `ok` here: whether the snapshot existed when it was deleted.
-        let existed = self.inner.windows(operator).is_ok_and(|w| w.contains(&window));
-        self.note("delete", operator, window, existed);
-        self.inner.delete(operator, window)
-    }
-    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        self.inner.windows(operator)
-    }
-    fn operators(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.operators()
-    }
-    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
-        self.inner.save_manifest(manifest)
-    }
-    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.load_manifest()
-    }
-    fn lock(&self) -> Result<StorageLock, StorageError> {
-        self.inner.lock()
-    }
-    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.set_aside(operator, window)
-    }
 }
 
 /// A save that fails (here: panics after its bytes are written) is a
@@ -700,13 +477,9 @@ fn a_failed_save_never_deletes_a_checkpoint() {
                 panic!("the disk went away after the rename");
             }
         });
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let storage = Arc::new(Logged {
-        inner,
-        log: log.clone(),
-    });
+    let storage = Arc::new(Intercept::new(inner));
     let config = Config::default()
-        .shared_storage(storage)
+        .shared_storage(storage.clone())
         .window_mode(WindowMode::Tuples(6))
         .window_base(BASE)
         .batch_size(4)
@@ -715,10 +488,10 @@ fn a_failed_save_never_deletes_a_checkpoint() {
     let report = with_watchdog(move || Runtime::new(config).run(dag)).expect("recovers");
     assert!(failed_once.load(Ordering::SeqCst), "the save failed once");
     assert!(!report.recoveries.is_empty(), "the failed save was a failure");
-    let log = log.lock().expect("log").clone();
-    let by_savers: Vec<_> = log
-        .iter()
-        .filter(|(thread, kind, ..)| *kind == "delete" && thread.starts_with("save:"))
+    let by_savers: Vec<_> = storage
+        .calls("delete")
+        .into_iter()
+        .filter(|c| c.thread.starts_with("save:"))
         .collect();
     assert!(by_savers.is_empty(), "save threads deleted checkpoints: {by_savers:?}");
 }

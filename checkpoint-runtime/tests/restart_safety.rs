@@ -10,12 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
-use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent, StorageError, StorageLock, WindowId};
+use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent, StorageError, WindowId};
 use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput, published_windows, read_output};
 use checkpoint_runtime::{
     Config, Dag, Fault, JobManifest, Operator, OperatorResult, Output, ProcessingMode, RunError, RunReport, Runtime,
@@ -24,7 +23,7 @@ use checkpoint_runtime::{
 
 mod common;
 
-use common::with_watchdog;
+use common::{Intercept, Op, eio, with_watchdog};
 
 const BASE: u32 = 0x6553_f100;
 const INPUT: &str = "lines";
@@ -79,97 +78,53 @@ impl Operator for PassLines {
     }
 }
 
-/// What a save or load does in [`Faulty`].
+/// Which saves or loads a rule picks, by operator and window.
 type Rule = Box<dyn Fn(&str, WindowId) -> bool + Send + Sync>;
 
-/// A filesystem agent that fails chosen operations, and logs saves.
-struct Faulty {
-    inner: FsStorageAgent,
-    /// Fails the save of a snapshot.
-    fail_save: Option<Rule>,
-    /// Fails the n-th (1-based) manifest write.
-    fail_manifest: Option<usize>,
-    /// Fails a load with EIO.
-    fail_load: Option<Rule>,
-    /// Never returns from the save.
-    hang_save: Option<Rule>,
-    manifest_writes: AtomicUsize,
-    saves: Mutex<Vec<(String, WindowId)>>,
+/// A filesystem agent under `root` that logs every call.
+fn intercepted(root: &Path) -> Intercept {
+    Intercept::new(FsStorageAgent::new(root).expect("storage"))
 }
 
-impl std::fmt::Debug for Faulty {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Faulty").field("inner", &self.inner).finish()
-    }
+/// Fails the saves `rule` picks with EIO.
+fn fail_save(storage: Intercept, rule: Rule) -> Intercept {
+    storage.before(move |_, op| match op {
+        Op::Save(o, w) if rule(o, w) => Some(eio("writing (injected)")),
+        _ => None,
+    })
 }
 
-impl Faulty {
-    fn new(root: &Path) -> Self {
-        Faulty {
-            inner: FsStorageAgent::new(root).expect("storage"),
-            fail_save: None,
-            fail_manifest: None,
-            fail_load: None,
-            hang_save: None,
-            manifest_writes: AtomicUsize::new(0),
-            saves: Mutex::new(Vec::new()),
+/// Fails the `n`-th (1-based) manifest write with EIO.
+fn fail_manifest(storage: Intercept, n: usize) -> Intercept {
+    let writes = AtomicUsize::new(0);
+    storage.before(move |_, op| match op {
+        Op::SaveManifest if writes.fetch_add(1, Ordering::SeqCst) + 1 == n => {
+            Some(eio("writing the manifest (injected)"))
         }
-    }
-
-    fn eio(&self, action: &'static str) -> StorageError {
-        StorageError::Io {
-            action,
-            path: self.inner.root().to_path_buf(),
-            source: io::Error::from_raw_os_error(libc::EIO),
-        }
-    }
+        _ => None,
+    })
 }
 
-impl StorageAgent for Faulty {
-    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-        if self.fail_save.as_ref().is_some_and(|f| f(operator, window)) {
-            return Err(self.eio("writing (injected)"));
-        }
-        if self.hang_save.as_ref().is_some_and(|f| f(operator, window)) {
+/// Fails the loads `rule` picks with EIO.
+fn fail_load(storage: Intercept, rule: Rule) -> Intercept {
+    storage.before(move |_, op| match op {
+        Op::Load(o, w) if rule(o, w) => Some(eio("reading (injected)")),
+        _ => None,
+    })
+}
+
+/// Never returns from the saves `rule` picks.
+fn hang_save(storage: Intercept, rule: Rule) -> Intercept {
+    storage.before(move |_, op| {
+        if let Op::Save(o, w) = op
+            && rule(o, w)
+        {
             loop {
                 std::thread::park();
             }
         }
-        self.inner.save(operator, window, snapshot)?;
-        self.saves.lock().expect("log").push((operator.to_owned(), window));
-        Ok(())
-    }
-    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
-        if self.fail_load.as_ref().is_some_and(|f| f(operator, window)) {
-            return Err(self.eio("reading (injected)"));
-        }
-        self.inner.load(operator, window)
-    }
-    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.delete(operator, window)
-    }
-    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        self.inner.windows(operator)
-    }
-    fn operators(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.operators()
-    }
-    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
-        let n = self.manifest_writes.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fail_manifest == Some(n) {
-            return Err(self.eio("writing the manifest (injected)"));
-        }
-        self.inner.save_manifest(manifest)
-    }
-    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.load_manifest()
-    }
-    fn lock(&self) -> Result<StorageLock, StorageError> {
-        self.inner.lock()
-    }
-    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
-        self.inner.set_aside(operator, window)
-    }
+        None
+    })
 }
 
 struct Job {
@@ -276,10 +231,15 @@ struct Reference {
 fn reference() -> Reference {
     let dir = tempfile::tempdir().expect("tempdir");
     let job = Job::new(dir.path());
-    let storage = Arc::new(Faulty::new(&job.checkpoints));
+    let storage = Arc::new(intercepted(&job.checkpoints));
     job.run_with(storage.clone()).expect("reference run");
-    let saves = storage.saves.lock().expect("log").clone();
-    let manifests = storage.manifest_writes.load(Ordering::SeqCst);
+    let saves = storage
+        .calls("save")
+        .into_iter()
+        .filter(|c| c.ok)
+        .map(|c| (c.operator, c.window))
+        .collect();
+    let manifests = storage.calls("manifest").len();
     Reference {
         output: job.output(),
         saves,
@@ -290,11 +250,10 @@ fn reference() -> Reference {
 /// Stops a job where `fail` says, then restarts it until it completes, and
 /// runs it once more: the output is the reference's, and the last run
 /// publishes nothing.
-fn stop_and_resume(what: &str, expected: &[u8], fail: impl FnOnce(&mut Faulty)) {
+fn stop_and_resume(what: &str, expected: &[u8], fail: impl FnOnce(Intercept) -> Intercept) {
     let dir = tempfile::tempdir().expect("tempdir");
     let job = Job::new(dir.path());
-    let mut storage = Faulty::new(&job.checkpoints);
-    fail(&mut storage);
+    let storage = fail(intercepted(&job.checkpoints));
     let stopped = Runtime::new(job.config(Arc::new(storage)).restart_limit(0)).run(job.dag());
     // A failure after the job's last commit cannot stop it any more.
     if let Err(e) = &stopped {
@@ -343,7 +302,7 @@ fn a_job_stopped_at_any_checkpoint_save_resumes_to_the_same_output() {
     for (operator, window) in saves {
         let what = format!("stopped at the save of {operator} at {window}");
         stop_and_resume(&what, &expected, |storage| {
-            storage.fail_save = Some(Box::new(move |op, w| op == operator && w == window));
+            fail_save(storage, Box::new(move |op, w| op == operator && w == window))
         });
     }
 }
@@ -358,7 +317,7 @@ fn a_job_stopped_at_any_manifest_write_resumes_to_the_same_output() {
     assert!(manifests >= 4, "{manifests} manifest writes");
     for n in 1..=manifests {
         stop_and_resume(&format!("stopped at manifest write {n}"), &expected, |storage| {
-            storage.fail_manifest = Some(n);
+            fail_manifest(storage, n)
         });
     }
 }
@@ -368,8 +327,7 @@ fn a_job_stopped_before_any_initial_checkpoint_resumes_as_new() {
     let expected = reference().output;
     let dir = tempfile::tempdir().expect("tempdir");
     let job = Job::new(dir.path());
-    let mut storage = Faulty::new(&job.checkpoints);
-    storage.fail_save = Some(Box::new(|_, w| w.sequence() == 0));
+    let storage = fail_save(intercepted(&job.checkpoints), Box::new(|_, w| w.sequence() == 0));
     let stopped = Runtime::new(job.config(Arc::new(storage)).restart_limit(0)).run(job.dag());
     assert!(stopped.is_err(), "every initial checkpoint failed");
     let agent = FsStorageAgent::new(&job.checkpoints).expect("storage");
@@ -395,8 +353,10 @@ fn half_done(job: &Job, saves: &[(String, WindowId)]) {
         .nth(3)
         .cloned()
         .expect("a fourth sink checkpoint");
-    let mut storage = Faulty::new(&job.checkpoints);
-    storage.fail_save = Some(Box::new(move |op, w| op == SINK && w == stop_at));
+    let storage = fail_save(
+        intercepted(&job.checkpoints),
+        Box::new(move |op, w| op == SINK && w == stop_at),
+    );
     let stopped = Runtime::new(job.config(Arc::new(storage)).restart_limit(0)).run(job.dag());
     assert!(stopped.is_err());
 }
@@ -422,8 +382,10 @@ fn an_unreadable_checkpoint_stops_the_restart_and_changes_nothing() {
     half_done(&job, &saves);
     let unreadable = newest(&job, COUNT);
     let before = tree(&job.root);
-    let mut storage = Faulty::new(&job.checkpoints);
-    storage.fail_load = Some(Box::new(move |op, w| op == COUNT && w == unreadable));
+    let storage = fail_load(
+        intercepted(&job.checkpoints),
+        Box::new(move |op, w| op == COUNT && w == unreadable),
+    );
     let error = job.run_with(Arc::new(storage)).expect_err("an unreadable checkpoint");
     let message = error.to_string();
     assert!(
@@ -495,8 +457,7 @@ fn a_directory_or_fifo_named_like_a_checkpoint_is_not_one() {
 fn an_unreadable_checkpoint_during_a_recovery_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let job = Job::new(dir.path());
-    let mut storage = Faulty::new(&job.checkpoints);
-    storage.fail_load = Some(Box::new(|op, _| op == COUNT));
+    let storage = fail_load(intercepted(&job.checkpoints), Box::new(|op, _| op == COUNT));
     let config = job.config(Arc::new(storage)).inject(Fault::panic(COUNT, 5));
     let error = Runtime::new(config).run(job.dag()).expect_err("cannot recover");
     let message = error.to_string();
@@ -694,9 +655,11 @@ fn every_setting_a_restart_may_not_change_is_its_own_error() {
 fn a_save_that_never_completes_fails_the_job_after_the_save_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let job = Job::new(dir.path());
-    let mut storage = Faulty::new(&job.checkpoints);
     // The checkpoint at window 3 hangs in storage forever.
-    storage.hang_save = Some(Box::new(|op, w| op == COUNT && w.sequence() == 3));
+    let storage = hang_save(
+        intercepted(&job.checkpoints),
+        Box::new(|op, w| op == COUNT && w.sequence() == 3),
+    );
     let config = job
         .config(Arc::new(storage))
         .save_timeout(std::time::Duration::from_millis(300))

@@ -269,3 +269,161 @@ pub fn with_watchdog_secs<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + 
         Err(_) => panic!("watchdog: the job did not finish in {secs} s (deadlock?)"),
     }
 }
+
+/// A storage call, as [`Intercept`]'s hooks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    Save(&'a str, WindowId),
+    Load(&'a str, WindowId),
+    Delete(&'a str, WindowId),
+    SaveManifest,
+}
+
+/// One storage call that returned: the thread that made it, the call, its
+/// operator and window (empty and 0 for the manifest), whether it succeeded
+/// (for a delete: whether the snapshot existed), and when it returned.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub thread: String,
+    pub kind: &'static str,
+    pub operator: String,
+    pub window: WindowId,
+    pub ok: bool,
+    pub at: std::time::Instant,
+}
+
+/// Runs before a call; an error returned fails the call without making it
+/// (it may also block, sleep or panic, as a sick storage would).
+pub type Before =
+    Box<dyn Fn(&dyn checkpoint_core::StorageAgent, Op<'_>) -> Option<checkpoint_core::StorageError> + Send + Sync>;
+
+/// Runs after a call that was made, with whether it succeeded.
+pub type After = Box<dyn Fn(Op<'_>, bool) + Send + Sync>;
+
+/// A storage agent around another that runs hooks around the calls that
+/// change or read snapshots, and logs every call that returned: how tests
+/// make a storage fail, hang or go slow at one chosen call.
+pub struct Intercept {
+    pub inner: Arc<dyn checkpoint_core::StorageAgent>,
+    pub before: Option<Before>,
+    pub after: Option<After>,
+    pub log: Mutex<Vec<Call>>,
+}
+
+impl std::fmt::Debug for Intercept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intercept").field("inner", &self.inner).finish()
+    }
+}
+
+impl Intercept {
+    pub fn new(inner: impl checkpoint_core::StorageAgent + 'static) -> Self {
+        Intercept {
+            inner: Arc::new(inner),
+            before: None,
+            after: None,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn before(
+        mut self,
+        hook: impl Fn(&dyn checkpoint_core::StorageAgent, Op<'_>) -> Option<checkpoint_core::StorageError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.before = Some(Box::new(hook));
+        self
+    }
+
+    pub fn after(mut self, hook: impl Fn(Op<'_>, bool) + Send + Sync + 'static) -> Self {
+        self.after = Some(Box::new(hook));
+        self
+    }
+
+    /// The calls of `kind` that returned, in order.
+    pub fn calls(&self, kind: &str) -> Vec<Call> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|c| c.kind == kind)
+            .cloned()
+            .collect()
+    }
+
+    fn around<T>(
+        &self,
+        op: Op<'_>,
+        call: impl FnOnce() -> Result<T, checkpoint_core::StorageError>,
+    ) -> Result<T, checkpoint_core::StorageError> {
+        if let Some(error) = self.before.as_ref().and_then(|hook| hook(&*self.inner, op)) {
+            return Err(error);
+        }
+        let existed = match op {
+            Op::Delete(operator, window) => self.inner.windows(operator).is_ok_and(|w| w.contains(&window)),
+            _ => false,
+        };
+        let result = call();
+        if let Some(hook) = &self.after {
+            hook(op, result.is_ok());
+        }
+        let (kind, operator, window) = match op {
+            Op::Save(o, w) => ("save", o, w),
+            Op::Load(o, w) => ("load", o, w),
+            Op::Delete(o, w) => ("delete", o, w),
+            Op::SaveManifest => ("manifest", "", WindowId::from_u64(0)),
+        };
+        self.log.lock().expect("log").push(Call {
+            thread: std::thread::current().name().unwrap_or("?").to_owned(),
+            kind,
+            operator: operator.to_owned(),
+            window,
+            ok: if kind == "delete" { existed } else { result.is_ok() },
+            at: std::time::Instant::now(),
+        });
+        result
+    }
+}
+
+/// An injected EIO, as a failing disk gives.
+pub fn eio(action: &'static str) -> checkpoint_core::StorageError {
+    checkpoint_core::StorageError::Io {
+        action,
+        path: std::path::PathBuf::from("<injected>"),
+        source: std::io::Error::from_raw_os_error(5),
+    }
+}
+
+impl checkpoint_core::StorageAgent for Intercept {
+    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), checkpoint_core::StorageError> {
+        self.around(Op::Save(operator, window), || {
+            self.inner.save(operator, window, snapshot)
+        })
+    }
+    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, checkpoint_core::StorageError> {
+        self.around(Op::Load(operator, window), || self.inner.load(operator, window))
+    }
+    fn delete(&self, operator: &str, window: WindowId) -> Result<(), checkpoint_core::StorageError> {
+        self.around(Op::Delete(operator, window), || self.inner.delete(operator, window))
+    }
+    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, checkpoint_core::StorageError> {
+        self.inner.windows(operator)
+    }
+    fn operators(&self) -> Result<Vec<String>, checkpoint_core::StorageError> {
+        self.inner.operators()
+    }
+    fn save_manifest(&self, manifest: &[u8]) -> Result<(), checkpoint_core::StorageError> {
+        self.around(Op::SaveManifest, || self.inner.save_manifest(manifest))
+    }
+    fn load_manifest(&self) -> Result<Option<Vec<u8>>, checkpoint_core::StorageError> {
+        self.inner.load_manifest()
+    }
+    fn lock(&self) -> Result<checkpoint_core::StorageLock, checkpoint_core::StorageError> {
+        self.inner.lock()
+    }
+    fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), checkpoint_core::StorageError> {
+        self.inner.set_aside(operator, window)
+    }
+}
