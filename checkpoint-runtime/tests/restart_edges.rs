@@ -371,7 +371,21 @@ fn only_corrupt_snapshots_are_set_aside_as_corrupt() {
     let at = bytes.len() - 6;
     bytes[at] ^= 0x40;
     fs::write(&path, &bytes).expect("corrupt the sink's newest, committed checkpoint");
-    let report = job.run(job.storage(None), 0).expect("resumes past it");
+    // Retention may have kept an older checkpoint of the sink (then the
+    // restart resumes from it) or not (the sink reached its end before the
+    // last-but-one commit: then the restart cannot resume and says so).
+    // Either way no good snapshot may be labelled corrupt.
+    let notes = match job.run(job.storage(None), 0) {
+        Ok(report) => report.notes,
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("no usable checkpoint") && message.contains("corrupt"),
+                "{message}"
+            );
+            Vec::new()
+        }
+    };
     let mut mislabelled = Vec::new();
     for operator in agent.operators().expect("operators") {
         for entry in fs::read_dir(root.join(&operator)).expect("list") {
@@ -387,8 +401,7 @@ fn only_corrupt_snapshots_are_set_aside_as_corrupt() {
     }
     assert!(
         mislabelled.is_empty(),
-        "good snapshots set aside as corrupt: {mislabelled:?} (notes: {:?})",
-        report.notes
+        "good snapshots set aside as corrupt: {mislabelled:?} (notes: {notes:?})"
     );
 }
 

@@ -345,15 +345,30 @@ pub fn lock_directory(dir: &Path, what: &str) -> Result<StorageLock, StorageErro
         .truncate(false)
         .open(&path)
         .map_err(|e| io_error("opening the lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(StorageLock::holding(file)),
-        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
-            what: what.to_owned(),
-            path,
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(io_error("locking", &path, e)),
+    // A lock can look held for an instant after its holder let go: a child
+    // process forked by any thread of the holder's process shares the open
+    // lock file until it execs. Another job's lock is still there after
+    // this grace.
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(StorageLock::holding(file)),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    what: what.to_owned(),
+                    path,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_error("locking", &path, e)),
+        }
     }
 }
+
+/// How long [`lock_directory`] keeps trying a lock that is held.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn window_file_name(window: WindowId) -> String {
     format!("{:016x}", window.as_u64())
