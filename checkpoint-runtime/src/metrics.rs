@@ -7,7 +7,13 @@ use std::time::Duration;
 use checkpoint_core::WindowId;
 
 /// Live counters of one physical operator.
+///
+/// Aligned to 128 bytes (two cache lines, as `crossbeam_utils::CachePadded`
+/// does on x86-64): each operator's thread writes its own counters, and
+/// counters of two operators side by side in one line would make those
+/// threads invalidate each other's caches on every write.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct OperatorMetrics {
     pub(crate) tuples_in: AtomicU64,
     /// Emitted by the current incarnation (the emitter's own count).
@@ -257,5 +263,21 @@ impl Progress {
             last_checkpoint_bytes: operators.iter().map(|o| o.last_checkpoint_bytes).sum(),
             operators,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_operators_counters_have_cache_lines_of_their_own() {
+        let metrics = Metrics::new(3);
+        assert!(std::mem::align_of::<OperatorMetrics>() >= 128);
+        let addresses: Vec<usize> = metrics.operators.iter().map(|m| m as *const _ as usize).collect();
+        for pair in addresses.windows(2) {
+            assert!(pair[1] - pair[0] >= 128, "{addresses:?}");
+            assert_eq!(pair[0] % 128, 0);
+        }
     }
 }
