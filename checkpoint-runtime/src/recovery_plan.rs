@@ -56,6 +56,24 @@ pub struct StoredPlan {
 }
 
 /// One physical operator in a [`StoredPlan`].
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{MemoryStorageAgent, WindowId};
+/// use checkpoint_runtime::{JobManifest, RestorePoint, plan_from_storage};
+///
+/// // A job killed before its input's initial checkpoint was durable.
+/// let manifest = JobManifest::from_bytes(br#"{"format":1,"window_base":1,"streaming_window_ms":500,
+///   "checkpoint_window_count":10,"committed":null,"edges":[],"operators":[
+///   {"name":"in","kind":"input","partitions":1,"stateless":false,"mode":"at-least-once",
+///    "application_window_count":1,"checkpoint_window_count":10,"physical":["in"]}]}"#)?;
+/// let plan = plan_from_storage(&MemoryStorageAgent::new(), &manifest)?;
+/// let input = plan.operator("in").expect("in the manifest");
+/// assert!(input.input && input.good.is_empty());
+/// assert_eq!(input.restore, Some(RestorePoint::Fresh(WindowId::new(1, 0))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoredOperator {
@@ -112,6 +130,30 @@ impl RestorePoint {
 }
 
 /// A snapshot a plan could not use, and why.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+/// use checkpoint_runtime::{JobManifest, RestorePoint, plan_from_storage};
+///
+/// let storage = MemoryStorageAgent::new();
+/// let (w0, w9) = (WindowId::new(1, 0), WindowId::new(1, 9));
+/// storage.save("in", w0, &Snapshot::encode(&0u64, SnapshotMeta::new("in", w0))?)?;
+/// let mut bytes = Snapshot::encode(&9u64, SnapshotMeta::new("in", w9))?;
+/// let last = bytes.len() - 1;
+/// bytes[last] ^= 1; // the checksum no longer matches
+/// storage.save("in", w9, &bytes)?;
+/// let manifest = JobManifest::from_bytes(br#"{"format":1,"window_base":1,"streaming_window_ms":500,
+///   "checkpoint_window_count":10,"committed":null,"edges":[],"operators":[
+///   {"name":"in","kind":"input","partitions":1,"stateless":false,"mode":"at-least-once",
+///    "application_window_count":1,"checkpoint_window_count":10,"physical":["in"]}]}"#)?;
+/// let plan = plan_from_storage(&storage, &manifest)?;
+/// assert_eq!(plan.corrupt.len(), 1);
+/// assert_eq!((plan.corrupt[0].operator.as_str(), plan.corrupt[0].window), ("in", w9));
+/// assert_eq!(plan.operator("in").and_then(|o| o.restore), Some(RestorePoint::Checkpoint(w0)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BadCheckpoint {
@@ -124,7 +166,8 @@ pub struct BadCheckpoint {
 }
 
 impl StoredPlan {
-    /// The operator named `name` (physical name).
+    /// The operator named `name` (physical name). See [`StoredOperator`]
+    /// for an example.
     pub fn operator(&self, name: &str) -> Option<&StoredOperator> {
         self.operators.iter().find(|o| o.name == name)
     }
@@ -324,28 +367,22 @@ pub fn plan_from_storage(storage: &dyn StorageAgent, manifest: &JobManifest) -> 
     for &node in &order {
         let op = &operators[node];
         let durable = &lists[node].durable;
-        let restore = if op.stateless {
-            let window = planned.recovery[node]
-                .filter(|w| w.as_u64() != u64::MAX)
-                .or_else(|| upstream[node].iter().filter_map(|u| chosen[*u]).max())
-                .unwrap_or(initial);
-            Some(RestorePoint::Stateless(window))
-        } else {
-            let window = if op.at_most_once {
-                durable.last().copied()
+        let window = restore_window(
+            (op.stateless, op.at_most_once),
+            durable,
+            planned.recovery[node],
+            upstream[node].iter().filter_map(|u| chosen[*u]),
+            initial,
+        );
+        let restore = window.map(|w| {
+            if op.stateless {
+                RestorePoint::Stateless(w)
+            } else if fresh[node] && w == initial {
+                RestorePoint::Fresh(w)
             } else {
-                // The snapshot that stands for the recovery point (a
-                // finished operator's final one may be older).
-                planned.recovery[node].and_then(|r| durable.iter().rev().find(|w| **w <= r).copied())
-            };
-            window.map(|w| {
-                if fresh[node] && w == initial {
-                    RestorePoint::Fresh(w)
-                } else {
-                    RestorePoint::Checkpoint(w)
-                }
-            })
-        };
+                RestorePoint::Checkpoint(w)
+            }
+        });
         chosen[node] = restore.map(RestorePoint::window);
         let op = &mut operators[node];
         op.restore = restore;
@@ -363,4 +400,34 @@ pub fn plan_from_storage(storage: &dyn StorageAgent, manifest: &JobManifest) -> 
         corrupt,
         unreadable,
     })
+}
+
+/// The window one operator resumes after, by the rules a restart and an
+/// in-run recovery share, from the coordinator's recovery checkpoint
+/// `planned` and the operator's `durable` checkpoints:
+/// - stateless: the window `planned` bounds it to, else the latest restore
+///   point of its `upstream`s, else `fallback` (its activation);
+/// - AT_MOST_ONCE: its newest checkpoint;
+/// - any other: the checkpoint that stands for `planned` (a finished
+///   operator's final one may be older).
+pub(crate) fn restore_window(
+    (stateless, at_most_once): (bool, bool),
+    durable: &[WindowId],
+    planned: Option<WindowId>,
+    upstream: impl IntoIterator<Item = WindowId>,
+    fallback: WindowId,
+) -> Option<WindowId> {
+    if stateless {
+        // `u64::MAX` stands for "checkpointed at every window": no bound.
+        return Some(
+            planned
+                .filter(|w| w.as_u64() != u64::MAX)
+                .or_else(|| upstream.into_iter().max())
+                .unwrap_or(fallback),
+        );
+    }
+    if at_most_once {
+        return durable.last().copied();
+    }
+    planned.and_then(|r| durable.iter().rev().find(|w| **w <= r).copied())
 }

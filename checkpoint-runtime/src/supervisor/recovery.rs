@@ -14,6 +14,7 @@ use crate::failure::Failure;
 use crate::metrics::Recovery;
 use crate::operator::ProcessingMode;
 use crate::protocol::Event;
+use crate::recovery_plan::restore_window;
 use crate::stream::Resume;
 
 use super::{GiveUp, Supervisor};
@@ -31,25 +32,13 @@ impl Supervisor {
         for &node in order.iter().filter(|n| nodes.contains(n)) {
             let name = &self.physical[node].name;
             let ops = &self.checkpoints[node];
-            let window = if self.stateless[node] {
-                let through = planned.recovery[node];
-                match through {
-                    Some(w) if w.as_u64() != u64::MAX => Some(w),
-                    _ => self.upstream[node]
-                        .iter()
-                        .filter_map(|u| chosen.get(u).copied())
-                        .max()
-                        .or(through),
-                }
-                .filter(|w: &WindowId| w.as_u64() != u64::MAX)
-                .or(Some(self.activation[node]))
-            } else if self.modes[node] == ProcessingMode::AtMostOnce {
-                ops.durable.last().copied()
-            } else {
-                // The snapshot that stands for the recovery point (a
-                // finished operator's final one may be older).
-                planned.recovery[node].and_then(|r| ops.durable.iter().rev().find(|w| **w <= r).copied())
-            };
+            let window = restore_window(
+                (self.stateless[node], self.modes[node] == ProcessingMode::AtMostOnce),
+                &ops.durable,
+                planned.recovery[node],
+                self.upstream[node].iter().filter_map(|u| chosen.get(u).copied()),
+                self.activation[node],
+            );
             let Some(window) = window else {
                 return Err(RunError::NoCheckpoint { operator: name.clone() });
             };

@@ -1,15 +1,14 @@
 //! One operator's lifecycle, driven by its worker thread or, for a chained
-//! operator, by its upstream's emitter: windows, application windows,
-//! checkpoints (synchronous or asynchronous), and the listener hooks in
-//! their fixed order.
+//! operator, by its upstream's emitter: windows, application windows, the
+//! listener hooks in their fixed order, and control messages. Saving
+//! checkpoints is in `checkpoint`, chaining in `chain`.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
 
-use checkpoint_core::{Checkpoint, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+use checkpoint_core::{Checkpoint, StorageAgent, WindowId};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::failure::{Failure, panic_message};
@@ -17,7 +16,13 @@ use crate::fault::{FaultPoint, Faults};
 use crate::metrics::Metrics;
 use crate::operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, ProcessingMode, Tuple};
 use crate::protocol::{Control, Event};
-use crate::stream::{Emitter, Subscriber};
+use crate::stream::Emitter;
+
+mod chain;
+mod checkpoint;
+
+pub(crate) use chain::InlineSubscriber;
+use checkpoint::Saver;
 
 /// The hooks shared by [`Operator`] and [`InputOperator`].
 pub(crate) trait Lifecycle: Send + 'static {
@@ -121,87 +126,6 @@ impl std::error::Error for Forward {}
 enum Deferred {
     Checkpointed(WindowId),
     Committed(WindowId),
-}
-
-struct SaveJob {
-    window: WindowId,
-    bytes: Vec<u8>,
-}
-
-struct Saver {
-    jobs: Option<Sender<SaveJob>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Saver {
-    /// A thread that writes this operator's snapshots, one at a time, and
-    /// reports each to the operator (first) and the coordinator (second),
-    /// so `checkpointed` always precedes a commit that covers it.
-    fn spawn(env: &NodeEnv, storage: Arc<dyn StorageAgent>) -> Result<Saver, Failure> {
-        let (jobs, rx) = crossbeam_channel::bounded::<SaveJob>(1);
-        let name = env.ctx.name.clone();
-        let node = env.node;
-        let control = env.control_tx.clone();
-        let events = env.events.clone();
-        let epoch = env.epoch;
-        let thread = std::thread::Builder::new()
-            .name(format!("save:{name}"))
-            .spawn(move || {
-                for job in rx {
-                    let saved = catch_unwind(AssertUnwindSafe(|| storage.save(&name, job.window, &job.bytes)));
-                    let result = match saved {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(panic) => Err(panic_message(&*panic)),
-                    };
-                    // A failed save leaves nothing behind (the storage
-                    // contract): no clean-up here, which could delete a
-                    // checkpoint a newer incarnation saved meanwhile.
-                    let durable = result.is_ok();
-                    let saved = Control::Saved {
-                        window: job.window,
-                        buffer: job.bytes,
-                        result,
-                    };
-                    if control.send((node, saved)).is_err() {
-                        break;
-                    }
-                    let event = Event::Checkpointed {
-                        node,
-                        epoch,
-                        window: job.window,
-                    };
-                    if durable && events.send(event).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Failure::operator(&env.ctx.name, None, format!("starting its checkpoint thread: {e}")))?;
-        Ok(Saver {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        })
-    }
-
-    /// Ends the saver once its save in flight is done, waiting at most
-    /// `patience`: a save stuck in storage that never answers must not hang
-    /// the operator's teardown, so such a thread is left to finish on its
-    /// own (its reports then go nowhere). Any other save completes before
-    /// the job returns, so nothing writes to storage after it.
-    fn stop(&mut self, patience: std::time::Duration) {
-        self.jobs.take();
-        if let Some(thread) = self.thread.take() {
-            let deadline = std::time::Instant::now() + patience;
-            while !thread.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else {
-                tracing::warn!("a checkpoint save did not finish within the save timeout; left running");
-            }
-        }
-    }
 }
 
 /// One physical operator and everything around it.
@@ -459,134 +383,6 @@ impl<L: Lifecycle> Core<L> {
         })
     }
 
-    /// Encodes the state and saves it, synchronously or by handing it to
-    /// the saver (after the previous save, if still in flight, is done).
-    fn save(&mut self, window: WindowId, synchronous: bool) -> Result<(), Failure> {
-        let Some(storage) = self.env.storage.clone() else {
-            return Ok(());
-        };
-        self.wait_for_save()?;
-        let meta = SnapshotMeta::new(&self.env.ctx.name, window);
-        let started = std::time::Instant::now();
-        let encoded = catch_unwind(AssertUnwindSafe(|| {
-            Snapshot::encode_into(self.op.state(), meta, &mut self.buffer)
-        }));
-        match encoded {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.fail(format!("encoding its checkpoint at {window}: {e}"))),
-            Err(panic) => return Err(self.fail(format!("encoding its checkpoint: {}", panic_message(&*panic)))),
-        }
-        let metrics = &self.env.metrics.operators[self.env.node];
-        metrics.encoded(started.elapsed());
-        metrics
-            .checkpoint_bytes
-            .store(self.buffer.len() as u64, Ordering::Relaxed);
-        self.last_checkpoint = Some(window);
-        self.save_started = Some(std::time::Instant::now());
-        if let Some(jobs) = self
-            .saver
-            .as_ref()
-            .and_then(|s| s.jobs.as_ref())
-            .filter(|_| !synchronous)
-        {
-            let bytes = std::mem::replace(&mut self.buffer, self.spare.take().unwrap_or_default());
-            self.in_flight = Some(window);
-            jobs.send(SaveJob { window, bytes }).map_err(|_| Failure::Aborted)?;
-            return Ok(());
-        }
-        if let Err(e) = self.save_within_timeout(&storage, window)? {
-            return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
-        }
-        self.saved(window);
-        if window != self.activation() {
-            self.call(|op, _| op.checkpointed(window))?;
-        }
-        self.report_checkpointed(window)
-    }
-
-    /// Saves the encoded buffer on a helper thread and waits for it at most
-    /// the save timeout, so a storage that never answers fails the operator
-    /// instead of hanging it (the initial checkpoint, synchronous and
-    /// exactly-once saves, chained operators). The buffer comes back for
-    /// reuse; after a timeout the helper is left to finish on its own.
-    fn save_within_timeout(
-        &mut self,
-        storage: &Arc<dyn StorageAgent>,
-        window: WindowId,
-    ) -> Result<Result<(), String>, Failure> {
-        let (done, result) = crossbeam_channel::bounded(1);
-        let bytes = std::mem::take(&mut self.buffer);
-        let name = self.env.ctx.name.clone();
-        let storage = Arc::clone(storage);
-        std::thread::Builder::new()
-            .name(format!("save:{name}"))
-            .spawn(move || {
-                let saved = catch_unwind(AssertUnwindSafe(|| storage.save(&name, window, &bytes)));
-                let saved = match saved {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(panic) => Err(panic_message(&*panic)),
-                };
-                let _ = done.send((saved, bytes));
-            })
-            .map_err(|e| self.fail(format!("starting a thread to save its checkpoint at {window}: {e}")))?;
-        // Not cut short by a kill: a save must be over before the job
-        // returns, or it would write after the job let go of its storage.
-        match result.recv_timeout(self.env.save_timeout) {
-            Ok((saved, bytes)) => {
-                self.buffer = bytes;
-                Ok(saved)
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                Ok(Err("its save thread ended without an answer".to_owned()))
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(Err(format!(
-                "it did not become durable within {:?} (the save timeout); the storage may be hanging",
-                self.env.save_timeout
-            ))),
-        }
-    }
-
-    fn saved(&mut self, window: WindowId) {
-        let metrics = &self.env.metrics.operators[self.env.node];
-        metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-        metrics.last_checkpoint.store(window.as_u64(), Ordering::Relaxed);
-        if let Some(started) = self.save_started.take() {
-            metrics.durable(started.elapsed());
-        }
-        tracing::debug!(
-            operator = %self.env.ctx.name,
-            window = %window,
-            bytes = metrics.checkpoint_bytes.load(Ordering::Relaxed),
-            "checkpoint durable"
-        );
-    }
-
-    /// Blocks until no save is in flight (asynchronous saving only).
-    fn wait_for_save(&mut self) -> Result<(), Failure> {
-        while let Some(window) = self.in_flight {
-            let Some(control) = self.env.control.clone() else {
-                // Chained operators save synchronously.
-                return Ok(());
-            };
-            let started = self.save_started.unwrap_or_else(std::time::Instant::now);
-            let left = self.env.save_timeout.saturating_sub(started.elapsed());
-            let message = crossbeam_channel::select! {
-                recv(control) -> msg => msg.map_err(|_| Failure::Aborted)?,
-                recv(self.env.kill) -> _ => return Err(Failure::Aborted),
-                default(left) => {
-                    return Err(self.fail(format!(
-                        "its checkpoint at {window} did not become durable within {:?} (the save timeout); the \
-                         storage may be hanging",
-                        self.env.save_timeout
-                    )));
-                }
-            };
-            self.accept(message)?;
-        }
-        Ok(())
-    }
-
     /// Takes a control message addressed to `node`: this operator's own, or
     /// one chained on it. Hooks it asks for wait, in order, for the next
     /// window boundary.
@@ -763,59 +559,5 @@ impl<I: InputOperator> Core<AsInput<I>> {
             }
         }
         Ok(emit)
-    }
-}
-
-/// A downstream operator chained on its upstream's thread (Apex's
-/// THREAD_LOCAL): the upstream's emitter drives it directly, no queue.
-pub(crate) struct InlineSubscriber<O: Operator> {
-    pub(crate) core: Core<AsOperator<O>>,
-    /// In a window at or before the restored checkpoint, dropped whole (the
-    /// upstream of the chain may have been restored to an older one).
-    pub(crate) skipping: bool,
-}
-
-impl<O: Operator> Subscriber<O::Input> for InlineSubscriber<O> {
-    fn start(&mut self) -> Result<(), Failure> {
-        self.core.start()
-    }
-    fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
-        if window <= self.core.activation() {
-            self.skipping = true;
-            return Ok(());
-        }
-        self.core.begin_window(window)
-    }
-    fn batch(&mut self, batch: &Arc<Vec<O::Input>>) -> Result<(), Failure> {
-        if self.skipping {
-            return Ok(());
-        }
-        self.core.process_batch(Arc::clone(batch))
-    }
-    fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
-        if self.skipping {
-            self.skipping = false;
-            return if last { self.core.close_stream() } else { Ok(()) };
-        }
-        self.core.end_window(window, last)
-    }
-    fn close(&mut self) -> Result<(), Failure> {
-        self.core.close_stream()
-    }
-    fn deliver(&mut self, node: usize, message: Control) -> Result<Option<Control>, Failure> {
-        if node == self.core.node() {
-            self.core.accept_own(message)?;
-            return Ok(None);
-        }
-        self.core.out.deliver(node, message)
-    }
-    fn between_windows(&mut self) -> Result<(), Failure> {
-        self.core.between_windows()
-    }
-    fn shutdown(&mut self) -> Result<(), Failure> {
-        self.core.await_shutdown()
-    }
-    fn teardown(&mut self) {
-        self.core.teardown();
     }
 }
