@@ -361,6 +361,16 @@ fn half_done(job: &Job, saves: &[(String, WindowId)]) {
     assert!(stopped.is_err());
 }
 
+/// A job stopped half-way in a directory of its own, and the output an
+/// uninterrupted run publishes.
+fn stopped_half_way() -> (tempfile::TempDir, Job, Vec<u8>) {
+    let Reference { output, saves, .. } = reference();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = Job::new(dir.path());
+    half_done(&job, &saves);
+    (dir, job, output)
+}
+
 fn newest(job: &Job, operator: &str) -> WindowId {
     *FsStorageAgent::new(&job.checkpoints)
         .expect("storage")
@@ -372,14 +382,7 @@ fn newest(job: &Job, operator: &str) -> WindowId {
 
 #[test]
 fn an_unreadable_checkpoint_stops_the_restart_and_changes_nothing() {
-    let Reference {
-        output: expected,
-        saves,
-        ..
-    } = reference();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let job = Job::new(dir.path());
-    half_done(&job, &saves);
+    let (_dir, job, expected) = stopped_half_way();
     let unreadable = newest(&job, COUNT);
     let before = tree(&job.root);
     let storage = fail_load(
@@ -402,14 +405,7 @@ fn an_unreadable_checkpoint_stops_the_restart_and_changes_nothing() {
 
 #[test]
 fn a_corrupt_checkpoint_is_set_aside_never_deleted() {
-    let Reference {
-        output: expected,
-        saves,
-        ..
-    } = reference();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let job = Job::new(dir.path());
-    half_done(&job, &saves);
+    let (_dir, job, expected) = stopped_half_way();
     let corrupt = newest(&job, COUNT);
     let path = job.checkpoints.join(COUNT).join(format!("{:016x}", corrupt.as_u64()));
     let mut bytes = fs::read(&path).expect("read");
@@ -432,14 +428,7 @@ fn a_corrupt_checkpoint_is_set_aside_never_deleted() {
 
 #[test]
 fn a_directory_or_fifo_named_like_a_checkpoint_is_not_one() {
-    let Reference {
-        output: expected,
-        saves,
-        ..
-    } = reference();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let job = Job::new(dir.path());
-    half_done(&job, &saves);
+    let (_dir, job, expected) = stopped_half_way();
     let later = WindowId::new(BASE, 0xff);
     let as_dir = job.checkpoints.join(COUNT).join(format!("{:016x}", later.as_u64()));
     fs::create_dir(&as_dir).expect("mkdir");
@@ -469,14 +458,7 @@ fn an_unreadable_checkpoint_during_a_recovery_is_a_clear_error() {
 
 #[test]
 fn a_second_job_on_a_locked_directory_is_refused_and_touches_nothing() {
-    let Reference {
-        output: expected,
-        saves,
-        ..
-    } = reference();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let job = Job::new(dir.path());
-    half_done(&job, &saves);
+    let (_dir, job, expected) = stopped_half_way();
     let before = tree(&job.root);
     // Another process's job holds the checkpoint directory.
     let held = FsStorageAgent::new(&job.checkpoints)
