@@ -14,7 +14,9 @@ use crate::failure::Failure;
 use crate::operator::{InputOperator, Operator, ProcessingMode, Tuple};
 use crate::partition::StableHash;
 use crate::replay::{ReplayBuffer, SpillPolicy};
-use crate::stream::{Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Message, Subscriber};
+use crate::stream::{
+    Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Link, Message, Subscriber,
+};
 use crate::window_gen::WindowGenerator;
 use crate::worker::{StopFlag, run_input, run_operator};
 
@@ -194,7 +196,7 @@ impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorF
         })?;
         let subscribers = downcast_all::<Box<dyn Subscriber<O::Output>>>(parts.subscribers);
         let replay = parts.replay.map(|spill| ReplayBuffer::new(&parts.env.ctx.name, spill));
-        let emitter = Emitter::new(parts.batch_size, subscribers, replay);
+        let emitter = Emitter::new(parts.batch_size, subscribers, replay, parts.env.cursors.clone());
         let mut core = Core::new(AsOperator(op), emitter, parts.env);
         if inline {
             let subscriber: Box<dyn Subscriber<O::Input>> = Box::new(InlineSubscriber { core, skipping: false });
@@ -220,7 +222,7 @@ impl<I: InputOperator> NodeFactory for InputFactory<I> {
         let op = instance(restore, &parts.env.ctx.name, &mut self.config, || slot.take())?;
         let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(parts.subscribers);
         let replay = parts.replay.map(|spill| ReplayBuffer::new(&parts.env.ctx.name, spill));
-        let emitter = Emitter::new(parts.batch_size, subscribers, replay);
+        let emitter = Emitter::new(parts.batch_size, subscribers, replay, parts.env.cursors.clone());
         let mut core = Core::new(AsInput(op), emitter, parts.env);
         let generator = parts.generator;
         let stop = parts.stop;
@@ -243,7 +245,7 @@ pub(crate) trait EdgeWiring: Send {
     /// The `Box<dyn Subscriber<T>>` of one upstream partition, from its
     /// channels to the downstream partitions (downstream node, sender), in
     /// partition order.
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased;
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased;
 
     /// For a thread-local edge: the upstream's subscriber for the chained
     /// downstream (`Box<dyn Subscriber<In>>` in, `Box<dyn Subscriber<T>>` out).
@@ -272,14 +274,14 @@ impl<T: Tuple> EdgeWiring for PlainEdge<T> {
         channel_of::<T>(capacity)
     }
 
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased {
         let mut channels = channels_of::<T>(channels);
         let Some(channel) = channels.pop() else {
             unreachable!("a plain edge has one downstream partition");
         };
         let subscriber: Box<dyn Subscriber<T>> = Box::new(ChannelSubscriber {
             channel,
-            kill: kill.clone(),
+            link: link.clone(),
         });
         Box::new(subscriber)
     }
@@ -298,7 +300,7 @@ impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
         channel_of::<In>(capacity)
     }
 
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased {
         let mut channels = channels_of::<In>(channels);
         let Some(channel) = channels.pop() else {
             unreachable!("a converting edge has one downstream partition");
@@ -307,7 +309,7 @@ impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
             convert: Arc::clone(&self.convert),
             inner: Box::new(ChannelSubscriber {
                 channel,
-                kill: kill.clone(),
+                link: link.clone(),
             }),
         });
         Box::new(subscriber)
@@ -332,11 +334,11 @@ impl<T: Tuple> EdgeWiring for KeyedEdge<T> {
         channel_of::<T>(capacity)
     }
 
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, kill: &Receiver<()>) -> Erased {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased {
         let subscriber: Box<dyn Subscriber<T>> = Box::new(KeyedSubscriber {
             key: Arc::clone(&self.key),
             partitions: channels_of::<T>(channels),
-            kill: kill.clone(),
+            link: link.clone(),
         });
         Box::new(subscriber)
     }

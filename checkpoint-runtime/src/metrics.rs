@@ -25,6 +25,8 @@ pub(crate) struct OperatorMetrics {
     pub(crate) checkpoint_bytes: AtomicU64,
     pub(crate) last_checkpoint: AtomicU64,
     pub(crate) replay_bytes: AtomicU64,
+    pub(crate) replay_peak: AtomicU64,
+    pub(crate) spilled_windows: AtomicU64,
     pub(crate) encode_nanos_last: AtomicU64,
     pub(crate) encode_nanos_max: AtomicU64,
     pub(crate) durable_nanos_last: AtomicU64,
@@ -72,8 +74,14 @@ pub struct OperatorReport {
     /// The window of its last checkpoint.
     pub last_checkpoint: Option<WindowId>,
     /// Bytes its output stream's replay buffer held in memory at its last
-    /// window.
+    /// window (estimated: see `Config::replay_memory_cap`).
     pub replay_bytes: u64,
+    /// The most bytes its output stream's replay buffer held in memory at
+    /// any time of the run: at most the cap plus the window in progress.
+    pub replay_peak_bytes: u64,
+    /// Windows of its output stream written to disk because the replay
+    /// buffer was over its cap, over the whole run.
+    pub spilled_windows: u64,
     /// Times it was restored after a failure.
     pub restarts: u32,
     /// Time to encode its last checkpoint (the operator thread's pause).
@@ -177,6 +185,8 @@ impl OperatorMetrics {
             last_checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),
             last_checkpoint: (checkpoints > 0).then(|| WindowId::from_u64(last)),
             replay_bytes: self.replay_bytes.load(Ordering::Relaxed),
+            replay_peak_bytes: self.replay_peak.load(Ordering::Relaxed),
+            spilled_windows: self.spilled_windows.load(Ordering::Relaxed),
             restarts: 0,
             last_encode_time: Duration::from_nanos(self.encode_nanos_last.load(Ordering::Relaxed)),
             max_encode_time: Duration::from_nanos(self.encode_nanos_max.load(Ordering::Relaxed)),

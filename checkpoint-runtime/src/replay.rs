@@ -3,9 +3,11 @@
 //! sent its windows again.
 
 use std::collections::VecDeque;
-use std::fs;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use checkpoint_core::WindowId;
 
@@ -86,7 +88,12 @@ pub(crate) struct SpillPolicy {
 #[derive(Debug)]
 struct WindowEntry<T> {
     window: WindowId,
+    /// The stream position of the window's `Begin`; its batches follow, then
+    /// its `End`.
+    first_seq: u64,
+    /// In memory; empty once spilled.
     batches: Vec<Arc<Vec<T>>>,
+    batch_count: u64,
     tuples: usize,
     /// Estimated bytes the batches hold (see `ReplayBuffer::memory_bytes`).
     bytes: usize,
@@ -96,19 +103,30 @@ struct WindowEntry<T> {
     spilled: Option<PathBuf>,
 }
 
-/// The batches one output stream emitted in each window not yet committed.
+/// The one store of an output stream (Apex's buffer server): every window
+/// it emitted since the last commit, in stream order, shared by every
+/// subscriber that reads it through a cursor.
 ///
-/// Batches are `Arc`s shared with every subscriber (no copy per
+/// Each message of the stream (`Begin`, a batch, `End`) has a position,
+/// counted from 0 over the incarnation's stream; a cursor is a position.
+/// Batches are `Arc`s shared with the live subscribers (no copy per
 /// subscriber). Past its memory cap, whole completed windows are written to
-/// files (postcard) and read back only for a replay. At a commit the windows
-/// up to it are dropped, files included: they will never be replayed. With
-/// checkpointing off no buffer exists.
+/// files, one length-prefixed postcard frame per batch, and read back a
+/// batch at a time. At a commit the windows up to it are dropped, files
+/// included: they will never be replayed. With checkpointing off, or in the
+/// global recovery scope, no store exists.
 #[derive(Debug)]
 pub(crate) struct ReplayBuffer<T> {
     owner: String,
     windows: VecDeque<WindowEntry<T>>,
+    /// Messages appended so far; shared with the channels a cursor hands
+    /// back, which compare it with what the cursor delivered.
+    appended: Arc<AtomicU64>,
+    /// The stream ended (its last window ended, or it closed without one).
+    over: bool,
     /// Estimated bytes of the windows held in memory.
     memory_bytes: usize,
+    peak_bytes: usize,
     /// Scratch space for measuring a sample tuple's encoded size.
     sample: Vec<u8>,
     spill: SpillPolicy,
@@ -138,14 +156,26 @@ fn spill_file_name(id: u64, owner: &str, window: WindowId) -> String {
     )
 }
 
+/// A cursor's open spill file: the window it belongs to and the next batch
+/// it will read.
+#[derive(Debug)]
+pub(crate) struct SpillReader {
+    first_seq: u64,
+    next_batch: u64,
+    file: BufReader<File>,
+}
+
 impl<T: Tuple> ReplayBuffer<T> {
     pub(crate) fn new(owner: &str, spill: SpillPolicy) -> Self {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ReplayBuffer {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             owner: owner.to_owned(),
             windows: VecDeque::new(),
+            appended: Arc::new(AtomicU64::new(0)),
+            over: false,
             memory_bytes: 0,
+            peak_bytes: 0,
             sample: Vec::new(),
             spill,
             spilled_windows: 0,
@@ -156,29 +186,43 @@ impl<T: Tuple> ReplayBuffer<T> {
         Failure::operator(&self.owner, None, format!("replay buffer: {what}: {e}"))
     }
 
+    fn append(&self) {
+        // Only the emitter's thread appends; the counter is read there too.
+        self.appended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count of messages appended, shared (see the field).
+    pub(crate) fn appended(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.appended)
+    }
+
     /// Records that `window` began, so an empty window is replayed as one.
-    pub(crate) fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
+    pub(crate) fn begin_window(&mut self, window: WindowId) {
         self.windows.push_back(WindowEntry {
             window,
+            first_seq: self.appended.load(Ordering::Relaxed),
             batches: Vec::new(),
+            batch_count: 0,
             tuples: 0,
             bytes: 0,
             ended: None,
             spilled: None,
         });
-        Ok(())
+        self.append();
     }
 
     /// Keeps a batch of the current window.
-    pub(crate) fn push(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
+    pub(crate) fn push(&mut self, batch: &Arc<Vec<T>>) {
         let bytes = self.estimate(batch);
         if let Some(entry) = self.windows.back_mut() {
             entry.tuples += batch.len();
             entry.bytes += bytes;
-            self.memory_bytes += bytes;
+            entry.batch_count += 1;
             entry.batches.push(Arc::clone(batch));
+            self.memory_bytes += bytes;
+            self.peak_bytes = self.peak_bytes.max(self.memory_bytes);
+            self.append();
         }
-        Ok(())
     }
 
     /// The bytes `batch` holds, estimated: per tuple its in-memory size plus
@@ -208,8 +252,10 @@ impl<T: Tuple> ReplayBuffer<T> {
     pub(crate) fn end_window(&mut self, last: bool) -> Result<(), Failure> {
         if let Some(entry) = self.windows.back_mut() {
             entry.ended = Some(last);
+            self.append();
         }
-        while self.memory_bytes() > self.spill.memory_cap {
+        self.over = last;
+        while self.memory_bytes > self.spill.memory_cap {
             let Some(index) = self
                 .windows
                 .iter()
@@ -222,13 +268,37 @@ impl<T: Tuple> ReplayBuffer<T> {
         Ok(())
     }
 
+    /// The stream ended without a window.
+    pub(crate) fn close(&mut self) {
+        self.over = true;
+    }
+
+    /// Whether the stream ended.
+    pub(crate) fn over(&self) -> bool {
+        self.over
+    }
+
     fn spill_window(&mut self, index: usize) -> Result<(), Failure> {
         fs::create_dir_all(&self.spill.dir).map_err(|e| self.fail("creating its spill directory", e))?;
         let entry = &self.windows[index];
         let path = self.spill.dir.join(spill_file_name(self.id, &self.owner, entry.window));
-        let batches: Vec<&[T]> = entry.batches.iter().map(|b| b.as_slice()).collect();
-        let bytes = postcard::to_stdvec(&batches).map_err(|e| self.fail("encoding a window to spill", e))?;
-        fs::write(&path, bytes).map_err(|e| self.fail(&format!("writing {}", path.display()), e))?;
+        let written = (|| -> Result<(), String> {
+            let file = File::create(&path).map_err(|e| e.to_string())?;
+            let mut out = BufWriter::new(file);
+            let mut frame = Vec::new();
+            for batch in &entry.batches {
+                frame.clear();
+                frame = postcard::to_extend(batch.as_slice(), frame).map_err(|e| format!("encoding: {e}"))?;
+                let len = u32::try_from(frame.len()).map_err(|_| "a batch over 4 GiB".to_owned())?;
+                out.write_all(&len.to_le_bytes()).map_err(|e| e.to_string())?;
+                out.write_all(&frame).map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&path);
+            return Err(self.fail(&format!("writing {}", path.display()), e));
+        }
         let entry = &mut self.windows[index];
         self.memory_bytes -= entry.bytes;
         entry.batches = Vec::new();
@@ -237,28 +307,81 @@ impl<T: Tuple> ReplayBuffer<T> {
         Ok(())
     }
 
-    /// The messages of every kept window after `after`, in order, as a
-    /// replay sends them: the window in progress without its end.
-    pub(crate) fn messages_after(&self, after: WindowId, out: &mut Vec<Message<T>>) -> Result<(), Failure> {
-        for entry in self.windows.iter().filter(|e| e.window > after) {
-            out.push(Message::Begin(entry.window));
-            match &entry.spilled {
-                None => out.extend(entry.batches.iter().map(|b| Message::Batch(Arc::clone(b)))),
-                Some(path) => {
-                    let bytes = fs::read(path).map_err(|e| self.fail(&format!("reading {}", path.display()), e))?;
-                    let batches: Vec<Vec<T>> = postcard::from_bytes(&bytes)
-                        .map_err(|e| self.fail(&format!("decoding {}", path.display()), e))?;
-                    out.extend(batches.into_iter().map(|b| Message::Batch(Arc::new(b))));
-                }
-            }
-            if let Some(last) = entry.ended {
-                out.push(Message::End {
+    /// The position of the first message of the first kept window after
+    /// `after`: where a replay to a downstream restored at `after` starts.
+    /// The head (nothing to replay) if there is none.
+    pub(crate) fn replay_start(&self, after: WindowId) -> u64 {
+        self.windows
+            .iter()
+            .find(|e| e.window > after)
+            .map_or_else(|| self.appended.load(Ordering::Relaxed), |e| e.first_seq)
+    }
+
+    /// The message at position `seq`, or `None` at the head. A batch of a
+    /// spilled window is read from its file through `reader`, which a
+    /// cursor keeps open to read the next batch from where it is.
+    pub(crate) fn message_at(&self, seq: u64, reader: &mut Option<SpillReader>) -> Result<Option<Message<T>>, Failure> {
+        if seq >= self.appended.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let after = self.windows.partition_point(|e| e.first_seq <= seq);
+        let Some(entry) = after.checked_sub(1).and_then(|i| self.windows.get(i)) else {
+            return Err(self.fail("internal error", format!("position {seq} was already dropped")));
+        };
+        let k = seq - entry.first_seq;
+        if k == 0 {
+            return Ok(Some(Message::Begin(entry.window)));
+        }
+        if k > entry.batch_count {
+            return match entry.ended {
+                Some(last) => Ok(Some(Message::End {
                     window: entry.window,
                     last,
-                });
-            }
+                })),
+                None => Err(self.fail("internal error", format!("position {seq} is past its window"))),
+            };
         }
-        Ok(())
+        let index = k - 1;
+        let Some(path) = &entry.spilled else {
+            return Ok(Some(Message::Batch(Arc::clone(&entry.batches[index as usize]))));
+        };
+        self.read_spilled(entry.first_seq, path, index, reader).map(Some)
+    }
+
+    fn read_spilled(
+        &self,
+        first_seq: u64,
+        path: &std::path::Path,
+        index: u64,
+        reader: &mut Option<SpillReader>,
+    ) -> Result<Message<T>, Failure> {
+        let reading = |e: &dyn std::fmt::Display| self.fail(&format!("reading {}", path.display()), e);
+        if !reader
+            .as_ref()
+            .is_some_and(|r| r.first_seq == first_seq && r.next_batch <= index)
+        {
+            let file = File::open(path).map_err(|e| reading(&e))?;
+            *reader = Some(SpillReader {
+                first_seq,
+                next_batch: 0,
+                file: BufReader::new(file),
+            });
+        }
+        let Some(open) = reader.as_mut() else {
+            unreachable!("opened above");
+        };
+        let mut frame = Vec::new();
+        while open.next_batch <= index {
+            let mut len = [0u8; 4];
+            open.file.read_exact(&mut len).map_err(|e| reading(&e))?;
+            let len = u32::from_le_bytes(len) as usize;
+            frame.resize(len, 0);
+            open.file.read_exact(&mut frame).map_err(|e| reading(&e))?;
+            open.next_batch += 1;
+        }
+        let batch: Vec<T> =
+            postcard::from_bytes(&frame).map_err(|e| self.fail(&format!("decoding {}", path.display()), e))?;
+        Ok(Message::Batch(Arc::new(batch)))
     }
 
     /// Drops every window `<= committed`.
@@ -285,10 +408,26 @@ impl<T: Tuple> ReplayBuffer<T> {
         self.memory_bytes
     }
 
+    /// The most `memory_bytes` ever was.
+    pub(crate) fn peak_bytes(&self) -> usize {
+        self.peak_bytes
+    }
+
     /// Windows written to disk so far.
-    #[cfg(test)]
     pub(crate) fn spilled_windows(&self) -> u64 {
         self.spilled_windows
+    }
+
+    /// Every message after `after`, read as a cursor would (tests).
+    #[cfg(test)]
+    fn messages_after(&self, after: WindowId, out: &mut Vec<Message<T>>) -> Result<(), Failure> {
+        let mut reader = None;
+        let mut seq = self.replay_start(after);
+        while let Some(message) = self.message_at(seq, &mut reader)? {
+            out.push(message);
+            seq += 1;
+        }
+        Ok(())
     }
 }
 
@@ -338,10 +477,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut buffer = buffer(usize::MAX, dir.path());
         for seq in 1..=4u32 {
-            buffer.begin_window(w(seq)).expect("begin");
-            buffer
-                .push(&Arc::new(vec![u64::from(seq); seq as usize]))
-                .expect("push");
+            buffer.begin_window(w(seq));
+            buffer.push(&Arc::new(vec![u64::from(seq); seq as usize]));
             buffer.end_window(seq == 4).expect("end");
         }
         // Each u64 here: 8 bytes in memory, 1 encoded (a small varint).
@@ -361,13 +498,13 @@ mod tests {
     fn a_replay_starts_after_the_given_window_and_includes_the_open_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut buffer = buffer(usize::MAX, dir.path());
-        buffer.begin_window(w(1)).expect("begin");
-        buffer.push(&Arc::new(vec![1])).expect("push");
+        buffer.begin_window(w(1));
+        buffer.push(&Arc::new(vec![1]));
         buffer.end_window(false).expect("end");
-        buffer.begin_window(w(2)).expect("begin");
+        buffer.begin_window(w(2));
         buffer.end_window(false).expect("end");
-        buffer.begin_window(w(3)).expect("begin");
-        buffer.push(&Arc::new(vec![3, 3])).expect("push");
+        buffer.begin_window(w(3));
+        buffer.push(&Arc::new(vec![3, 3]));
         assert_eq!(replay(&buffer, 1), ["B2", "E2", "B3", "[3, 3]"]);
     }
 
@@ -376,8 +513,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut buffer = buffer(3 * 8, dir.path());
         for seq in 1..=4u32 {
-            buffer.begin_window(w(seq)).expect("begin");
-            buffer.push(&Arc::new(vec![u64::from(seq); 2])).expect("push");
+            buffer.begin_window(w(seq));
+            buffer.push(&Arc::new(vec![u64::from(seq); 2]));
             buffer.end_window(false).expect("end");
         }
         // 8 tuples; at most 3 in memory: windows 1..=3 spilled.
@@ -410,9 +547,9 @@ mod tests {
         );
         let window_bytes = 10 * 1024;
         for seq in 1..=100u32 {
-            buffer.begin_window(w(seq)).expect("begin");
+            buffer.begin_window(w(seq));
             let text = format!("{seq:04}").repeat(256);
-            buffer.push(&Arc::new(vec![text; 10])).expect("push");
+            buffer.push(&Arc::new(vec![text; 10]));
             buffer.end_window(false).expect("end");
             assert!(
                 buffer.memory_bytes() <= cap + window_bytes + 10 * 64,
@@ -465,8 +602,8 @@ mod tests {
                 dir: dir.path().to_path_buf(),
             },
         );
-        buffer.begin_window(w(1)).expect("begin");
-        buffer.push(&Arc::new(vec![7, 8])).expect("push");
+        buffer.begin_window(w(1));
+        buffer.push(&Arc::new(vec![7, 8]));
         buffer.end_window(false).expect("a 243-byte name spills");
         assert_eq!(buffer.spilled_windows(), 1);
         assert_eq!(replay(&buffer, 0), ["B1", "[7, 8]", "E1"]);
@@ -476,9 +613,9 @@ mod tests {
     fn batches_are_shared_not_copied() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut buffer = buffer(usize::MAX, dir.path());
-        buffer.begin_window(w(1)).expect("begin");
+        buffer.begin_window(w(1));
         let batch = Arc::new(vec![1u64, 2, 3]);
-        buffer.push(&batch).expect("push");
+        buffer.push(&batch);
         assert_eq!(Arc::strong_count(&batch), 2);
         buffer.purge_through(w(1));
         assert_eq!(Arc::strong_count(&batch), 1);

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use checkpoint_core::WindowId;
-use crossbeam_channel::{Receiver, RecvError, Select, TryRecvError};
+use crossbeam_channel::{Receiver, Select, TryRecvError};
 
 use crate::core::{AsInput, AsOperator, Core};
 use crate::failure::Failure;
 use crate::operator::{Emit, InputOperator, Operator, ProcessingMode};
-use crate::protocol::Control;
 use crate::stream::Message;
 use crate::window_gen::WindowGenerator;
 
@@ -105,12 +104,6 @@ enum Stage {
     Rejoining,
     Opening(WindowId),
     InWindow(WindowId),
-}
-
-enum Wake<T> {
-    Kill,
-    Control(Result<(usize, Control), RecvError>),
-    Edge(usize, Result<Message<T>, RecvError>),
 }
 
 /// An operator's thread: processes window W only after every live upstream
@@ -240,36 +233,31 @@ pub(crate) fn run_operator<O: Operator>(
         let (edge, message) = match received {
             Some(r) => r,
             None => {
-                let wake = {
-                    let mut select = Select::new();
-                    for &i in &readable {
-                        select.recv(&inputs[i]);
-                    }
-                    let control_index = select.recv(&control);
-                    let kill_index = select.recv(&kill);
-                    let operation = select.select();
-                    let index = operation.index();
-                    if index == kill_index {
-                        let _ = operation.recv(&kill);
-                        Wake::Kill
-                    } else if index == control_index {
-                        Wake::Control(operation.recv(&control))
-                    } else {
-                        let i = readable[index];
-                        Wake::Edge(i, operation.recv(&inputs[i]))
-                    }
-                };
-                match wake {
-                    Wake::Kill => return Err(Failure::Aborted),
-                    Wake::Control(message) => {
-                        core.accept(message.map_err(|_| Failure::Aborted)?)?;
-                        if let Stage::Opening(_) | Stage::Rejoining = stage {
-                            core.between_windows()?;
-                        }
-                        continue;
-                    }
-                    Wake::Edge(i, message) => (i, message.map_err(|_| Failure::Aborted)?),
+                // Block on the edges, control, kill, and the channels of
+                // this thread's catching-up cursors; then try what woke.
+                let mut select = Select::new();
+                for &i in &readable {
+                    select.recv(&inputs[i]);
                 }
+                let control_index = select.recv(&control);
+                let kill_index = select.recv(&kill);
+                match core.cursors().ready(select, kill_index + 1)? {
+                    Some(index) if index == kill_index => return Err(Failure::Aborted),
+                    Some(index) if index == control_index => match control.try_recv() {
+                        Ok(message) => {
+                            core.accept(message)?;
+                            if let Stage::Opening(_) | Stage::Rejoining = stage {
+                                core.between_windows()?;
+                            }
+                        }
+                        Err(TryRecvError::Empty) => {}
+                        Err(TryRecvError::Disconnected) => return Err(Failure::Aborted),
+                    },
+                    // An edge has a message (read at the top of the loop),
+                    // or cursors advanced.
+                    Some(_) | None => {}
+                }
+                continue;
             }
         };
         let out_of_order = |what: &str, window: WindowId| {
@@ -307,6 +295,9 @@ pub(crate) fn run_operator<O: Operator>(
                 }
             }
         }
+        // A busy operator that emits little still feeds recovered
+        // downstreams reading its store.
+        core.out.advance_cursors()?;
     }
     core.await_shutdown()
 }

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use checkpoint_core::{Checkpoint, StorageAgent, WindowId};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 
 use crate::failure::{Failure, panic_message};
 use crate::fault::{FaultPoint, Faults};
 use crate::metrics::Metrics;
 use crate::operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, ProcessingMode, Tuple};
 use crate::protocol::{Control, Event};
-use crate::stream::Emitter;
+use crate::stream::{Cursors, Emitter};
 
 mod chain;
 mod checkpoint;
@@ -96,6 +96,9 @@ pub(crate) struct NodeEnv {
     pub(crate) kill: Receiver<()>,
     /// Set when this operator is killed: what a busy loop polls.
     pub(crate) killed: Arc<std::sync::atomic::AtomicBool>,
+    /// The thread's replay cursors still catching up: every wait of the
+    /// thread wakes for them too.
+    pub(crate) cursors: Cursors,
     pub(crate) metrics: Arc<Metrics>,
     /// Restored from a checkpoint (no initial checkpoint to take).
     pub(crate) restored: bool,
@@ -148,6 +151,8 @@ pub(crate) struct Core<L: Lifecycle> {
     faults: Option<Faults>,
     tuples_in_window: u64,
     save_started: Option<std::time::Instant>,
+    /// Spilled windows already added to the run's count.
+    spilled_reported: u64,
 }
 
 impl<L: Lifecycle> Core<L> {
@@ -174,6 +179,7 @@ impl<L: Lifecycle> Core<L> {
             faults: None,
             tuples_in_window: 0,
             save_started: None,
+            spilled_reported: 0,
         };
         core.faults = faults;
         core
@@ -213,9 +219,19 @@ impl<L: Lifecycle> Core<L> {
             window,
             done,
         })?;
-        let answer = crossbeam_channel::select! {
-            recv(answer) -> answer => answer.map_err(|_| Failure::Aborted)?,
-            recv(self.env.kill) -> _ => return Err(Failure::Aborted),
+        let answer = loop {
+            let mut select = Select::new();
+            select.recv(&answer);
+            select.recv(&self.env.kill);
+            match self.env.cursors.ready(select, 2)? {
+                Some(0) => match answer.try_recv() {
+                    Ok(answer) => break answer,
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return Err(Failure::Aborted),
+                },
+                Some(_) => return Err(Failure::Aborted),
+                None => {}
+            }
         };
         answer.map_err(|e| self.fail(format!("recording the end of its stream: {e}")))
     }
@@ -244,6 +260,10 @@ impl<L: Lifecycle> Core<L> {
 
     pub(crate) fn kill(&self) -> &Receiver<()> {
         &self.env.kill
+    }
+
+    pub(crate) fn cursors(&self) -> &Cursors {
+        &self.env.cursors
     }
 
     fn fail(&self, cause: impl std::fmt::Display) -> Failure {
@@ -342,9 +362,14 @@ impl<L: Lifecycle> Core<L> {
         let metrics = &self.env.metrics.operators[self.env.node];
         metrics.windows.fetch_add(1, Ordering::Relaxed);
         metrics.tuples_out.store(self.out.emitted(), Ordering::Relaxed);
+        let (replay_bytes, replay_peak, spilled) = self.out.replay_stats();
+        metrics.replay_bytes.store(replay_bytes as u64, Ordering::Relaxed);
+        metrics.replay_peak.fetch_max(replay_peak as u64, Ordering::Relaxed);
+        // Over the run: this incarnation's count adds to earlier ones'.
         metrics
-            .replay_bytes
-            .store(self.out.replay_bytes() as u64, Ordering::Relaxed);
+            .spilled_windows
+            .fetch_add(spilled - self.spilled_reported, Ordering::Relaxed);
+        self.spilled_reported = spilled;
         if self.checkpointing() {
             if self.stateless {
                 if checkpoint_window || last {
@@ -427,6 +452,7 @@ impl<L: Lifecycle> Core<L> {
         if self.env.killed.load(Ordering::Acquire) {
             return Err(Failure::Aborted);
         }
+        self.out.advance_cursors()?;
         let Some(control) = self.env.control.take() else {
             return Ok(());
         };
@@ -467,12 +493,22 @@ impl<L: Lifecycle> Core<L> {
             return self.between_windows().and_then(|()| self.out.shutdown());
         };
         while !self.shutdown {
-            let message = crossbeam_channel::select! {
-                recv(control) -> msg => msg.map_err(|_| Failure::Aborted)?,
-                recv(self.env.kill) -> _ => return Err(Failure::Aborted),
-            };
-            self.accept(message)?;
-            self.between_windows()?;
+            let mut select = Select::new();
+            select.recv(&control);
+            select.recv(&self.env.kill);
+            match self.env.cursors.ready(select, 2)? {
+                Some(0) => match control.try_recv() {
+                    Ok(message) => {
+                        self.accept(message)?;
+                        self.between_windows()?;
+                    }
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return Err(Failure::Aborted),
+                },
+                Some(_) => return Err(Failure::Aborted),
+                // Recovered downstreams reading this stream's store.
+                None => {}
+            }
         }
         self.out.shutdown()
     }

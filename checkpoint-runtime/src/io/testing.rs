@@ -7,7 +7,7 @@ use checkpoint_core::{StorageAgent, WindowId};
 
 use crate::failure::Failure;
 use crate::operator::{OperatorContext, Tuple};
-use crate::stream::{Emitter, Subscriber};
+use crate::stream::{Cursors, Emitter, Subscriber};
 
 impl OperatorContext {
     /// A context for calling an operator's `setup` by hand in a test: one
@@ -107,7 +107,7 @@ impl<T: Tuple> TestOutput<T> {
             tuples: Arc::clone(&tuples),
         });
         TestOutput {
-            emitter: Emitter::new(64, vec![collector], None),
+            emitter: Emitter::new(64, vec![collector], None, Cursors::default()),
             tuples,
         }
     }

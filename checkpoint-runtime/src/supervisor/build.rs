@@ -14,7 +14,7 @@ use crate::operator::{OperatorContext, ProcessingMode};
 use crate::protocol::KillSwitch;
 use crate::protocol::{Control, Event};
 use crate::replay::SpillPolicy;
-use crate::stream::Resume;
+use crate::stream::{Cursors, Link, Resume};
 use crate::window_gen::WindowGenerator;
 
 use super::{Physical, Supervisor};
@@ -27,6 +27,7 @@ impl Supervisor {
         let mut control_rx = HashMap::new();
         let mut kill_rx = HashMap::new();
         let mut kill_flags = HashMap::new();
+        let mut cursors = HashMap::new();
         for &node in nodes {
             if self.root[node] == node {
                 let (tx, rx) = crossbeam_channel::unbounded();
@@ -36,9 +37,11 @@ impl Supervisor {
                 self.kill[node] = Some(switch);
                 kill_rx.insert(node, rx);
                 kill_flags.insert(node, flag);
+                cursors.insert(node, Cursors::default());
             }
         }
         let kill_of = |node: usize, kill_rx: &HashMap<usize, Receiver<()>>| kill_rx.get(&self.root[node]).cloned();
+        let cursors_of = |node: usize| cursors.get(&self.root[node]).cloned();
 
         let mut inputs: HashMap<usize, Vec<Erased>> = HashMap::new();
         // Per (edge, upstream node): (downstream partition, downstream node, sender).
@@ -71,14 +74,15 @@ impl Supervisor {
         let mut subscribers: HashMap<usize, Vec<Erased>> = HashMap::new();
         for ((e, u), mut channels) in pending {
             channels.sort_by_key(|(d_part, _, _)| *d_part);
-            let Some(kill) = kill_of(u, &kill_rx) else {
+            let (Some(kill), Some(cursors)) = (kill_of(u, &kill_rx), cursors_of(u)) else {
                 unreachable!("the upstream is being built");
             };
             let channels = channels.into_iter().map(|(_, d, tx)| (d, tx)).collect();
+            let link = Link { kill, cursors };
             subscribers
                 .entry(u)
                 .or_default()
-                .push(self.dag.edges[e].wiring.subscriber(channels, &kill));
+                .push(self.dag.edges[e].wiring.subscriber(channels, &link));
         }
 
         let mut bodies: Vec<(usize, ThreadBody)> = Vec::new();
@@ -99,7 +103,7 @@ impl Supervisor {
             let Some(kill) = kill_of(node, &kill_rx) else {
                 unreachable!("the thread's root is being built");
             };
-            let Some(killed) = kill_flags.get(&root).cloned() else {
+            let (Some(killed), Some(cursors)) = (kill_flags.get(&root).cloned(), cursors_of(node)) else {
                 unreachable!("the thread's root is being built");
             };
             let checkpoint_window_count = self.dag.effective_checkpoint_count(logical);
@@ -126,6 +130,7 @@ impl Supervisor {
                 events: self.events_tx.clone(),
                 kill,
                 killed,
+                cursors,
                 metrics: Arc::clone(&self.metrics),
                 restored: restore.is_some(),
                 ended: self.ended[node],

@@ -1,12 +1,18 @@
 //! Streams: the messages on an edge, the emitter an operator writes to, and
 //! the subscribers that carry its batches to downstream operators.
 
+mod cursor;
+
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use checkpoint_core::WindowId;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Sender;
+
+use cursor::{ChannelSink, ConvertSink, Cursor, Handback, Handoff, KeyedSink, Sink};
+pub(crate) use cursor::{Cursors, Link, send};
 
 use crate::failure::Failure;
 use crate::operator::Tuple;
@@ -67,21 +73,21 @@ pub(crate) trait Subscriber<T>: Send {
     /// Ends the stream without a window (an operator whose upstreams all
     /// ended before its restored checkpoint).
     fn close(&mut self) -> Result<(), Failure>;
-    /// Replaces the channel to the downstream physical operator `target`
-    /// with `sender` (a `Sender<Message<W>>` of this subscriber's wire
-    /// type); a rejoin (`Resume::NextWindow`) drops the rest of the current
-    /// window. Returns whether it feeds `target`.
+    /// Takes the channel to the downstream physical operator `target`
+    /// (`sender`, a `Sender<Message<W>>` of this subscriber's wire type) if
+    /// it feeds that operator. `Reconnect::CatchUp` returns the sink a
+    /// cursor feeds until it hands the channel back.
     fn reconnect(
         &mut self,
         _target: usize,
         _sender: &mut Option<Box<dyn Any + Send>>,
-        _resume: Resume,
-    ) -> Result<bool, Failure> {
-        Ok(false)
+        _how: &Reconnect,
+    ) -> Result<Reconnected<T>, Failure> {
+        Ok(Reconnected::NotHere)
     }
-    /// Sends replayed messages to `target` only. Returns whether it feeds
-    /// `target`.
-    fn replay(&mut self, _target: usize, _messages: &[Message<T>]) -> Result<bool, Failure> {
+    /// Ends the stream of `target` alone, without a window. Returns whether
+    /// it feeds `target`.
+    fn close_target(&mut self, _target: usize) -> Result<bool, Failure> {
         Ok(false)
     }
     /// Hands a control message to the chained operator `node`; returns it
@@ -103,19 +109,24 @@ pub(crate) trait Subscriber<T>: Send {
     fn teardown(&mut self) {}
 }
 
-/// Sends on a bounded channel, giving up when this operator is killed or
-/// the job aborts. A full channel blocks (back-pressure) but never past a
-/// kill. `Ok(false)`: the receiver is gone (a failed downstream, to be
-/// reconnected after its recovery).
-pub(crate) fn send<T>(tx: &Sender<T>, msg: T, kill: &Receiver<()>) -> Result<bool, Failure> {
-    match tx.try_send(msg) {
-        Ok(()) => Ok(true),
-        Err(TrySendError::Disconnected(_)) => Ok(false),
-        Err(TrySendError::Full(msg)) => crossbeam_channel::select! {
-            send(tx, msg) -> sent => Ok(sent.is_ok()),
-            recv(kill) -> _ => Err(Failure::Aborted),
-        },
-    }
+/// How a reconnected channel resumes.
+pub(crate) enum Reconnect {
+    /// Live at once; for a rejoin (AT_MOST_ONCE) from the next window the
+    /// upstream begins.
+    Direct { next_window: bool },
+    /// Fed by a cursor from the stream's store until it catches up; the
+    /// store's count of appended messages.
+    CatchUp(Arc<AtomicU64>),
+}
+
+/// What a subscriber did with a reconnect.
+pub(crate) enum Reconnected<T> {
+    /// It does not feed the target.
+    NotHere,
+    /// The channel is live.
+    Direct,
+    /// The channel waits for this sink's cursor.
+    CatchUp(Box<dyn Sink<T>>),
 }
 
 /// Where an operator emits tuples: they are collected into batches, kept in
@@ -147,7 +158,10 @@ pub struct Emitter<T> {
     batch: Vec<T>,
     batch_size: usize,
     subscribers: Vec<Box<dyn Subscriber<T>>>,
-    replay: Option<ReplayBuffer<T>>,
+    /// The stream's store, shared with the cursors reading it.
+    replay: Option<Arc<Mutex<ReplayBuffer<T>>>>,
+    /// The thread's cursors still catching up (this emitter's among them).
+    cursors: Cursors,
     window: Option<WindowId>,
     ended: Option<(WindowId, bool)>,
     closed: bool,
@@ -166,17 +180,24 @@ impl<T> fmt::Debug for Emitter<T> {
     }
 }
 
+fn lock<T>(store: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only this emitter's thread uses the store.
+    store.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl<T: Tuple> Emitter<T> {
     pub(crate) fn new(
         batch_size: usize,
         subscribers: Vec<Box<dyn Subscriber<T>>>,
         replay: Option<ReplayBuffer<T>>,
+        cursors: Cursors,
     ) -> Self {
         Emitter {
             batch: Vec::with_capacity(batch_size),
             batch_size,
             subscribers,
-            replay,
+            replay: replay.map(|r| Arc::new(Mutex::new(r))),
+            cursors,
             window: None,
             ended: None,
             closed: false,
@@ -217,17 +238,17 @@ impl<T: Tuple> Emitter<T> {
         if self.failure.is_some() {
             return;
         }
-        if let Some(replay) = &mut self.replay
-            && let Err(failure) = replay.push(&batch)
-        {
-            self.failure = Some(failure);
-            return;
+        if let Some(replay) = &self.replay {
+            lock(replay).push(&batch);
         }
         for subscriber in &mut self.subscribers {
             if let Err(failure) = subscriber.batch(&batch) {
                 self.failure = Some(failure);
                 return;
             }
+        }
+        if let Err(failure) = self.cursors.advance() {
+            self.failure = Some(failure);
         }
     }
 
@@ -242,13 +263,13 @@ impl<T: Tuple> Emitter<T> {
         self.take_failure()?;
         self.emitted_in_window = 0;
         self.window = Some(window);
-        if let Some(replay) = &mut self.replay {
-            replay.begin_window(window)?;
+        if let Some(replay) = &self.replay {
+            lock(replay).begin_window(window);
         }
         for subscriber in &mut self.subscribers {
             subscriber.begin_window(window)?;
         }
-        Ok(())
+        self.cursors.advance()
     }
 
     pub(crate) fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
@@ -256,95 +277,84 @@ impl<T: Tuple> Emitter<T> {
         self.take_failure()?;
         self.window = None;
         self.ended = Some((window, last));
-        if let Some(replay) = &mut self.replay {
-            replay.end_window(last)?;
+        if let Some(replay) = &self.replay {
+            lock(replay).end_window(last)?;
         }
         for subscriber in &mut self.subscribers {
             subscriber.end_window(window, last)?;
         }
-        Ok(())
+        self.cursors.advance()
     }
 
-    /// Points the stream at new channels to recovered downstream operators
-    /// and replays what each needs: every kept window after its recovery
-    /// point (the window in progress so far included), or nothing for a
-    /// rejoin. The replay goes window by window to all of them, as live
-    /// windows do, so a downstream waiting for another of them cannot
-    /// block it.
+    /// Points the stream at new channels to recovered downstream operators.
+    /// One that replays (AT_LEAST_ONCE, EXACTLY_ONCE) gets a cursor into
+    /// the stream's store at the first kept window after its recovery
+    /// point, which sends as its channel has room and hands the channel
+    /// back once caught up; one that rejoins (AT_MOST_ONCE) goes live from
+    /// the next window. No cursor waits for another, so a downstream waiting
+    /// for another upstream's replay cannot block this one.
     pub(crate) fn reconnect(&mut self, targets: Vec<(usize, Box<dyn Any + Send>, Resume)>) -> Result<(), Failure> {
         self.flush();
         self.take_failure()?;
         let stream_over = self.closed || (self.window.is_none() && matches!(self.ended, Some((_, true))));
-        let mut replays: Vec<(usize, WindowId)> = Vec::new();
         for (target, sender, resume) in targets {
             let mut sender = Some(sender);
-            for subscriber in &mut self.subscribers {
-                if subscriber.reconnect(target, &mut sender, resume)? {
-                    break;
+            match (&self.replay, resume) {
+                (Some(store), Resume::After(after)) => {
+                    let how = Reconnect::CatchUp(lock(store).appended());
+                    for subscriber in &mut self.subscribers {
+                        match subscriber.reconnect(target, &mut sender, &how)? {
+                            Reconnected::NotHere => continue,
+                            Reconnected::Direct => break,
+                            Reconnected::CatchUp(sink) => {
+                                let start = lock(store).replay_start(after);
+                                self.cursors.add(Box::new(Cursor::new(Arc::clone(store), start, sink)));
+                                break;
+                            }
+                        }
+                    }
+                }
+                (_, resume) => {
+                    let how = Reconnect::Direct {
+                        next_window: resume == Resume::NextWindow,
+                    };
+                    for subscriber in &mut self.subscribers {
+                        if !matches!(subscriber.reconnect(target, &mut sender, &how)?, Reconnected::NotHere) {
+                            break;
+                        }
+                    }
+                    // Nothing kept to replay: a stream already over ends here.
+                    if stream_over {
+                        for subscriber in &mut self.subscribers {
+                            if subscriber.close_target(target)? {
+                                break;
+                            }
+                        }
+                    }
                 }
             }
-            match resume {
-                Resume::After(after) => replays.push((target, after)),
-                Resume::NextWindow if stream_over => self.replay_to(target, &[Message::Closed])?,
-                Resume::NextWindow => {}
-            }
         }
-        let Some(oldest) = replays.iter().map(|(_, after)| *after).min() else {
-            return Ok(());
-        };
-        let mut messages = Vec::new();
-        if let Some(buffer) = &self.replay {
-            buffer.messages_after(oldest, &mut messages)?;
-        }
-        // Window by window, to every target that needs the window.
-        let mut sent_any = vec![false; replays.len()];
-        let mut start = 0;
-        while start < messages.len() {
-            let Message::Begin(window) = messages[start] else {
-                return Err(Failure::operator(
-                    "runtime",
-                    None,
-                    "internal error: a replay not starting with a window",
-                ));
-            };
-            let end = messages[start + 1..]
-                .iter()
-                .position(|m| matches!(m, Message::Begin(_)))
-                .map_or(messages.len(), |i| start + 1 + i);
-            for (k, (target, after)) in replays.iter().enumerate() {
-                if window > *after {
-                    self.replay_to(*target, &messages[start..end])?;
-                    sent_any[k] = true;
-                }
-            }
-            start = end;
-        }
-        // A stream that ended at or before a target's recovery point.
-        for (k, (target, _)) in replays.iter().enumerate() {
-            if !sent_any[k] && stream_over {
-                self.replay_to(*target, &[Message::Closed])?;
-            }
-        }
-        Ok(())
+        self.cursors.advance()
     }
 
-    fn replay_to(&mut self, target: usize, messages: &[Message<T>]) -> Result<(), Failure> {
-        for subscriber in &mut self.subscribers {
-            if subscriber.replay(target, messages)? {
-                break;
-            }
-        }
-        Ok(())
+    /// Advances the thread's catching-up cursors (an atomic load when there
+    /// are none).
+    #[inline]
+    pub(crate) fn advance_cursors(&self) -> Result<(), Failure> {
+        self.cursors.advance()
     }
 
     pub(crate) fn close(&mut self) -> Result<(), Failure> {
         self.flush();
         self.take_failure()?;
         self.closed = true;
+        if let Some(replay) = &self.replay {
+            lock(replay).close();
+        }
         for subscriber in &mut self.subscribers {
             subscriber.close()?;
         }
-        Ok(())
+        self.cursors.advance()
     }
 
     pub(crate) fn deliver(&mut self, node: usize, message: Control) -> Result<Option<Control>, Failure> {
@@ -385,13 +395,18 @@ impl<T: Tuple> Emitter<T> {
     }
 
     pub(crate) fn committed(&mut self, window: WindowId) {
-        if let Some(replay) = &mut self.replay {
-            replay.purge_through(window);
+        if let Some(replay) = &self.replay {
+            lock(replay).purge_through(window);
         }
     }
 
-    pub(crate) fn replay_bytes(&self) -> usize {
-        self.replay.as_ref().map_or(0, ReplayBuffer::memory_bytes)
+    /// The store's bytes in memory now, the most they ever were, and the
+    /// windows it spilled.
+    pub(crate) fn replay_stats(&self) -> (usize, usize, u64) {
+        self.replay.as_ref().map_or((0, 0, 0), |replay| {
+            let replay = lock(replay);
+            (replay.memory_bytes(), replay.peak_bytes(), replay.spilled_windows())
+        })
     }
 }
 
@@ -410,74 +425,11 @@ enum Route<W> {
     /// Straight into the bounded channel: a full one blocks the sender
     /// (back-pressure).
     Direct(Sender<Message<W>>),
-    /// Through a relay thread, for a recovered downstream catching up on
-    /// its replay: the upstream never waits for it, so it cannot be held
-    /// back by a downstream that waits for another upstream's replay.
-    Relay(Relay<W>),
+    /// A recovered downstream catching up: a cursor sends from the store,
+    /// live messages are left to it until it hands the channel back.
+    Catching(Arc<Handoff<W>>),
     /// The receiver is gone (a failed downstream awaiting its recovery).
     Gone,
-}
-
-struct Relay<W> {
-    queue: Sender<Message<W>>,
-    pending: Receiver<Message<W>>,
-    /// Held by the relay while it holds a message; free and with an empty
-    /// queue, the relay has delivered everything.
-    forwarding: Arc<std::sync::Mutex<()>>,
-    direct: Sender<Message<W>>,
-}
-
-impl<W: Send + Sync + 'static> Relay<W> {
-    fn spawn(direct: Sender<Message<W>>, kill: &Receiver<()>) -> Result<Self, Failure> {
-        let (queue, pending) = crossbeam_channel::unbounded::<Message<W>>();
-        let forwarding = Arc::new(std::sync::Mutex::new(()));
-        let relay = Relay {
-            queue,
-            pending: pending.clone(),
-            forwarding: Arc::clone(&forwarding),
-            direct: direct.clone(),
-        };
-        let kill = kill.clone();
-        std::thread::Builder::new()
-            .name("replay-relay".to_owned())
-            .spawn(move || {
-                loop {
-                    let guard = forwarding.lock().unwrap_or_else(|p| p.into_inner());
-                    match pending.try_recv() {
-                        Ok(message) => match send(&direct, message, &kill) {
-                            Ok(true) => {}
-                            // The receiver or the sender is gone: nothing left to relay to.
-                            Ok(false) | Err(_) => break,
-                        },
-                        Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-                        Err(crossbeam_channel::TryRecvError::Empty) => {
-                            drop(guard);
-                            let mut select = crossbeam_channel::Select::new();
-                            select.recv(&pending);
-                            select.recv(&kill);
-                            select.ready();
-                            if let Err(crossbeam_channel::TryRecvError::Disconnected) = kill.try_recv() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(|e| Failure::operator("runtime", None, format!("starting a replay relay: {e}")))?;
-        Ok(relay)
-    }
-
-    /// Whether everything queued has been delivered; then the relay is not
-    /// needed any more (checked with its lock held, so no message is in its
-    /// hands).
-    fn drained(&self) -> bool {
-        self.pending.is_empty()
-            && self
-                .forwarding
-                .try_lock()
-                .map(|_held| self.pending.is_empty())
-                .unwrap_or(false)
-    }
 }
 
 impl<W: Send + Sync + 'static> Channel<W> {
@@ -489,7 +441,25 @@ impl<W: Send + Sync + 'static> Channel<W> {
         }
     }
 
-    fn send(&mut self, message: Message<W>, kill: &Receiver<()>) -> Result<(), Failure> {
+    fn send(&mut self, message: Message<W>, link: &Link) -> Result<(), Failure> {
+        if let Route::Catching(handoff) = &self.route {
+            match handoff.take() {
+                Handback::Catching => return Ok(()),
+                Handback::Gone => {
+                    self.route = Route::Gone;
+                    return Ok(());
+                }
+                Handback::Live(tx, delivered) => {
+                    // `message` is the store's last; the cursor sent every
+                    // position before `delivered`.
+                    let sent_by_cursor = handoff.appended.load(Ordering::Relaxed) <= delivered;
+                    self.route = Route::Direct(tx);
+                    if sent_by_cursor {
+                        return Ok(());
+                    }
+                }
+            }
+        }
         let message = if self.awaiting_begin {
             match message {
                 Message::Begin(_) | Message::Closed => {
@@ -506,45 +476,26 @@ impl<W: Send + Sync + 'static> Channel<W> {
         } else {
             message
         };
-        if let Route::Relay(relay) = &self.route
-            && relay.drained()
+        if let Route::Direct(tx) = &self.route
+            && !send(tx, message, link)?
         {
-            // Caught up: back to the bounded channel and its back-pressure.
-            // Dropping the relay's queue ends its thread.
-            self.route = Route::Direct(relay.direct.clone());
-        }
-        self.route_message(message, kill)
-    }
-
-    /// Puts a message on the route as it is: the bounded channel (blocking
-    /// while full), or the relay's queue (never blocking).
-    fn route_message(&mut self, message: Message<W>, kill: &Receiver<()>) -> Result<(), Failure> {
-        let delivered = match &self.route {
-            Route::Direct(tx) => send(tx, message, kill)?,
-            // Unbounded: the batches are shared with the replay buffer.
-            Route::Relay(relay) => relay.queue.send(message).is_ok(),
-            Route::Gone => true,
-        };
-        if !delivered {
             self.route = Route::Gone;
         }
         Ok(())
     }
 
-    /// Takes `sender` if it is for this channel's target; what follows goes
-    /// through a relay until the recovered downstream has caught up.
+    /// Takes `sender` if it is for this channel's target.
     fn reconnect(
         &mut self,
         target: usize,
         sender: &mut Option<Box<dyn Any + Send>>,
-        resume: Resume,
-        kill: &Receiver<()>,
-    ) -> Result<bool, Failure> {
+        how: &Reconnect,
+    ) -> Result<Option<Option<ChannelSink<W>>>, Failure> {
         if target != self.target {
-            return Ok(false);
+            return Ok(None);
         }
         let Some(boxed) = sender.take() else {
-            return Ok(false);
+            return Ok(None);
         };
         let Ok(tx) = boxed.downcast::<Sender<Message<W>>>() else {
             return Err(Failure::operator(
@@ -553,54 +504,69 @@ impl<W: Send + Sync + 'static> Channel<W> {
                 "internal error: a reconnect carried a channel of the wrong type",
             ));
         };
-        self.route = Route::Relay(Relay::spawn(*tx, kill)?);
-        // A rejoin starts at the next window: drop the rest of this one.
-        self.awaiting_begin = resume == Resume::NextWindow;
-        Ok(true)
+        match how {
+            Reconnect::Direct { next_window } => {
+                self.route = Route::Direct(*tx);
+                // A rejoin starts at the next window: drop the rest of this one.
+                self.awaiting_begin = *next_window;
+                Ok(Some(None))
+            }
+            Reconnect::CatchUp(appended) => {
+                let handoff = Handoff::new(Arc::clone(appended));
+                self.route = Route::Catching(Arc::clone(&handoff));
+                self.awaiting_begin = false;
+                Ok(Some(Some(ChannelSink::new(*tx, handoff))))
+            }
+        }
     }
 
-    /// Queues replayed messages on the relay (never blocking), bypassing a
-    /// rejoin's wait for a window.
-    fn replay(&mut self, messages: impl Iterator<Item = Message<W>>, kill: &Receiver<()>) -> Result<(), Failure> {
-        for message in messages {
-            self.route_message(message, kill)?;
-        }
-        Ok(())
+    /// Sends `Closed` to a channel just reconnected live.
+    fn close_now(&mut self, link: &Link) -> Result<(), Failure> {
+        self.awaiting_begin = false;
+        self.send(Message::Closed, link)
+    }
+}
+
+fn reconnected<T: Send + Sync + 'static>(found: Option<Option<ChannelSink<T>>>) -> Reconnected<T> {
+    match found {
+        None => Reconnected::NotHere,
+        Some(None) => Reconnected::Direct,
+        Some(Some(sink)) => Reconnected::CatchUp(Box::new(sink)),
     }
 }
 
 /// A plain edge: every batch, shared, to one downstream thread.
 pub(crate) struct ChannelSubscriber<T> {
     pub(crate) channel: Channel<T>,
-    pub(crate) kill: Receiver<()>,
+    pub(crate) link: Link,
 }
 
 impl<T: Send + Sync + 'static> Subscriber<T> for ChannelSubscriber<T> {
     fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
-        self.channel.send(Message::Begin(window), &self.kill)
+        self.channel.send(Message::Begin(window), &self.link)
     }
     fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
-        self.channel.send(Message::Batch(Arc::clone(batch)), &self.kill)
+        self.channel.send(Message::Batch(Arc::clone(batch)), &self.link)
     }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
-        self.channel.send(Message::End { window, last }, &self.kill)
+        self.channel.send(Message::End { window, last }, &self.link)
     }
     fn close(&mut self) -> Result<(), Failure> {
-        self.channel.send(Message::Closed, &self.kill)
+        self.channel.send(Message::Closed, &self.link)
     }
     fn reconnect(
         &mut self,
         target: usize,
         sender: &mut Option<Box<dyn Any + Send>>,
-        resume: Resume,
-    ) -> Result<bool, Failure> {
-        self.channel.reconnect(target, sender, resume, &self.kill)
+        how: &Reconnect,
+    ) -> Result<Reconnected<T>, Failure> {
+        Ok(reconnected(self.channel.reconnect(target, sender, how)?))
     }
-    fn replay(&mut self, target: usize, messages: &[Message<T>]) -> Result<bool, Failure> {
+    fn close_target(&mut self, target: usize) -> Result<bool, Failure> {
         if target != self.channel.target {
             return Ok(false);
         }
-        self.channel.replay(messages.iter().cloned(), &self.kill)?;
+        self.channel.close_now(&self.link)?;
         Ok(true)
     }
 }
@@ -610,7 +576,7 @@ impl<T: Send + Sync + 'static> Subscriber<T> for ChannelSubscriber<T> {
 pub(crate) struct KeyedSubscriber<T> {
     pub(crate) key: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
     pub(crate) partitions: Vec<Channel<T>>,
-    pub(crate) kill: Receiver<()>,
+    pub(crate) link: Link,
 }
 
 impl<T: Clone + Send + Sync + 'static> KeyedSubscriber<T> {
@@ -627,7 +593,7 @@ impl<T: Clone + Send + Sync + 'static> KeyedSubscriber<T> {
 impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
     fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
         for channel in &mut self.partitions {
-            channel.send(Message::Begin(window), &self.kill)?;
+            channel.send(Message::Begin(window), &self.link)?;
         }
         Ok(())
     }
@@ -635,20 +601,20 @@ impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
         let split = self.split(batch);
         for (channel, part) in self.partitions.iter_mut().zip(split) {
             if !part.is_empty() {
-                channel.send(Message::Batch(Arc::new(part)), &self.kill)?;
+                channel.send(Message::Batch(Arc::new(part)), &self.link)?;
             }
         }
         Ok(())
     }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
         for channel in &mut self.partitions {
-            channel.send(Message::End { window, last }, &self.kill)?;
+            channel.send(Message::End { window, last }, &self.link)?;
         }
         Ok(())
     }
     fn close(&mut self) -> Result<(), Failure> {
         for channel in &mut self.partitions {
-            channel.send(Message::Closed, &self.kill)?;
+            channel.send(Message::Closed, &self.link)?;
         }
         Ok(())
     }
@@ -656,31 +622,28 @@ impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
         &mut self,
         target: usize,
         sender: &mut Option<Box<dyn Any + Send>>,
-        resume: Resume,
-    ) -> Result<bool, Failure> {
+        how: &Reconnect,
+    ) -> Result<Reconnected<T>, Failure> {
+        let partitions = self.partitions.len();
+        let Some(partition) = self.partitions.iter().position(|c| c.target == target) else {
+            return Ok(Reconnected::NotHere);
+        };
+        Ok(match self.partitions[partition].reconnect(target, sender, how)? {
+            None => Reconnected::NotHere,
+            Some(None) => Reconnected::Direct,
+            Some(Some(inner)) => Reconnected::CatchUp(Box::new(KeyedSink {
+                key: Arc::clone(&self.key),
+                partitions,
+                partition,
+                inner,
+            })),
+        })
+    }
+    fn close_target(&mut self, target: usize) -> Result<bool, Failure> {
         match self.partitions.iter_mut().find(|c| c.target == target) {
-            Some(channel) => channel.reconnect(target, sender, resume, &self.kill),
+            Some(channel) => channel.close_now(&self.link).map(|()| true),
             None => Ok(false),
         }
-    }
-    fn replay(&mut self, target: usize, messages: &[Message<T>]) -> Result<bool, Failure> {
-        let n = self.partitions.len();
-        let Some(p) = self.partitions.iter().position(|c| c.target == target) else {
-            return Ok(false);
-        };
-        let key = Arc::clone(&self.key);
-        let only_p: Vec<Message<T>> = messages
-            .iter()
-            .filter_map(|m| match m {
-                Message::Batch(b) => {
-                    let part: Vec<T> = b.iter().filter(|t| partition_of(key(t), n) == p).cloned().collect();
-                    (!part.is_empty()).then(|| Message::Batch(Arc::new(part)))
-                }
-                other => Some(other.clone()),
-            })
-            .collect();
-        self.partitions[p].replay(only_p.into_iter(), &self.kill)?;
-        Ok(true)
     }
 }
 
@@ -718,24 +681,19 @@ impl<T: Clone + Send + Sync + 'static, In: Send + Sync + 'static> Subscriber<T> 
         &mut self,
         target: usize,
         sender: &mut Option<Box<dyn Any + Send>>,
-        resume: Resume,
-    ) -> Result<bool, Failure> {
-        self.inner.reconnect(target, sender, resume)
+        how: &Reconnect,
+    ) -> Result<Reconnected<T>, Failure> {
+        Ok(match self.inner.reconnect(target, sender, how)? {
+            Reconnected::NotHere => Reconnected::NotHere,
+            Reconnected::Direct => Reconnected::Direct,
+            Reconnected::CatchUp(inner) => Reconnected::CatchUp(Box::new(ConvertSink {
+                convert: Arc::clone(&self.convert),
+                inner,
+            })),
+        })
     }
-    fn replay(&mut self, target: usize, messages: &[Message<T>]) -> Result<bool, Failure> {
-        let converted: Vec<Message<In>> = messages
-            .iter()
-            .map(|m| match m {
-                Message::Begin(w) => Message::Begin(*w),
-                Message::Batch(b) => Message::Batch(self.convert_batch(b)),
-                Message::End { window, last } => Message::End {
-                    window: *window,
-                    last: *last,
-                },
-                Message::Closed => Message::Closed,
-            })
-            .collect();
-        self.inner.replay(target, &converted)
+    fn close_target(&mut self, target: usize) -> Result<bool, Failure> {
+        self.inner.close_target(target)
     }
     fn deliver(&mut self, node: usize, message: Control) -> Result<Option<Control>, Failure> {
         self.inner.deliver(node, message)
