@@ -6,6 +6,8 @@
 //! CARGO_TARGET_DIR=/work/target-bench cargo bench -p checkpoint-runtime --bench keyed_count
 //! CARGO_TARGET_DIR=/work/target-bench cargo bench -p checkpoint-runtime --bench keyed_count -- \
 //!     --config off --keys 100000 --runs 1          # one configuration, e.g. to profile it
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench -p checkpoint-runtime --bench keyed_count -- \
+//!     --workload u64,string --config off,1s        # u64 keys against 32-byte string keys
 //! ```
 //!
 //! Tuple `i` (0-based, `i < N`) has key `splitmix64(i) % K` and value 1.
@@ -14,6 +16,23 @@
 //! keys of `c(c+1)/2`, where the counts `c` are found here by counting keys
 //! directly, without the runtime; a mismatch ends the benchmark with an
 //! error.
+//!
+//! Two workloads (`--workload`) run that same job with two key types:
+//! - `u64`: the key is the number itself (DESIGN.md's workload);
+//! - `string`: the key is the number written in decimal, left-padded with
+//!   zeros to 32 bytes (`"000…0042"`), so every tuple owns a 32-byte heap
+//!   `String`. The source allocates it, the counter looks it up in a
+//!   `HashMap<String, u64>` (cloning it only for a new key) and moves it on
+//!   in `(key, new count)`, and the sink frees it, on its own thread. The
+//!   text is a one-to-one image of the number, so the expected sum is the
+//!   `u64` workload's.
+//!
+//! Each run goes, by default, in a process of its own: the binary runs
+//! itself (`std::env::current_exe()`) with the arguments of that one run,
+//! and the child's JSON line, with the child's own peak RSS, is printed
+//! here. `--in-process` runs everything in this process instead, as before;
+//! then `peak_rss_mib` is the high-water mark of the whole session so far
+//! and cannot compare configurations.
 //!
 //! Every run prints one JSON object on stdout; the medians per
 //! configuration follow on stderr. Flags (all optional):
@@ -28,32 +47,39 @@
 //! - `--runs R`: runs per configuration, interleaved (default 3);
 //! - `--window-ms MS`: streaming window (default 100; checkpoint intervals
 //!   are whole multiples of it);
-//! - `--batch-size B`: tuples per batch between threads (runtime default
-//!   1,024);
+//! - `--batch-size B`: tuples per batch between threads (default: the
+//!   runtime's `Config::default()`);
 //! - `--chunk C`: tuples the source emits per `emit_tuples` call (default
 //!   1,024);
 //! - `--dir PATH`: where checkpoint directories are made (default `/tmp`);
 //! - `--scope S[,S...]`: recovery scopes, `partial` (Apex's, the runtime's
 //!   default: replay buffers kept) and/or `global` (Flink's: none kept);
 //!   default `partial`; several are interleaved in one session;
+//! - `--workload W[,W...]`: `u64` (the default) and/or `string` (see
+//!   above); several are interleaved in one session, like scopes;
 //! - `--hasher H`: the counter's map hasher, `sip` (std's default
 //!   `RandomState`, the default here) or `fx` (a multiply-rotate hash, to
-//!   measure what hashing costs).
+//!   measure what hashing costs);
+//! - `--in-process`: run every configuration in this one process (no value).
+//!
+//! `--child-run R` and `--expected SUM` are internal: they make the binary
+//! the child process of one run.
 //!
 //! Figures and their reading are in `docs/BENCHMARKS.md`.
 #![allow(missing_docs, reason = "a benchmark binary, not an API")]
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent};
 use checkpoint_runtime::{
-    Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, RecoveryScope, Runtime, WindowMode,
+    Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, RecoveryScope, Runtime, Tuple, WindowMode,
 };
 
 /// splitmix64 as DESIGN.md defines it (wrapping u64 arithmetic).
@@ -64,7 +90,7 @@ fn splitmix64(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// rustc's FxHash for one `u64`: a multiply and a rotate, against
+/// rustc's FxHash: a multiply and a rotate per 8 bytes, against
 /// SipHash-1-3's dozens of rounds. Only to measure what the map's hashing
 /// costs (`--hasher fx`); not DoS-resistant.
 #[derive(Default, Clone, Copy)]
@@ -72,7 +98,13 @@ struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(word);
+            self.write_u64(u64::from_le_bytes(le));
+        }
+        for &b in words.remainder() {
             self.write_u64(u64::from(b));
         }
     }
@@ -88,22 +120,83 @@ impl Hasher for FxHasher {
 
 type Fx = BuildHasherDefault<FxHasher>;
 
+/// The bytes of a `string` workload key: `--workload string`'s tuples each
+/// own a heap `String` of exactly this length.
+const TEXT_KEY_LEN: usize = 32;
+
+/// A key type of the workload: how tuple `i`'s key is made and counted.
+trait Key: Tuple + Hash + Eq {
+    const WORKLOAD: Workload;
+
+    /// The key for the number `key` (`splitmix64(i) % K`).
+    fn make(key: u64) -> Self;
+
+    /// Adds one to `key`'s count; gives back the key and its new count.
+    fn count<S: BuildHasher>(counts: &mut HashMap<Self, u64, S>, key: Self) -> (Self, u64);
+}
+
+impl Key for u64 {
+    const WORKLOAD: Workload = Workload::U64;
+
+    fn make(key: u64) -> Self {
+        key
+    }
+
+    fn count<S: BuildHasher>(counts: &mut HashMap<u64, u64, S>, key: u64) -> (u64, u64) {
+        let count = counts.entry(key).or_default();
+        *count += 1;
+        (key, *count)
+    }
+}
+
+impl Key for String {
+    const WORKLOAD: Workload = Workload::Text;
+
+    /// `key` in decimal, left-padded with zeros to [`TEXT_KEY_LEN`] bytes,
+    /// in an allocation of exactly that size.
+    fn make(key: u64) -> Self {
+        let mut text = vec![b'0'; TEXT_KEY_LEN];
+        let mut rest = key;
+        for digit in text.iter_mut().rev() {
+            if rest == 0 {
+                break;
+            }
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        String::from_utf8(text).expect("ASCII digits")
+    }
+
+    /// The tuple's own `String` moves on downstream; the map gets a clone
+    /// only when the key is new (K times a run).
+    fn count<S: BuildHasher>(counts: &mut HashMap<String, u64, S>, key: String) -> (String, u64) {
+        if let Some(count) = counts.get_mut(&key) {
+            *count += 1;
+            return (key, *count);
+        }
+        counts.insert(key.clone(), 1);
+        (key, 1)
+    }
+}
+
 /// The source: tuples `next..end`, `chunk` per call, each as its key.
 #[derive(Checkpoint)]
-struct Keys {
+struct Keys<K> {
     next: u64,
     end: u64,
     keys: u64,
     chunk: u64,
+    #[checkpoint(transient)]
+    key_type: PhantomData<K>,
 }
 
-impl InputOperator for Keys {
-    type Output = u64;
+impl<K: Key> InputOperator for Keys<K> {
+    type Output = K;
 
-    fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+    fn emit_tuples(&mut self, out: Output<'_, K>) -> OperatorResult<Emit> {
         let stop = self.next.saturating_add(self.chunk).min(self.end);
         for i in self.next..stop {
-            out.emit(splitmix64(i) % self.keys);
+            out.emit(K::make(splitmix64(i) % self.keys));
         }
         self.next = stop;
         Ok(if self.next == self.end {
@@ -117,37 +210,37 @@ impl InputOperator for Keys {
 /// The keyed counter: one count per key; every tuple has value 1. `S` is
 /// the map's hasher: std's SipHash (`RandomState`, what a user writes by
 /// default) or [`Fx`].
-#[derive(Default, Checkpoint)]
-struct Counter<S> {
-    counts: HashMap<u64, u64, S>,
+#[derive(Checkpoint)]
+struct Counter<K, S> {
+    counts: HashMap<K, u64, S>,
 }
 
-impl<S: BuildHasher + Default + Send + Sync + 'static> Operator for Counter<S> {
-    type Input = u64;
-    type Output = (u64, u64);
+impl<K: Key, S: BuildHasher + Default + Send + Sync + 'static> Operator for Counter<K, S> {
+    type Input = K;
+    type Output = (K, u64);
 
-    fn process(&mut self, key: u64, out: Output<'_, (u64, u64)>) -> OperatorResult {
-        let count = self.counts.entry(key).or_default();
-        *count += 1;
-        out.emit((key, *count));
+    fn process(&mut self, key: K, out: Output<'_, (K, u64)>) -> OperatorResult {
+        out.emit(K::count(&mut self.counts, key));
         Ok(())
     }
 }
 
 /// The sink: the sum of the new counts. `result` hands the total to the
 /// benchmark when the operator stops; it is not state.
-#[derive(Default, Checkpoint)]
-struct SumCounts {
+#[derive(Checkpoint)]
+struct SumCounts<K> {
     total: u128,
     #[checkpoint(transient)]
     result: Arc<Mutex<Option<u128>>>,
+    #[checkpoint(transient)]
+    key_type: PhantomData<K>,
 }
 
-impl Operator for SumCounts {
-    type Input = (u64, u64);
+impl<K: Key> Operator for SumCounts<K> {
+    type Input = (K, u64);
     type Output = ();
 
-    fn process(&mut self, (_key, count): (u64, u64), _out: Output<'_, ()>) -> OperatorResult {
+    fn process(&mut self, (_key, count): (K, u64), _out: Output<'_, ()>) -> OperatorResult {
         self.total += u128::from(count);
         Ok(())
     }
@@ -158,7 +251,8 @@ impl Operator for SumCounts {
 }
 
 /// The expected result, without the runtime: count each key's tuples, then
-/// sum `c(c+1)/2` over the keys.
+/// sum `c(c+1)/2` over the keys. The same for both workloads, since a
+/// `string` key is a one-to-one image of its number.
 fn expected(tuples: u64, keys: u64) -> u128 {
     let mut counts = vec![0u64; usize::try_from(keys).expect("K fits in memory")];
     for i in 0..tuples {
@@ -206,6 +300,50 @@ impl Checkpoints {
     }
 }
 
+/// The key type the job runs with (`--workload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// `u64` keys.
+    U64,
+    /// 32-byte `String` keys.
+    Text,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::U64 => "u64",
+            Workload::Text => "string",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        [Workload::U64, Workload::Text]
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| format!("unknown --workload {s:?} (u64, string)"))
+    }
+}
+
+/// One line of the medians table: what a run runs, apart from K.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    config: Checkpoints,
+    scope: RecoveryScope,
+    workload: Workload,
+}
+
+impl Variant {
+    /// The scope as the JSON line names it (`-` for `bare`).
+    fn scope_name(self) -> &'static str {
+        if self.config == Checkpoints::Bare {
+            "-"
+        } else {
+            scope_name(self.scope)
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Options {
     tuples: u64,
@@ -218,6 +356,10 @@ struct Options {
     dir: PathBuf,
     fx: bool,
     scopes: Vec<RecoveryScope>,
+    workloads: Vec<Workload>,
+    in_process: bool,
+    /// Set in a child process: the one run it does, and its expected sum.
+    child: Option<(usize, u128)>,
 }
 
 fn scope_name(scope: RecoveryScope) -> &'static str {
@@ -258,12 +400,22 @@ fn parse_args() -> Result<Options, String> {
         dir: PathBuf::from("/tmp"),
         fx: false,
         scopes: vec![RecoveryScope::Partial],
+        workloads: vec![Workload::U64],
+        in_process: false,
+        child: None,
     };
+    let mut child_run = None;
+    let mut child_expected = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        // `cargo bench` passes `--bench` to every benchmark binary.
-        if flag == "--bench" {
-            continue;
+        match flag.as_str() {
+            // `cargo bench` passes `--bench` to every benchmark binary.
+            "--bench" => continue,
+            "--in-process" => {
+                options.in_process = true;
+                continue;
+            }
+            _ => {}
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -276,12 +428,17 @@ fn parse_args() -> Result<Options, String> {
             "--chunk" => options.chunk = parse_number(&flag, &value)?,
             "--dir" => options.dir = PathBuf::from(value),
             "--scope" => options.scopes = parse_list(&value, parse_scope)?,
+            "--workload" => options.workloads = parse_list(&value, Workload::parse)?,
             "--hasher" => {
                 options.fx = match value.as_str() {
                     "sip" => false,
                     "fx" => true,
                     _ => return Err(format!("unknown --hasher {value:?} (sip, fx)")),
                 }
+            }
+            "--child-run" => child_run = Some(parse_number(&flag, &value)? as usize),
+            "--expected" => {
+                child_expected = Some(value.parse::<u128>().map_err(|e| format!("{flag} {value:?}: {e}"))?);
             }
             _ => return Err(format!("unknown flag {flag:?} (see the top of benches/keyed_count.rs)")),
         }
@@ -300,16 +457,33 @@ fn parse_args() -> Result<Options, String> {
             ));
         }
     }
+    match (child_run, child_expected) {
+        (None, None) => {}
+        (Some(run), Some(expected)) => {
+            let one = |n: usize| n == 1;
+            if !(one(options.keys.len())
+                && one(options.configs.len())
+                && one(options.scopes.len())
+                && one(options.workloads.len()))
+            {
+                return Err("--child-run takes one K, config, scope and workload".to_owned());
+            }
+            options.child = Some((run, expected));
+        }
+        _ => return Err("--child-run and --expected go together".to_owned()),
+    }
     Ok(options)
 }
 
 /// What one run measured.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct RunRecord {
-    config: &'static str,
+    config: String,
     /// The recovery scope (`-` for `bare`).
-    scope: &'static str,
-    hasher: &'static str,
+    scope: String,
+    /// `u64` or `string` keys.
+    workload: String,
+    hasher: String,
     keys: u64,
     tuples: u64,
     run: usize,
@@ -331,14 +505,17 @@ struct RunRecord {
     /// Time to load and decode the counter's newest checkpoint from disk
     /// after the run (what a recovery pays for it), ms.
     restore_ms: Option<f64>,
-    /// Peak resident set size of the process so far, MiB (Linux).
+    /// Peak resident set size of the process so far, MiB (Linux): of this
+    /// run alone if `own_process`, else of the session up to this run.
     peak_rss_mib: Option<f64>,
+    /// Whether the run had a process of its own (not `--in-process`).
+    own_process: bool,
     /// Bytes the operators' replay buffers held in memory at the end of
     /// the run (0 in the global scope, where none are kept).
     replay_bytes: u64,
     result: u128,
     expected: u128,
-    check: &'static str,
+    check: String,
 }
 
 /// VmHWM from /proc/self/status.
@@ -349,22 +526,26 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+fn check(ok: bool) -> String {
+    if ok { "ok" } else { "MISMATCH" }.to_owned()
+}
+
 /// The workload without the runtime: one thread, one loop, the same
 /// operators' code paths (key, `HashMap` entry, sum).
-fn run_bare<S: BuildHasher + Default>(options: &Options, keys: u64, expected: u128, run: usize) -> RunRecord {
+fn run_bare<K: Key, S: BuildHasher + Default>(options: &Options, keys: u64, expected: u128, run: usize) -> RunRecord {
     let started = Instant::now();
-    let mut counts: HashMap<u64, u64, S> = HashMap::default();
+    let mut counts: HashMap<K, u64, S> = HashMap::default();
     let mut total = 0u128;
     for i in 0..options.tuples {
-        let count = counts.entry(splitmix64(i) % keys).or_default();
-        *count += 1;
-        total += u128::from(*count);
+        let (_key, count) = K::count(&mut counts, K::make(splitmix64(i) % keys));
+        total += u128::from(count);
     }
     let seconds = started.elapsed().as_secs_f64();
     RunRecord {
-        config: Checkpoints::Bare.name(),
-        scope: "-",
-        hasher: hasher_name(options),
+        config: Checkpoints::Bare.name().to_owned(),
+        scope: "-".to_owned(),
+        workload: K::WORKLOAD.name().to_owned(),
+        hasher: hasher_name(options).to_owned(),
         keys,
         tuples: options.tuples,
         run,
@@ -379,10 +560,11 @@ fn run_bare<S: BuildHasher + Default>(options: &Options, keys: u64, expected: u1
         max_durable_ms: 0.0,
         restore_ms: None,
         peak_rss_mib: peak_rss_mib(),
+        own_process: options.child.is_some(),
         replay_bytes: 0,
         result: total,
         expected,
-        check: if total == expected { "ok" } else { "MISMATCH" },
+        check: check(total == expected),
     }
 }
 
@@ -390,45 +572,60 @@ fn hasher_name(options: &Options) -> &'static str {
     if options.fx { "fx" } else { "sip" }
 }
 
-fn run_once(
-    options: &Options,
-    (config, scope): (Checkpoints, RecoveryScope),
-    keys: u64,
-    expected: u128,
-    run: usize,
-) -> Result<RunRecord, String> {
-    match (config, options.fx) {
-        (Checkpoints::Bare, false) => Ok(run_bare::<RandomState>(options, keys, expected, run)),
-        (Checkpoints::Bare, true) => Ok(run_bare::<Fx>(options, keys, expected, run)),
-        (_, false) => run_job::<RandomState>(options, (config, scope), keys, expected, run),
-        (_, true) => run_job::<Fx>(options, (config, scope), keys, expected, run),
+fn run_once(options: &Options, variant: Variant, keys: u64, expected: u128, run: usize) -> Result<RunRecord, String> {
+    match variant.workload {
+        Workload::U64 => run_typed::<u64>(options, variant, keys, expected, run),
+        Workload::Text => run_typed::<String>(options, variant, keys, expected, run),
     }
 }
 
-fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
+fn run_typed<K: Key>(
     options: &Options,
-    (config, scope): (Checkpoints, RecoveryScope),
+    variant: Variant,
     keys: u64,
     expected: u128,
     run: usize,
 ) -> Result<RunRecord, String> {
+    match (variant.config, options.fx) {
+        (Checkpoints::Bare, false) => Ok(run_bare::<K, RandomState>(options, keys, expected, run)),
+        (Checkpoints::Bare, true) => Ok(run_bare::<K, Fx>(options, keys, expected, run)),
+        (_, false) => run_job::<K, RandomState>(options, variant, keys, expected, run),
+        (_, true) => run_job::<K, Fx>(options, variant, keys, expected, run),
+    }
+}
+
+fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
+    options: &Options,
+    variant: Variant,
+    keys: u64,
+    expected: u128,
+    run: usize,
+) -> Result<RunRecord, String> {
+    let Variant { config, scope, .. } = variant;
     let result = Arc::new(Mutex::new(None));
     let mut dag = Dag::new();
     let source = dag.input(
         "keys",
-        Keys {
+        Keys::<K> {
             next: 0,
             end: options.tuples,
             keys,
             chunk: options.chunk,
+            key_type: PhantomData,
         },
     );
-    let counter = dag.operator("count", Counter::<S>::default());
+    let counter = dag.operator(
+        "count",
+        Counter::<K, S> {
+            counts: HashMap::default(),
+        },
+    );
     let sink = dag.operator(
         "sum",
-        SumCounts {
+        SumCounts::<K> {
             total: 0,
             result: Arc::clone(&result),
+            key_type: PhantomData,
         },
     );
     dag.connect(&source, &counter).connect(&counter, &sink);
@@ -454,9 +651,13 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
     }
 
     let started = Instant::now();
-    let report = Runtime::new(runtime_config)
-        .run(dag)
-        .map_err(|e| format!("{} K={keys}: the job failed: {e}", config.name()))?;
+    let report = Runtime::new(runtime_config).run(dag).map_err(|e| {
+        format!(
+            "{} {} K={keys}: the job failed: {e}",
+            config.name(),
+            variant.workload.name()
+        )
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     // Recovery's cost for the counter: load its newest snapshot and decode it.
     let restore_ms = match &dir {
@@ -469,7 +670,7 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
                 .ok_or("no checkpoint of `count`")?;
             let started = Instant::now();
             let bytes = storage.load("count", newest).map_err(|e| e.to_string())?;
-            let (_, state) = checkpoint_core::Snapshot::decode::<Counter<S>>(&bytes).map_err(|e| e.to_string())?;
+            let (_, state) = checkpoint_core::Snapshot::decode::<Counter<K, S>>(&bytes).map_err(|e| e.to_string())?;
             let took = started.elapsed().as_secs_f64() * 1e3;
             drop(state);
             Some(took)
@@ -487,10 +688,11 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
         count.tuples_in == options.tuples && report.operator("sum").map(|o| o.tuples_in) == Some(options.tuples);
     let replay_bytes = report.operators.iter().map(|o| o.replay_bytes).sum();
     Ok(RunRecord {
-        config: config.name(),
-        scope: scope_name(scope),
+        config: config.name().to_owned(),
+        scope: variant.scope_name().to_owned(),
+        workload: K::WORKLOAD.name().to_owned(),
         replay_bytes,
-        hasher: hasher_name(options),
+        hasher: hasher_name(options).to_owned(),
         keys,
         tuples: options.tuples,
         run,
@@ -505,21 +707,83 @@ fn run_job<S: BuildHasher + Default + Send + Sync + 'static>(
         max_durable_ms: count.max_durable_latency.as_secs_f64() * 1e3,
         restore_ms,
         peak_rss_mib: peak_rss_mib(),
+        own_process: options.child.is_some(),
         result: got,
         expected,
-        check: if got == expected && tuples_ok { "ok" } else { "MISMATCH" },
+        check: check(got == expected && tuples_ok),
     })
 }
 
-/// Every (checkpoints, scope) pair to run; `bare` and `off` once, since the
-/// scope only matters with checkpoints.
-fn variants(options: &Options) -> Vec<(Checkpoints, RecoveryScope)> {
+/// One run in a child process (this binary, with the arguments of that run
+/// and `--child-run`): its JSON line and the record read back from it.
+fn run_in_child(
+    options: &Options,
+    variant: Variant,
+    keys: u64,
+    expected: u128,
+    run: usize,
+) -> Result<(String, RunRecord), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this binary to run a child: {e}"))?;
+    let mut command = Command::new(&exe);
+    command
+        .args(["--tuples", &options.tuples.to_string()])
+        .args(["--keys", &keys.to_string()])
+        .args(["--config", variant.config.name()])
+        .args(["--scope", scope_name(variant.scope)])
+        .args(["--workload", variant.workload.name()])
+        .args(["--window-ms", &options.window.as_millis().to_string()])
+        .args(["--chunk", &options.chunk.to_string()])
+        .args(["--hasher", hasher_name(options)])
+        .arg("--dir")
+        .arg(&options.dir)
+        .args(["--child-run", &run.to_string()])
+        .args(["--expected", &expected.to_string()]);
+    if let Some(batch) = options.batch_size {
+        command.args(["--batch-size", &batch.to_string()]);
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", exe.display()))?;
+    let what = format!(
+        "the child process of {} {} {} K={keys} run {run}",
+        variant.config.name(),
+        variant.scope_name(),
+        variant.workload.name()
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(line) = stdout.lines().rev().find(|l| l.starts_with('{')) else {
+        return Err(format!("{what} printed no result ({})", output.status));
+    };
+    let record: RunRecord = serde_json::from_str(line).map_err(|e| format!("{what} printed {line:?}: {e}"))?;
+    // A wrong result exits with a failure too, after its line: the caller
+    // reports it. Any other failure is the child's own.
+    if !output.status.success() && record.check == "ok" {
+        return Err(format!("{what} failed ({})", output.status));
+    }
+    Ok((line.to_owned(), record))
+}
+
+/// Every (checkpoints, scope, workload) triple to run; `bare` and `off`
+/// with one scope, since the scope only matters with checkpoints.
+fn variants(options: &Options) -> Vec<Variant> {
     let mut out = Vec::new();
     for &config in &options.configs {
-        if config.interval().is_none() {
-            out.push((config, options.scopes[0]));
+        let scopes = if config.interval().is_none() {
+            &options.scopes[..1]
         } else {
-            out.extend(options.scopes.iter().map(|&scope| (config, scope)));
+            &options.scopes[..]
+        };
+        for &scope in scopes {
+            for &workload in &options.workloads {
+                out.push(Variant {
+                    config,
+                    scope,
+                    workload,
+                });
+            }
         }
     }
     out
@@ -535,6 +799,35 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// A child process: the one run its arguments name; its JSON line on
+/// stdout; a failure exit if the job failed or its result is wrong.
+fn child_main(options: &Options, run: usize, expected: u128) -> ExitCode {
+    let variant = Variant {
+        config: options.configs[0],
+        scope: options.scopes[0],
+        workload: options.workloads[0],
+    };
+    let record = match run_once(options, variant, options.keys[0], expected, run) {
+        Ok(record) => record,
+        Err(e) => {
+            eprintln!("keyed_count: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serde_json::to_string(&record) {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("keyed_count: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if record.check == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(options) => options,
@@ -543,6 +836,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some((run, expected)) = options.child {
+        return child_main(&options, run, expected);
+    }
     let mut expectations = Vec::new();
     for &keys in &options.keys {
         let started = Instant::now();
@@ -560,25 +856,27 @@ fn main() -> ExitCode {
     // configuration rather than one.
     for run in 0..options.runs {
         for &(keys, expected) in &expectations {
-            for (config, scope) in variants(&options) {
-                let record = match run_once(&options, (config, scope), keys, expected, run) {
-                    Ok(record) => record,
+            for variant in variants(&options) {
+                let outcome = if options.in_process {
+                    run_once(&options, variant, keys, expected, run).and_then(|record| {
+                        let line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+                        Ok((line, record))
+                    })
+                } else {
+                    run_in_child(&options, variant, keys, expected, run)
+                };
+                let (line, record) = match outcome {
+                    Ok(outcome) => outcome,
                     Err(e) => {
                         eprintln!("keyed_count: {e}");
                         return ExitCode::FAILURE;
                     }
                 };
-                match serde_json::to_string(&record) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => {
-                        eprintln!("keyed_count: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
+                println!("{line}");
                 if record.check != "ok" {
                     eprintln!(
-                        "keyed_count: WRONG RESULT for {} K={keys} N={}: got {}, expected {}",
-                        record.config, record.tuples, record.result, record.expected
+                        "keyed_count: WRONG RESULT for {} {} K={keys} N={}: got {}, expected {}",
+                        record.config, record.workload, record.tuples, record.result, record.expected
                     );
                     return ExitCode::FAILURE;
                 }
@@ -588,26 +886,35 @@ fn main() -> ExitCode {
     }
 
     eprintln!();
-    eprintln!("| checkpoints | scope | K | N | runs | median s | median tuples/s | checkpoints | last checkpoint |");
-    eprintln!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    eprintln!(
+        "| checkpoints | scope | workload | K | N | runs | median s | median tuples/s | checkpoints | last checkpoint \
+         | median peak RSS |"
+    );
+    eprintln!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &(keys, _) in &expectations {
-        for (config, scope) in variants(&options) {
-            let scope = if config == Checkpoints::Bare {
-                "-"
-            } else {
-                scope_name(scope)
-            };
+        for variant in variants(&options) {
+            let scope = variant.scope_name();
+            let workload = variant.workload.name();
             let runs: Vec<&RunRecord> = records
                 .iter()
-                .filter(|r| r.keys == keys && r.config == config.name() && r.scope == scope)
+                .filter(|r| {
+                    r.keys == keys && r.config == variant.config.name() && r.scope == scope && r.workload == workload
+                })
                 .collect();
             let mut seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
             let mut rates: Vec<f64> = runs.iter().map(|r| r.tuples_per_second).collect();
             let mut checkpoints: Vec<f64> = runs.iter().map(|r| r.checkpoints as f64).collect();
+            let mut rss: Vec<f64> = runs.iter().filter_map(|r| r.peak_rss_mib).collect();
+            let rss = if options.in_process || rss.is_empty() {
+                // The session's high-water mark, not this configuration's.
+                "-".to_owned()
+            } else {
+                format!("{:.0} MiB", median(&mut rss))
+            };
             let bytes = runs.last().map_or(0, |r| r.last_checkpoint_bytes);
             eprintln!(
-                "| {} | {scope} | {keys} | {} | {} | {:.2} | {:.2}M | {} | {:.1} MB |",
-                config.name(),
+                "| {} | {scope} | {workload} | {keys} | {} | {} | {:.2} | {:.2}M | {} | {:.1} MB | {rss} |",
+                variant.config.name(),
                 options.tuples,
                 runs.len(),
                 median(&mut seconds),
