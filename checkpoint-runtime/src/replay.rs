@@ -56,8 +56,17 @@ impl SpillDir {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let is_job = entry.file_name().to_str().is_some_and(|n| n.starts_with("job-"));
-            if !is_job || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let name = entry.file_name();
+            let name = name.to_str().unwrap_or("");
+            // A `.new-` directory is a job's for the instant between making
+            // and renaming it; one still there minutes later is a killed
+            // job's (a younger one may be a job starting right now).
+            let stale_staging = name.starts_with(".new-job-")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STAGING_AGE));
+            if !(name.starts_with("job-") || stale_staging) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             if let Ok(lock) = checkpoint_core::lock_directory(&path, "spill directory") {
@@ -71,6 +80,10 @@ impl SpillDir {
         &self.path
     }
 }
+
+/// How old a `.new-job-*` directory must be for a sweep to take it for a
+/// killed job's.
+const STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Drop for SpillDir {
     fn drop(&mut self) {
@@ -284,7 +297,8 @@ impl<T: Tuple> ReplayBuffer<T> {
         let path = self.spill.dir.join(spill_file_name(self.id, &self.owner, entry.window));
         let written = (|| -> Result<(), String> {
             let file = File::create(&path).map_err(|e| e.to_string())?;
-            let mut out = BufWriter::new(file);
+            // Large writes: a spilled window is written once, start to end.
+            let mut out = BufWriter::with_capacity(256 * 1024, file);
             let mut frame = Vec::new();
             for batch in &entry.batches {
                 frame.clear();

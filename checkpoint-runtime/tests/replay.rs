@@ -78,11 +78,27 @@ fn a_jobs_spill_directory_goes_with_it_and_a_killed_jobs_is_swept() {
     fs::create_dir(&running).expect("mkdir");
     fs::write(running.join("4000001-0-source-6553f10000000001.spill"), b"in use").expect("spill file");
     let held = lock_directory(&running, "spill directory").expect("lock");
+    // A job killed between making its directory and naming it: an hour old.
+    let staging = spill.path().join(".new-job-4000002-0-0");
+    fs::create_dir(&staging).expect("mkdir");
+    fs::write(staging.join(".lock"), b"").expect("lock file");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::open(&staging)
+        .expect("open")
+        .set_modified(hour_ago)
+        .expect("age it");
+    // One made just now may be a job starting this instant: left alone.
+    let starting = spill.path().join(".new-job-4000003-0-0");
+    fs::create_dir(&starting).expect("mkdir");
 
     // A recovery replays spilled windows, so they were really written.
     let result = spilling_job(spill.path(), &[Fault::panic("summer", 9)]);
     assert_eq!(result, (TUPLES, TUPLES * (TUPLES - 1) / 2));
-    assert_eq!(names(spill.path()), ["job-4000001-0-0"], "swept and cleaned up");
+    assert_eq!(
+        names(spill.path()),
+        [".new-job-4000003-0-0", "job-4000001-0-0"],
+        "swept and cleaned up"
+    );
     assert_eq!(
         fs::read(running.join("4000001-0-source-6553f10000000001.spill")).expect("left alone"),
         b"in use"
