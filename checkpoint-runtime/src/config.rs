@@ -175,7 +175,23 @@ impl Config {
     }
 
     /// Bytes of tuples one output stream's replay buffer keeps in memory
-    /// before it spills whole windows to files (64 MiB unless set).
+    /// before it spills whole windows to files (64 MiB unless set). Bytes
+    /// are estimated per batch: the tuples' in-memory size plus the encoded
+    /// size of one sample tuple, for what they own on the heap. A stream's
+    /// buffer then holds at most the cap plus the window in progress; a
+    /// replay reads spilled windows back a batch at a time. Irrelevant in
+    /// [`RecoveryScope::Global`](crate::RecoveryScope::Global), which keeps
+    /// no replay data.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Keep at most 8 MiB per stream in memory, spilling under /var/tmp.
+    /// let config = checkpoint_runtime::Config::default()
+    ///     .replay_memory_cap(8 << 20)
+    ///     .spill_dir("/var/tmp/my-job-replay");
+    /// # let _ = config;
+    /// ```
     pub fn replay_memory_cap(mut self, bytes: usize) -> Self {
         self.replay_memory_cap = bytes;
         self
@@ -183,7 +199,7 @@ impl Config {
 
     /// Where replay buffers spill (`checkpoint-replay` in the system's temp
     /// directory unless set). Each job makes its own directory in it,
-    /// `job-<pid>-<n>`, locked while the job runs and removed when it ends;
+    /// `job-<pid>-<n>-<nanos>`, locked while the job runs and removed when it ends;
     /// one that a killed job left behind is removed by the next job that
     /// starts on the same directory.
     pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
