@@ -20,7 +20,6 @@ use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use super::Message;
 use crate::failure::Failure;
 use crate::operator::Tuple;
-use crate::partition::partition_of;
 use crate::replay::{ReplayBuffer, SpillReader};
 
 /// What became of a message offered to a cursor's receiver.
@@ -150,73 +149,6 @@ impl<W: Send + Sync + 'static> Sink<W> for ChannelSink<W> {
         if let Some(tx) = self.tx.take() {
             *lock(&self.handoff.state) = Handback::Live(tx, delivered);
         }
-    }
-}
-
-/// A cursor's end at one partition of a keyed edge: each batch's share for
-/// that partition.
-pub(crate) struct KeyedSink<T> {
-    pub(crate) key: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
-    pub(crate) partitions: usize,
-    pub(crate) partition: usize,
-    pub(crate) inner: ChannelSink<T>,
-}
-
-impl<T: Clone + Send + Sync + 'static> Sink<T> for KeyedSink<T> {
-    fn offer(&mut self, message: &Message<T>) -> Flow {
-        match message {
-            Message::Batch(batch) => {
-                let share: Vec<T> = batch
-                    .iter()
-                    .filter(|t| partition_of((self.key)(t), self.partitions) == self.partition)
-                    .cloned()
-                    .collect();
-                if share.is_empty() {
-                    return Flow::Sent;
-                }
-                self.inner.offer_owned(Message::Batch(Arc::new(share)))
-            }
-            other => self.inner.offer(other),
-        }
-    }
-    fn retry(&mut self) -> Flow {
-        self.inner.retry()
-    }
-    fn register<'a>(&'a self, select: &mut Select<'a>) {
-        self.inner.register(select);
-    }
-    fn hand_back(&mut self, delivered: u64) {
-        self.inner.hand_back(delivered);
-    }
-}
-
-/// A cursor's end at a converting edge.
-pub(crate) struct ConvertSink<T, In> {
-    pub(crate) convert: Arc<dyn Fn(T) -> In + Send + Sync>,
-    pub(crate) inner: Box<dyn Sink<In>>,
-}
-
-impl<T: Clone + Send + Sync + 'static, In: Send + Sync + 'static> Sink<T> for ConvertSink<T, In> {
-    fn offer(&mut self, message: &Message<T>) -> Flow {
-        let converted = match message {
-            Message::Begin(w) => Message::Begin(*w),
-            Message::Batch(b) => Message::Batch(Arc::new(b.iter().cloned().map(|t| (self.convert)(t)).collect())),
-            Message::End { window, last } => Message::End {
-                window: *window,
-                last: *last,
-            },
-            Message::Closed => Message::Closed,
-        };
-        self.inner.offer(&converted)
-    }
-    fn retry(&mut self) -> Flow {
-        self.inner.retry()
-    }
-    fn register<'a>(&'a self, select: &mut Select<'a>) {
-        self.inner.register(select);
-    }
-    fn hand_back(&mut self, delivered: u64) {
-        self.inner.hand_back(delivered);
     }
 }
 

@@ -1,0 +1,128 @@
+//! Keyed routing: each tuple to the partition its key hashes to.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use checkpoint_core::WindowId;
+use crossbeam_channel::Select;
+
+use super::channel::Channel;
+use super::cursor::{ChannelSink, Flow, Link, Sink};
+use super::{Message, Reconnect, Reconnected, Subscriber};
+use crate::failure::Failure;
+use crate::partition::partition_of;
+
+/// A key-partitioned edge: each tuple to the partition its key hashes to;
+/// window boundaries to all partitions.
+pub(crate) struct KeyedSubscriber<T> {
+    pub(crate) key: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
+    pub(crate) partitions: Vec<Channel<T>>,
+    pub(crate) link: Link,
+}
+
+impl<T: Clone + Send + Sync + 'static> KeyedSubscriber<T> {
+    fn split(&self, batch: &[T]) -> Vec<Vec<T>> {
+        let n = self.partitions.len();
+        // Sized for an even spread plus a margin: most shares never regrow.
+        let share = batch.len() / n + batch.len() / (8 * n) + 1;
+        let mut split: Vec<Vec<T>> = (0..n).map(|_| Vec::with_capacity(share)).collect();
+        for tuple in batch {
+            split[partition_of((self.key)(tuple), n)].push(tuple.clone());
+        }
+        split
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
+    fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
+        for channel in &mut self.partitions {
+            channel.send(Message::Begin(window), &self.link)?;
+        }
+        Ok(())
+    }
+    fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
+        let split = self.split(batch);
+        for (channel, part) in self.partitions.iter_mut().zip(split) {
+            if !part.is_empty() {
+                channel.send(Message::Batch(Arc::new(part)), &self.link)?;
+            }
+        }
+        Ok(())
+    }
+    fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
+        for channel in &mut self.partitions {
+            channel.send(Message::End { window, last }, &self.link)?;
+        }
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), Failure> {
+        for channel in &mut self.partitions {
+            channel.send(Message::Closed, &self.link)?;
+        }
+        Ok(())
+    }
+    fn reconnect(
+        &mut self,
+        target: usize,
+        sender: &mut Option<Box<dyn Any + Send>>,
+        how: &Reconnect,
+    ) -> Result<Reconnected<T>, Failure> {
+        let partitions = self.partitions.len();
+        let Some(partition) = self.partitions.iter().position(|c| c.target == target) else {
+            return Ok(Reconnected::NotHere);
+        };
+        Ok(match self.partitions[partition].reconnect(target, sender, how)? {
+            None => Reconnected::NotHere,
+            Some(None) => Reconnected::Direct,
+            Some(Some(inner)) => Reconnected::CatchUp(Box::new(KeyedSink {
+                key: Arc::clone(&self.key),
+                partitions,
+                partition,
+                inner,
+            })),
+        })
+    }
+    fn close_target(&mut self, target: usize) -> Result<bool, Failure> {
+        match self.partitions.iter_mut().find(|c| c.target == target) {
+            Some(channel) => channel.close_now(&self.link).map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
+/// A cursor's end at one partition of a keyed edge: each batch's share for
+/// that partition.
+pub(crate) struct KeyedSink<T> {
+    pub(crate) key: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
+    pub(crate) partitions: usize,
+    pub(crate) partition: usize,
+    pub(crate) inner: ChannelSink<T>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Sink<T> for KeyedSink<T> {
+    fn offer(&mut self, message: &Message<T>) -> Flow {
+        match message {
+            Message::Batch(batch) => {
+                let share: Vec<T> = batch
+                    .iter()
+                    .filter(|t| partition_of((self.key)(t), self.partitions) == self.partition)
+                    .cloned()
+                    .collect();
+                if share.is_empty() {
+                    return Flow::Sent;
+                }
+                self.inner.offer_owned(Message::Batch(Arc::new(share)))
+            }
+            other => self.inner.offer(other),
+        }
+    }
+    fn retry(&mut self) -> Flow {
+        self.inner.retry()
+    }
+    fn register<'a>(&'a self, select: &mut Select<'a>) {
+        self.inner.register(select);
+    }
+    fn hand_back(&mut self, delivered: u64) {
+        self.inner.hand_back(delivered);
+    }
+}
