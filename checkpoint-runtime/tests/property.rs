@@ -174,7 +174,12 @@ fn run(shape: &Shape, faults: &[Fault], scope: RecoveryScope) -> (States, usize)
     if scope == RecoveryScope::Global {
         // Nothing is kept for replay in the global scope.
         for op in &report.operators {
-            assert_eq!(op.replay_bytes, 0, "{shape:?}: {} kept replay data", op.name);
+            assert_eq!(
+                (op.replay_peak_bytes, op.spilled_windows),
+                (0, 0),
+                "{shape:?}: {} kept replay data",
+                op.name
+            );
         }
         for recovery in &report.recoveries {
             assert_eq!(
