@@ -176,8 +176,9 @@ impl Config {
 
     /// Bytes of tuples one output stream's replay buffer keeps in memory
     /// before it spills whole windows to files (64 MiB unless set). Bytes
-    /// are estimated per batch: the tuples' in-memory size plus the encoded
-    /// size of one sample tuple, for what they own on the heap. A stream's
+    /// are estimated per batch: its allocation, plus per tuple what one
+    /// sample tuple encodes to beyond its in-memory size, for what tuples
+    /// own on the heap (a 1 KB `String` counts about 1 KB). A stream's
     /// buffer then holds at most the cap plus the window in progress; a
     /// replay reads spilled windows back a batch at a time. Irrelevant in
     /// [`RecoveryScope::Global`](crate::RecoveryScope::Global), which keeps

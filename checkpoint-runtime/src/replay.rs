@@ -238,13 +238,16 @@ impl<T: Tuple> ReplayBuffer<T> {
         }
     }
 
-    /// The bytes `batch` holds, estimated: per tuple its in-memory size plus
-    /// the encoded size of a sample tuple (the first of the batch), which
-    /// stands for what the tuples own on the heap (a `String`'s text, a
-    /// `Vec`'s elements). One small encode per batch, whatever its length.
-    fn estimate(&mut self, batch: &[T]) -> usize {
+    /// The bytes `batch` holds, estimated: its allocation (capacity times
+    /// the tuple's in-memory size) plus, per tuple, what a sample tuple (the
+    /// first of the batch) encodes to beyond its in-memory size, which
+    /// stands for what tuples own on the heap (a `String`'s text, a `Vec`'s
+    /// elements; nothing for a `u64`). One small encode per batch, whatever
+    /// its length.
+    fn estimate(&mut self, batch: &Vec<T>) -> usize {
+        let shallow = batch.capacity().saturating_mul(std::mem::size_of::<T>());
         let Some(sample) = batch.first() else {
-            return 0;
+            return shallow;
         };
         self.sample.clear();
         let encoded = match postcard::to_extend(sample, std::mem::take(&mut self.sample)) {
@@ -256,9 +259,8 @@ impl<T: Tuple> ReplayBuffer<T> {
             // Not encodable: the spill would fail loudly; count the shallow size.
             Err(_) => 0,
         };
-        batch
-            .len()
-            .saturating_mul(std::mem::size_of::<T>().max(1).saturating_add(encoded))
+        let heap = encoded.saturating_sub(std::mem::size_of::<T>());
+        shallow.saturating_add(batch.len().saturating_mul(heap))
     }
 
     /// The current window ended; spills old windows if over the cap.
@@ -495,14 +497,14 @@ mod tests {
             buffer.push(&Arc::new(vec![u64::from(seq); seq as usize]));
             buffer.end_window(seq == 4).expect("end");
         }
-        // Each u64 here: 8 bytes in memory, 1 encoded (a small varint).
-        assert_eq!(buffer.memory_bytes(), 10 * 9);
+        // Each u64 here: 8 bytes in memory and nothing on the heap.
+        assert_eq!(buffer.memory_bytes(), 10 * 8);
         buffer.purge_through(w(2));
         assert_eq!(
             replay(&buffer, 0),
             ["B3", "[3, 3, 3]", "E3", "B4", "[4, 4, 4, 4]", "E4!"]
         );
-        assert_eq!(buffer.memory_bytes(), 7 * 9);
+        assert_eq!(buffer.memory_bytes(), 7 * 8);
         buffer.purge_through(w(9));
         assert_eq!(buffer.memory_bytes(), 0);
         assert!(replay(&buffer, 0).is_empty());

@@ -118,7 +118,13 @@ impl<T: Tuple> Emitter<T> {
         if self.batch.is_empty() {
             return;
         }
-        let batch = Arc::new(std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size)));
+        let mut batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        if self.replay.is_some() && batch.len() < batch.capacity() / 2 {
+            // Kept until the next commit: a window's short last batch
+            // should not hold a full batch's allocation all that time.
+            batch.shrink_to_fit();
+        }
+        let batch = Arc::new(batch);
         self.emitted += batch.len() as u64;
         if self.failure.is_some() {
             return;
