@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,55 +99,61 @@ pub(crate) struct SpillPolicy {
 }
 
 #[derive(Debug)]
-struct WindowEntry<T> {
+struct WindowEntry {
     window: WindowId,
     /// The stream position of the window's `Begin`; its batches follow, then
     /// its `End`.
     first_seq: u64,
-    /// In memory; empty once spilled.
-    batches: Vec<Arc<Vec<T>>>,
-    batch_count: u64,
-    tuples: usize,
-    /// Estimated bytes the batches hold (see `ReplayBuffer::memory_bytes`).
+    /// The window's batches, encoded: per batch a 4-byte little-endian
+    /// length and a postcard frame. Empty once spilled: the file holds the
+    /// same bytes.
+    frames: Vec<u8>,
+    /// Where each batch's frame starts in `frames` (and in the file).
+    offsets: Vec<u64>,
+    /// The allocation of `frames` (what the window holds in memory until
+    /// spilled).
     bytes: usize,
     /// `Some(last)` once the window ended.
     ended: Option<bool>,
-    /// The file holding the batches once spilled.
+    /// The file holding the frames once spilled.
     spilled: Option<PathBuf>,
 }
 
 /// The one store of an output stream (Apex's buffer server): every window
-/// it emitted since the last commit, in stream order, shared by every
-/// subscriber that reads it through a cursor.
+/// it emitted since the last commit, in stream order, read by every
+/// subscriber that needs a replay through a cursor.
 ///
 /// Each message of the stream (`Begin`, a batch, `End`) has a position,
 /// counted from 0 over the incarnation's stream; a cursor is a position.
-/// Batches are `Arc`s shared with the live subscribers (no copy per
-/// subscriber). Past its memory cap, whole completed windows are written to
-/// files, one length-prefixed postcard frame per batch, and read back a
-/// batch at a time. At a commit the windows up to it are dropped, files
-/// included: they will never be replayed. With checkpointing off, or in the
-/// global recovery scope, no store exists.
+/// Batches are kept encoded (postcard), so the bytes the store holds are
+/// real bytes, counted exactly, and the live batch stays the subscribers'
+/// alone: a single downstream owns it and takes its tuples without a copy.
+/// Past its memory cap, whole completed windows are written to files as
+/// they are (no second encode) and read back a batch at a time. At a commit
+/// the windows up to it are dropped, files included: they will never be
+/// replayed. With checkpointing off, or in the global recovery scope, no
+/// store exists.
 #[derive(Debug)]
 pub(crate) struct ReplayBuffer<T> {
     owner: String,
-    windows: VecDeque<WindowEntry<T>>,
+    windows: VecDeque<WindowEntry>,
     /// Messages appended so far; shared with the channels a cursor hands
     /// back, which compare it with what the cursor delivered.
     appended: Arc<AtomicU64>,
     /// The stream ended (its last window ended, or it closed without one).
     over: bool,
-    /// Estimated bytes of the windows held in memory.
+    /// Bytes of the windows held in memory (their allocations).
     memory_bytes: usize,
+    /// How many bytes the last window encoded to.
+    last_window_bytes: usize,
     peak_bytes: usize,
-    /// Scratch space for measuring a sample tuple's encoded size.
-    sample: Vec<u8>,
     spill: SpillPolicy,
     spilled_windows: u64,
     /// Unique in the process: the buffer of a restored operator never
     /// shares a file with the one it replaces, which deletes its own files
     /// whenever it is dropped.
     id: u64,
+    _tuples: std::marker::PhantomData<fn(T) -> T>,
 }
 
 /// How many bytes of the owner's name a spill file name carries: enough to
@@ -169,12 +175,11 @@ fn spill_file_name(id: u64, owner: &str, window: WindowId) -> String {
     )
 }
 
-/// A cursor's open spill file: the window it belongs to and the next batch
-/// it will read.
+/// A cursor's open spill file: the window it belongs to and where it is.
 #[derive(Debug)]
 pub(crate) struct SpillReader {
     first_seq: u64,
-    next_batch: u64,
+    position: u64,
     file: BufReader<File>,
 }
 
@@ -188,10 +193,11 @@ impl<T: Tuple> ReplayBuffer<T> {
             appended: Arc::new(AtomicU64::new(0)),
             over: false,
             memory_bytes: 0,
+            last_window_bytes: 0,
             peak_bytes: 0,
-            sample: Vec::new(),
             spill,
             spilled_windows: 0,
+            _tuples: std::marker::PhantomData,
         }
     }
 
@@ -211,62 +217,62 @@ impl<T: Tuple> ReplayBuffer<T> {
 
     /// Records that `window` began, so an empty window is replayed as one.
     pub(crate) fn begin_window(&mut self, window: WindowId) {
+        // Windows are alike: sized like the last one, a window's frames
+        // rarely regrow (each regrowth copies them and may double them).
+        let expected = self.last_window_bytes + self.last_window_bytes / 8;
+        let frames = Vec::with_capacity(expected);
+        self.memory_bytes += frames.capacity();
+        self.peak_bytes = self.peak_bytes.max(self.memory_bytes);
         self.windows.push_back(WindowEntry {
             window,
             first_seq: self.appended.load(Ordering::Relaxed),
-            batches: Vec::new(),
-            batch_count: 0,
-            tuples: 0,
-            bytes: 0,
+            bytes: frames.capacity(),
+            frames,
+            offsets: Vec::new(),
             ended: None,
             spilled: None,
         });
         self.append();
     }
 
-    /// Keeps a batch of the current window.
-    pub(crate) fn push(&mut self, batch: &Arc<Vec<T>>) {
-        let bytes = self.estimate(batch);
-        if let Some(entry) = self.windows.back_mut() {
-            entry.tuples += batch.len();
-            entry.bytes += bytes;
-            entry.batch_count += 1;
-            entry.batches.push(Arc::clone(batch));
-            self.memory_bytes += bytes;
-            self.peak_bytes = self.peak_bytes.max(self.memory_bytes);
-            self.append();
-        }
-    }
-
-    /// The bytes `batch` holds, estimated: its allocation (capacity times
-    /// the tuple's in-memory size) plus, per tuple, what a sample tuple (the
-    /// first of the batch) encodes to beyond its in-memory size, which
-    /// stands for what tuples own on the heap (a `String`'s text, a `Vec`'s
-    /// elements; nothing for a `u64`). One small encode per batch, whatever
-    /// its length.
-    fn estimate(&mut self, batch: &Vec<T>) -> usize {
-        let shallow = batch.capacity().saturating_mul(std::mem::size_of::<T>());
-        let Some(sample) = batch.first() else {
-            return shallow;
+    /// Keeps a batch of the current window, encoded.
+    pub(crate) fn push(&mut self, batch: &[T]) -> Result<(), Failure> {
+        let Some(entry) = self.windows.back_mut() else {
+            return Ok(());
         };
-        self.sample.clear();
-        let encoded = match postcard::to_extend(sample, std::mem::take(&mut self.sample)) {
-            Ok(buffer) => {
-                let len = buffer.len();
-                self.sample = buffer;
-                len
-            }
-            // Not encodable: the spill would fail loudly; count the shallow size.
-            Err(_) => 0,
+        let start = entry.frames.len();
+        entry.frames.extend_from_slice(&[0; 4]);
+        let encoded = postcard::to_extend(batch, std::mem::take(&mut entry.frames));
+        let frames = match encoded {
+            Ok(frames) => frames,
+            Err(e) => return Err(self.fail("encoding a batch to keep for replay", e)),
         };
-        let heap = encoded.saturating_sub(std::mem::size_of::<T>());
-        shallow.saturating_add(batch.len().saturating_mul(heap))
+        let Some(entry) = self.windows.back_mut() else {
+            unreachable!("checked above");
+        };
+        entry.frames = frames;
+        let Ok(len) = u32::try_from(entry.frames.len() - start - 4) else {
+            return Err(self.fail("keeping a batch for replay", "it encodes to more than 4 GiB"));
+        };
+        entry.frames[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        entry.offsets.push(start as u64);
+        self.memory_bytes = self.memory_bytes - entry.bytes + entry.frames.capacity();
+        entry.bytes = entry.frames.capacity();
+        self.peak_bytes = self.peak_bytes.max(self.memory_bytes);
+        self.append();
+        Ok(())
     }
 
     /// The current window ended; spills old windows if over the cap.
     pub(crate) fn end_window(&mut self, last: bool) -> Result<(), Failure> {
         if let Some(entry) = self.windows.back_mut() {
             entry.ended = Some(last);
+            self.last_window_bytes = entry.frames.len();
+            if entry.frames.capacity() > entry.frames.len() + entry.frames.len() / 4 {
+                entry.frames.shrink_to_fit();
+            }
+            self.memory_bytes = self.memory_bytes - entry.bytes + entry.frames.capacity();
+            entry.bytes = entry.frames.capacity();
             self.append();
         }
         self.over = last;
@@ -274,7 +280,7 @@ impl<T: Tuple> ReplayBuffer<T> {
             let Some(index) = self
                 .windows
                 .iter()
-                .position(|e| e.ended.is_some() && e.spilled.is_none() && e.tuples > 0)
+                .position(|e| e.ended.is_some() && e.spilled.is_none() && !e.offsets.is_empty())
             else {
                 break;
             };
@@ -297,27 +303,13 @@ impl<T: Tuple> ReplayBuffer<T> {
         fs::create_dir_all(&self.spill.dir).map_err(|e| self.fail("creating its spill directory", e))?;
         let entry = &self.windows[index];
         let path = self.spill.dir.join(spill_file_name(self.id, &self.owner, entry.window));
-        let written = (|| -> Result<(), String> {
-            let file = File::create(&path).map_err(|e| e.to_string())?;
-            // Large writes: a spilled window is written once, start to end.
-            let mut out = BufWriter::with_capacity(256 * 1024, file);
-            let mut frame = Vec::new();
-            for batch in &entry.batches {
-                frame.clear();
-                frame = postcard::to_extend(batch.as_slice(), frame).map_err(|e| format!("encoding: {e}"))?;
-                let len = u32::try_from(frame.len()).map_err(|_| "a batch over 4 GiB".to_owned())?;
-                out.write_all(&len.to_le_bytes()).map_err(|e| e.to_string())?;
-                out.write_all(&frame).map_err(|e| e.to_string())?;
-            }
-            out.flush().map_err(|e| e.to_string())
-        })();
-        if let Err(e) = written {
+        if let Err(e) = fs::write(&path, &entry.frames) {
             let _ = fs::remove_file(&path);
             return Err(self.fail(&format!("writing {}", path.display()), e));
         }
         let entry = &mut self.windows[index];
         self.memory_bytes -= entry.bytes;
-        entry.batches = Vec::new();
+        entry.frames = Vec::new();
         entry.spilled = Some(path);
         self.spilled_windows += 1;
         Ok(())
@@ -348,7 +340,7 @@ impl<T: Tuple> ReplayBuffer<T> {
         if k == 0 {
             return Ok(Some(Message::Begin(entry.window)));
         }
-        if k > entry.batch_count {
+        let Some(&offset) = usize::try_from(k - 1).ok().and_then(|i| entry.offsets.get(i)) else {
             return match entry.ended {
                 Some(last) => Ok(Some(Message::End {
                     window: entry.window,
@@ -356,48 +348,57 @@ impl<T: Tuple> ReplayBuffer<T> {
                 })),
                 None => Err(self.fail("internal error", format!("position {seq} is past its window"))),
             };
-        }
-        let index = k - 1;
-        let Some(path) = &entry.spilled else {
-            return Ok(Some(Message::Batch(Arc::clone(&entry.batches[index as usize]))));
         };
-        self.read_spilled(entry.first_seq, path, index, reader).map(Some)
+        let batch = match &entry.spilled {
+            None => {
+                let at = offset as usize;
+                let frame = entry
+                    .frames
+                    .get(at..at + 4)
+                    .map(|len| u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize)
+                    .and_then(|len| entry.frames.get(at + 4..at + 4 + len));
+                let Some(frame) = frame else {
+                    return Err(self.fail("internal error", format!("a batch frame at {offset} is cut short")));
+                };
+                self.decode(frame, "memory")?
+            }
+            Some(path) => self.read_spilled(entry.first_seq, path, offset, reader)?,
+        };
+        Ok(Some(Message::Batch(Arc::new(batch))))
+    }
+
+    fn decode(&self, frame: &[u8], place: &str) -> Result<Vec<T>, Failure> {
+        postcard::from_bytes(frame).map_err(|e| self.fail(&format!("decoding a batch kept in {place}"), e))
     }
 
     fn read_spilled(
         &self,
         first_seq: u64,
         path: &std::path::Path,
-        index: u64,
+        offset: u64,
         reader: &mut Option<SpillReader>,
-    ) -> Result<Message<T>, Failure> {
+    ) -> Result<Vec<T>, Failure> {
         let reading = |e: &dyn std::fmt::Display| self.fail(&format!("reading {}", path.display()), e);
-        if !reader
-            .as_ref()
-            .is_some_and(|r| r.first_seq == first_seq && r.next_batch <= index)
-        {
-            let file = File::open(path).map_err(|e| reading(&e))?;
-            *reader = Some(SpillReader {
-                first_seq,
-                next_batch: 0,
-                file: BufReader::new(file),
-            });
-        }
-        let Some(open) = reader.as_mut() else {
-            unreachable!("opened above");
+        let open = match reader {
+            Some(open) if open.first_seq == first_seq => open,
+            _ => {
+                let file = File::open(path).map_err(|e| reading(&e))?;
+                reader.insert(SpillReader {
+                    first_seq,
+                    position: 0,
+                    file: BufReader::with_capacity(256 * 1024, file),
+                })
+            }
         };
-        let mut frame = Vec::new();
-        while open.next_batch <= index {
-            let mut len = [0u8; 4];
-            open.file.read_exact(&mut len).map_err(|e| reading(&e))?;
-            let len = u32::from_le_bytes(len) as usize;
-            frame.resize(len, 0);
-            open.file.read_exact(&mut frame).map_err(|e| reading(&e))?;
-            open.next_batch += 1;
+        if open.position != offset {
+            open.file.seek(SeekFrom::Start(offset)).map_err(|e| reading(&e))?;
         }
-        let batch: Vec<T> =
-            postcard::from_bytes(&frame).map_err(|e| self.fail(&format!("decoding {}", path.display()), e))?;
-        Ok(Message::Batch(Arc::new(batch)))
+        let mut len = [0u8; 4];
+        open.file.read_exact(&mut len).map_err(|e| reading(&e))?;
+        let mut frame = vec![0; u32::from_le_bytes(len) as usize];
+        open.file.read_exact(&mut frame).map_err(|e| reading(&e))?;
+        open.position = offset + 4 + frame.len() as u64;
+        self.decode(&frame, &path.display().to_string())
     }
 
     /// Drops every window `<= committed`.
@@ -417,9 +418,7 @@ impl<T: Tuple> ReplayBuffer<T> {
         }
     }
 
-    /// Bytes of tuples held in memory, estimated as `push` says: their
-    /// in-memory size plus their encoded size, which tracks what they own on
-    /// the heap (a 1 KB `String` counts about 1 KB, not 24 bytes).
+    /// Bytes held in memory: the allocations of the windows' encoded batches.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.memory_bytes
     }
@@ -494,17 +493,18 @@ mod tests {
         let mut buffer = buffer(usize::MAX, dir.path());
         for seq in 1..=4u32 {
             buffer.begin_window(w(seq));
-            buffer.push(&Arc::new(vec![u64::from(seq); seq as usize]));
+            buffer.push(&vec![u64::from(seq); seq as usize]).expect("push");
             buffer.end_window(seq == 4).expect("end");
         }
-        // Each u64 here: 8 bytes in memory and nothing on the heap.
-        assert_eq!(buffer.memory_bytes(), 10 * 8);
+        // A window of n small u64s: a 4-byte frame length, a 1-byte
+        // sequence length, a byte per value.
+        assert_eq!(buffer.memory_bytes(), 6 + 7 + 8 + 9);
         buffer.purge_through(w(2));
         assert_eq!(
             replay(&buffer, 0),
             ["B3", "[3, 3, 3]", "E3", "B4", "[4, 4, 4, 4]", "E4!"]
         );
-        assert_eq!(buffer.memory_bytes(), 7 * 8);
+        assert_eq!(buffer.memory_bytes(), 8 + 9);
         buffer.purge_through(w(9));
         assert_eq!(buffer.memory_bytes(), 0);
         assert!(replay(&buffer, 0).is_empty());
@@ -515,27 +515,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut buffer = buffer(usize::MAX, dir.path());
         buffer.begin_window(w(1));
-        buffer.push(&Arc::new(vec![1]));
+        buffer.push(&Arc::new(vec![1])).expect("push");
         buffer.end_window(false).expect("end");
         buffer.begin_window(w(2));
         buffer.end_window(false).expect("end");
         buffer.begin_window(w(3));
-        buffer.push(&Arc::new(vec![3, 3]));
+        buffer.push(&Arc::new(vec![3, 3])).expect("push");
         assert_eq!(replay(&buffer, 1), ["B2", "E2", "B3", "[3, 3]"]);
     }
 
     #[test]
     fn past_the_cap_whole_windows_go_to_disk_and_come_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut buffer = buffer(3 * 8, dir.path());
+        // Each window encodes to 7 bytes: room for one.
+        let mut buffer = buffer(7, dir.path());
         for seq in 1..=4u32 {
             buffer.begin_window(w(seq));
-            buffer.push(&Arc::new(vec![u64::from(seq); 2]));
+            buffer.push(&[u64::from(seq); 2]).expect("push");
             buffer.end_window(false).expect("end");
         }
-        // 8 tuples; at most 3 in memory: windows 1..=3 spilled.
         assert_eq!(buffer.spilled_windows(), 3);
-        assert!(buffer.memory_bytes() <= 3 * 8);
+        assert_eq!(buffer.memory_bytes(), 7);
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 3);
         assert_eq!(
             replay(&buffer, 1),
@@ -565,7 +565,7 @@ mod tests {
         for seq in 1..=100u32 {
             buffer.begin_window(w(seq));
             let text = format!("{seq:04}").repeat(256);
-            buffer.push(&Arc::new(vec![text; 10]));
+            buffer.push(&vec![text; 10]).expect("push");
             buffer.end_window(false).expect("end");
             assert!(
                 buffer.memory_bytes() <= cap + window_bytes + 10 * 64,
@@ -619,21 +619,45 @@ mod tests {
             },
         );
         buffer.begin_window(w(1));
-        buffer.push(&Arc::new(vec![7, 8]));
+        buffer.push(&Arc::new(vec![7, 8])).expect("push");
         buffer.end_window(false).expect("a 243-byte name spills");
         assert_eq!(buffer.spilled_windows(), 1);
         assert_eq!(replay(&buffer, 0), ["B1", "[7, 8]", "E1"]);
     }
 
+    /// The store keeps an encoded copy: the live batch stays its owner's
+    /// alone, so a single downstream can take its tuples without cloning.
     #[test]
-    fn batches_are_shared_not_copied() {
+    fn the_store_keeps_its_own_copy() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut buffer = buffer(usize::MAX, dir.path());
         buffer.begin_window(w(1));
         let batch = Arc::new(vec![1u64, 2, 3]);
-        buffer.push(&batch);
-        assert_eq!(Arc::strong_count(&batch), 2);
-        buffer.purge_through(w(1));
+        buffer.push(&batch).expect("push");
         assert_eq!(Arc::strong_count(&batch), 1);
+        drop(batch);
+        assert_eq!(replay(&buffer, 0), ["B1", "[1, 2, 3]"]);
+    }
+
+    /// A spill file cut short (the disk filled, someone truncated it) is an
+    /// error naming the file, not a panic or a silently shorter replay.
+    #[test]
+    fn a_truncated_spill_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = buffer(0, dir.path());
+        buffer.begin_window(w(1));
+        buffer.push(&vec![1u64; 100]).expect("push");
+        buffer.end_window(false).expect("end");
+        let file = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .next()
+            .expect("a spill file")
+            .expect("entry")
+            .path();
+        let bytes = std::fs::read(&file).expect("read");
+        std::fs::write(&file, &bytes[..bytes.len() / 2]).expect("truncate");
+        let mut out = Vec::new();
+        let error = buffer.messages_after(w(0), &mut out).expect_err("cut short");
+        assert!(error.to_string().contains(&file.display().to_string()), "{error}");
     }
 }

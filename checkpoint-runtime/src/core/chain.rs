@@ -38,6 +38,12 @@ impl<O: Operator> Subscriber<O::Input> for InlineSubscriber<O> {
         }
         self.core.process_batch(Arc::clone(batch))
     }
+    fn batch_owned(&mut self, batch: Arc<Vec<O::Input>>) -> Result<(), Failure> {
+        if self.skipping {
+            return Ok(());
+        }
+        self.core.process_batch(batch)
+    }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
         if self.skipping {
             self.skipping = false;

@@ -150,6 +150,9 @@ impl<T: Send + Sync + 'static> Subscriber<T> for ChannelSubscriber<T> {
     fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
         self.channel.send(Message::Batch(Arc::clone(batch)), &self.link)
     }
+    fn batch_owned(&mut self, batch: Arc<Vec<T>>) -> Result<(), Failure> {
+        self.channel.send(Message::Batch(batch), &self.link)
+    }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
         self.channel.send(Message::End { window, last }, &self.link)
     }

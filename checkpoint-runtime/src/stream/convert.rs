@@ -35,6 +35,13 @@ impl<T: Clone + Send + Sync + 'static, In: Send + Sync + 'static> Subscriber<T> 
         let converted = self.convert_batch(batch);
         self.inner.batch(&converted)
     }
+    fn batch_owned(&mut self, batch: Arc<Vec<T>>) -> Result<(), Failure> {
+        let converted = match Arc::try_unwrap(batch) {
+            Ok(owned) => Arc::new(owned.into_iter().map(|t| (self.convert)(t)).collect()),
+            Err(shared) => self.convert_batch(&shared),
+        };
+        self.inner.batch_owned(converted)
+    }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
         self.inner.end_window(window, last)
     }

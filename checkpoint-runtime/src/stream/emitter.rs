@@ -118,22 +118,29 @@ impl<T: Tuple> Emitter<T> {
         if self.batch.is_empty() {
             return;
         }
-        let mut batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
-        if self.replay.is_some() && batch.len() < batch.capacity() / 2 {
-            // Kept until the next commit: a window's short last batch
-            // should not hold a full batch's allocation all that time.
-            batch.shrink_to_fit();
-        }
-        let batch = Arc::new(batch);
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
         self.emitted += batch.len() as u64;
         if self.failure.is_some() {
             return;
         }
-        if let Some(replay) = &self.replay {
-            lock(replay).push(&batch);
+        if let Some(replay) = &self.replay
+            && let Err(failure) = lock(replay).push(&batch)
+        {
+            self.failure = Some(failure);
+            return;
         }
-        for subscriber in &mut self.subscribers {
-            if let Err(failure) = subscriber.batch(&batch) {
+        // The store keeps its own encoded copy: the batch is the
+        // subscribers' alone, and the last one is handed it, so a single
+        // downstream owns it and takes its tuples without cloning them.
+        let mut batch = Arc::new(batch);
+        let last = self.subscribers.len().saturating_sub(1);
+        for (i, subscriber) in self.subscribers.iter_mut().enumerate() {
+            let result = if i == last {
+                subscriber.batch_owned(std::mem::replace(&mut batch, Arc::new(Vec::new())))
+            } else {
+                subscriber.batch(&batch)
+            };
+            if let Err(failure) = result {
                 self.failure = Some(failure);
                 return;
             }

@@ -21,15 +21,24 @@ pub(crate) struct KeyedSubscriber<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> KeyedSubscriber<T> {
-    fn split(&self, batch: &[T]) -> Vec<Vec<T>> {
+    fn split(&self, tuples: impl Iterator<Item = T>, len: usize) -> Vec<Vec<T>> {
         let n = self.partitions.len();
         // Sized for an even spread plus a margin: most shares never regrow.
-        let share = batch.len() / n + batch.len() / (8 * n) + 1;
+        let share = len / n + len / (8 * n) + 1;
         let mut split: Vec<Vec<T>> = (0..n).map(|_| Vec::with_capacity(share)).collect();
-        for tuple in batch {
-            split[partition_of((self.key)(tuple), n)].push(tuple.clone());
+        for tuple in tuples {
+            split[partition_of((self.key)(&tuple), n)].push(tuple);
         }
         split
+    }
+
+    fn send_split(&mut self, split: Vec<Vec<T>>) -> Result<(), Failure> {
+        for (channel, part) in self.partitions.iter_mut().zip(split) {
+            if !part.is_empty() {
+                channel.send(Message::Batch(Arc::new(part)), &self.link)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -41,13 +50,18 @@ impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
         Ok(())
     }
     fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
-        let split = self.split(batch);
-        for (channel, part) in self.partitions.iter_mut().zip(split) {
-            if !part.is_empty() {
-                channel.send(Message::Batch(Arc::new(part)), &self.link)?;
+        let split = self.split(batch.iter().cloned(), batch.len());
+        self.send_split(split)
+    }
+    fn batch_owned(&mut self, batch: Arc<Vec<T>>) -> Result<(), Failure> {
+        let split = match Arc::try_unwrap(batch) {
+            Ok(owned) => {
+                let len = owned.len();
+                self.split(owned.into_iter(), len)
             }
-        }
-        Ok(())
+            Err(shared) => self.split(shared.iter().cloned(), shared.len()),
+        };
+        self.send_split(split)
     }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
         for channel in &mut self.partitions {

@@ -74,6 +74,12 @@ pub(crate) trait Subscriber<T>: Send {
     }
     fn begin_window(&mut self, window: WindowId) -> Result<(), Failure>;
     fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure>;
+    /// A batch this subscriber may be the only holder of (the emitter's
+    /// last subscriber): an edge that owns it moves its tuples instead of
+    /// cloning them.
+    fn batch_owned(&mut self, batch: Arc<Vec<T>>) -> Result<(), Failure> {
+        self.batch(&batch)
+    }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure>;
     /// Ends the stream without a window (an operator whose upstreams all
     /// ended before its restored checkpoint).
