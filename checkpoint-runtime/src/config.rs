@@ -7,7 +7,7 @@ use std::time::Duration;
 use checkpoint_core::StorageAgent;
 
 use crate::fault::{Fault, Faults};
-use crate::window_gen::WindowMode;
+use crate::window::WindowMode;
 
 /// The default number of times one operator may be restored before the job
 /// gives up.

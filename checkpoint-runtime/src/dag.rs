@@ -17,7 +17,7 @@ use crate::replay::{ReplayBuffer, SpillPolicy};
 use crate::stream::{
     Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Link, Message, Subscriber,
 };
-use crate::window_gen::WindowGenerator;
+use crate::window::WindowGenerator;
 use crate::worker::{StopFlag, run_input, run_operator};
 
 /// The input type of an input operator's handle: nothing can be connected

@@ -72,7 +72,7 @@ mod replay;
 mod runtime;
 mod stream;
 mod supervisor;
-mod window_gen;
+mod window;
 mod worker;
 
 pub use config::{Config, DEFAULT_RESTART_LIMIT, RecoveryScope};
@@ -86,4 +86,4 @@ pub use partition::StableHash;
 pub use recovery_plan::{BadCheckpoint, RestorePoint, StoredOperator, StoredPlan, plan_from_storage};
 pub use runtime::{Runtime, StopHandle};
 pub use stream::Emitter;
-pub use window_gen::{WindowMode, WindowStepper};
+pub use window::{WindowMode, WindowStepper};

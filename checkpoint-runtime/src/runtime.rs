@@ -9,7 +9,7 @@ use crate::error::RunError;
 use crate::fault::Faults;
 use crate::metrics::{Progress, RunReport};
 use crate::supervisor::Supervisor;
-use crate::window_gen::WindowMode;
+use crate::window::WindowMode;
 
 /// Asks a running job to stop gracefully: inputs end their window, a final
 /// checkpoint is taken and commits are delivered.

@@ -1,6 +1,6 @@
 //! The loops of operator threads: an input's loop asks its source for
-//! tuples and cuts windows; an operator's loop aligns windows across its
-//! upstreams.
+//! tuples and cuts windows; an operator's loop reads its upstreams as its
+//! window aligner says.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,7 @@ use crate::core::{AsInput, AsOperator, Core};
 use crate::failure::Failure;
 use crate::operator::{Emit, InputOperator, Operator, ProcessingMode};
 use crate::stream::Message;
-use crate::window_gen::WindowGenerator;
+use crate::window::{Action, AlignError, Aligner, Disposition, Incoming, WindowGenerator};
 
 /// Keeps the generator's stop flag shared between inputs and the stop handle.
 pub(crate) type StopFlag = Arc<AtomicBool>;
@@ -80,44 +80,12 @@ pub(crate) fn run_input<I: InputOperator>(
     core.await_shutdown()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EdgeStatus {
-    /// Waiting for the edge's `Begin` of the next window.
-    AwaitBegin,
-    /// The edge is in the current window.
-    Began,
-    /// The edge ended the current window; `last` ends its stream too.
-    Ended { last: bool },
-    /// The edge is in a window this operator drops whole (at or before its
-    /// restored checkpoint, or missed while it rejoins).
-    Skipping,
-    /// Rejoining (AT_MOST_ONCE): the edge's first window began; the edge is
-    /// not read until every edge has shown its first window.
-    Held(WindowId),
-    /// The edge's stream is over: it left the alignment set.
-    Closed,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Stage {
-    /// AT_MOST_ONCE after a restore: learning where every edge resumes.
-    Rejoining,
-    Opening(WindowId),
-    InWindow(WindowId),
-}
-
-/// An operator's thread: processes window W only after every live upstream
-/// has begun W, ends W only after every live upstream has ended it.
-///
-/// It reads only the edges that have not yet reached the alignment point,
-/// so an upstream that is ahead is back-pressured by its full channel; that
-/// cannot deadlock, because an upstream blocked on window W+1 has already
-/// sent everything of W to every downstream.
-///
-/// A restored operator drops whole windows up to its checkpoint (replays
-/// start at its upstreams' recovery points, which may be older). An
-/// AT_MOST_ONCE operator rejoins at the first application window that
-/// starts after everything its upstreams are already past.
+/// An operator's thread: reads its input edges as its [`Aligner`] says,
+/// and performs what it returns (see `window::aligner` for the rules: an
+/// operator processes window W only after every live upstream has begun W,
+/// ends W only after every live upstream has ended it; a restored operator
+/// drops whole windows up to its checkpoint; an AT_MOST_ONCE operator
+/// rejoins at the next application window).
 pub(crate) fn run_operator<O: Operator>(
     core: &mut Core<AsOperator<O>>,
     inputs: Vec<Receiver<Message<O::Input>>>,
@@ -131,86 +99,21 @@ pub(crate) fn run_operator<O: Operator>(
         ));
     };
     let kill = core.kill().clone();
-    let mut status = vec![EdgeStatus::AwaitBegin; inputs.len()];
-    let mut skip_through = core.activation();
-    let mut stage = if core.restored() && core.mode() == ProcessingMode::AtMostOnce {
-        Stage::Rejoining
+    let mut aligner = if core.restored() && core.mode() == ProcessingMode::AtMostOnce {
+        Aligner::rejoining(inputs.len(), core.activation(), core.application_window_count())
     } else {
-        // Restored at the last window id, no upstream can begin a window
-        // after it: every edge is skipped until it closes.
-        Stage::Opening(core.activation().checked_next().unwrap_or(core.activation()))
+        Aligner::new(inputs.len(), core.activation())
     };
-    let app = core.application_window_count();
     let mut next_edge = 0usize;
-    loop {
-        let readable: Vec<usize> = (0..inputs.len())
-            .filter(|&i| match stage {
-                Stage::Rejoining => status[i] == EdgeStatus::AwaitBegin,
-                Stage::Opening(_) => matches!(status[i], EdgeStatus::AwaitBegin | EdgeStatus::Skipping),
-                Stage::InWindow(_) => status[i] == EdgeStatus::Began,
-            })
-            .collect();
+    while !aligner.is_done() {
+        let readable: Vec<usize> = aligner.readable().collect();
         if readable.is_empty() {
-            match stage {
-                Stage::Rejoining => {
-                    // Resume at an application window start after every
-                    // edge's first window and after the restored checkpoint.
-                    let after = skip_through
-                        .checked_next()
-                        .ok_or_else(|| Failure::exhausted(core.name(), skip_through))?;
-                    let first = status
-                        .iter()
-                        .filter_map(|s| if let EdgeStatus::Held(w) = s { Some(*w) } else { None })
-                        .max()
-                        .unwrap_or(after)
-                        .max(after);
-                    let mut resume = first;
-                    while !resume.sequence().is_multiple_of(app) {
-                        resume = resume
-                            .checked_next()
-                            .ok_or_else(|| Failure::exhausted(core.name(), resume))?;
-                    }
-                    skip_through = resume.checked_prev().unwrap_or(resume);
-                    for s in &mut status {
-                        if let EdgeStatus::Held(w) = *s {
-                            *s = if w == resume {
-                                EdgeStatus::Began
-                            } else {
-                                EdgeStatus::Skipping
-                            };
-                        }
-                    }
-                    stage = Stage::Opening(resume);
-                }
-                Stage::Opening(window) => {
-                    if status.iter().all(|s| *s == EdgeStatus::Closed) {
-                        // Every upstream ended before this operator's restored
-                        // checkpoint (or, rejoining, before it could): its
-                        // stream ends there too, without another window.
-                        core.close_stream()?;
-                        break;
-                    }
-                    core.begin_window(window)?;
-                    stage = Stage::InWindow(window);
-                }
-                Stage::InWindow(window) => {
-                    for s in &mut status {
-                        *s = match *s {
-                            EdgeStatus::Ended { last: true } => EdgeStatus::Closed,
-                            EdgeStatus::Ended { last: false } => EdgeStatus::AwaitBegin,
-                            other => other,
-                        };
-                    }
-                    let last = status.iter().all(|s| *s == EdgeStatus::Closed);
-                    core.end_window(window, last)?;
-                    if last {
-                        break;
-                    }
-                    let next = window
-                        .checked_next()
-                        .ok_or_else(|| Failure::exhausted(core.name(), window))?;
-                    stage = Stage::Opening(next);
-                }
+            match aligner.next_action().map_err(|e| align_failure(core.name(), e))? {
+                Some(Action::Begin(window)) => core.begin_window(window)?,
+                Some(Action::End { window, last }) => core.end_window(window, last)?,
+                Some(Action::Close) => core.close_stream()?,
+                // Nothing readable and nothing to do: the stream is over.
+                None => {}
             }
             continue;
         }
@@ -246,7 +149,7 @@ pub(crate) fn run_operator<O: Operator>(
                     Some(index) if index == control_index => match control.try_recv() {
                         Ok(message) => {
                             core.accept(message)?;
-                            if let Stage::Opening(_) | Stage::Rejoining = stage {
+                            if aligner.between_windows() {
                                 core.between_windows()?;
                             }
                         }
@@ -260,44 +163,36 @@ pub(crate) fn run_operator<O: Operator>(
                 continue;
             }
         };
-        let out_of_order = |what: &str, window: WindowId| {
-            Failure::operator(
-                core.name(),
-                None,
-                format!("internal error: upstream {what} window {window} out of order"),
-            )
-        };
-        match message {
-            Message::Closed => status[edge] = EdgeStatus::Closed,
-            Message::Begin(window) => match stage {
-                Stage::Rejoining => status[edge] = EdgeStatus::Held(window),
-                _ if window <= skip_through => status[edge] = EdgeStatus::Skipping,
-                Stage::Opening(expected) if window == expected => status[edge] = EdgeStatus::Began,
-                _ => return Err(out_of_order("began", window)),
-            },
-            Message::Batch(batch) => {
-                if status[edge] != EdgeStatus::Skipping {
-                    core.process_batch(batch)?;
-                }
-            }
-            Message::End { window, last } => {
-                if status[edge] == EdgeStatus::Skipping {
-                    status[edge] = if last {
-                        EdgeStatus::Closed
-                    } else {
-                        EdgeStatus::AwaitBegin
-                    };
-                } else {
-                    match stage {
-                        Stage::InWindow(current) if window == current => status[edge] = EdgeStatus::Ended { last },
-                        _ => return Err(out_of_order("ended", window)),
-                    }
-                }
-            }
+        let disposition = aligner
+            .on_message(edge, incoming(&message))
+            .map_err(|e| align_failure(core.name(), e))?;
+        if let (Disposition::Process, Message::Batch(batch)) = (disposition, message) {
+            core.process_batch(batch)?;
         }
         // A busy operator that emits little still feeds recovered
         // downstreams reading its store.
         core.out.advance_cursors()?;
     }
     core.await_shutdown()
+}
+
+/// The failure an operator reports when its alignment cannot go on.
+fn align_failure(operator: &str, error: AlignError) -> Failure {
+    match error {
+        AlignError::Exhausted(last) => Failure::exhausted(operator, last),
+        AlignError::OutOfOrder { .. } => Failure::operator(operator, None, error),
+    }
+}
+
+/// What the aligner needs to know of a message.
+fn incoming<T>(message: &Message<T>) -> Incoming {
+    match message {
+        Message::Begin(window) => Incoming::Begin(*window),
+        Message::Batch(_) => Incoming::Batch,
+        Message::End { window, last } => Incoming::End {
+            window: *window,
+            last: *last,
+        },
+        Message::Closed => Incoming::Closed,
+    }
 }

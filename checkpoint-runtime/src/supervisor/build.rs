@@ -15,7 +15,7 @@ use crate::protocol::KillSwitch;
 use crate::protocol::{Control, Event};
 use crate::replay::SpillPolicy;
 use crate::stream::{Cursors, Link, Resume};
-use crate::window_gen::WindowGenerator;
+use crate::window::WindowGenerator;
 
 use super::{Physical, Supervisor};
 
