@@ -52,6 +52,14 @@
 //! assert!(report.committed.is_some());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `testing` (off by default): the `testing` module, to call an
+//!   operator's hooks by hand in a unit test without running a job
+//!   (`testing::TestOutput`, `OperatorContext::for_test`). It is test
+//!   support, not a stable API: enable it for dev-dependencies only,
+//!   `checkpoint-runtime = { version = "0.1", features = ["testing"] }`.
 #![warn(clippy::unwrap_used)]
 
 mod config;
@@ -72,6 +80,8 @@ mod replay;
 mod runtime;
 mod stream;
 mod supervisor;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod window;
 mod worker;
 

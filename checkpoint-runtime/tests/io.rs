@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
-use checkpoint_runtime::io::testing::TestOutput;
 use checkpoint_runtime::io::{
     ExactlyOnceFileSink, FileOperatorError, LineInput, WindowDataError, WindowDataManager, published_windows,
     read_output,
 };
+use checkpoint_runtime::testing::TestOutput;
 use checkpoint_runtime::{
     Config, Dag, DagError, Emit, Fault, FaultPoint, InputOperator, Operator, OperatorContext, OperatorResult, Output,
     RunError, Runtime, WindowMode,

@@ -70,8 +70,6 @@
 mod error;
 mod file_sink;
 mod line_input;
-#[doc(hidden)]
-pub mod testing;
 mod window_data;
 
 pub use error::FileOperatorError;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::core::NodeEnv;
-use crate::dag::{Built, EdgeKind, Erased, NodeParts, Restore, ThreadBody};
+use crate::dag::EdgeKind;
+use crate::dag::wiring::{Built, Erased, NodeParts, Restore, ThreadBody};
 use crate::error::RunError;
 use crate::failure::{Failure, panic_message};
 use crate::operator::{OperatorContext, ProcessingMode};

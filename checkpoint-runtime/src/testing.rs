@@ -1,5 +1,7 @@
 //! Test support: drive an operator's hooks by hand, without a running job.
-//! Not a stable API.
+//!
+//! Compiled only with the `testing` feature (see the crate docs), so that
+//! it is not part of the runtime's stable API.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +17,7 @@ impl OperatorContext {
     /// was "restored" from, or the initial one), with `storage` as the job's
     /// storage agent. Other settings are the defaults (a 500 ms streaming
     /// window, application window count 1, checkpoint window count 60).
+    /// Only with the `testing` feature.
     ///
     /// # Examples
     ///
@@ -26,7 +29,6 @@ impl OperatorContext {
     /// assert_eq!((ctx.name(), ctx.activation_window()), ("lines", WindowId::new(1, 4)));
     /// assert!(ctx.storage().is_none());
     /// ```
-    #[doc(hidden)]
     pub fn for_test(name: &str, activation: WindowId, storage: Option<Arc<dyn StorageAgent>>) -> Self {
         OperatorContext {
             name: name.to_owned(),
@@ -36,7 +38,7 @@ impl OperatorContext {
             activation_window: activation,
             streaming_window: std::time::Duration::from_millis(500),
             application_window_count: 1,
-            checkpoint_window_count: crate::DEFAULT_CHECKPOINT_WINDOW_COUNT,
+            checkpoint_window_count: crate::dag::DEFAULT_CHECKPOINT_WINDOW_COUNT,
             storage,
         }
     }
@@ -73,7 +75,7 @@ impl<T: Tuple> Subscriber<T> for Collector<T> {
 /// # Examples
 ///
 /// ```
-/// use checkpoint_runtime::io::testing::TestOutput;
+/// use checkpoint_runtime::testing::TestOutput;
 ///
 /// let mut out = TestOutput::<u64>::new();
 /// out.output().emit(1);
@@ -81,7 +83,6 @@ impl<T: Tuple> Subscriber<T> for Collector<T> {
 /// assert_eq!(out.take(), [1, 2]);
 /// assert!(out.take().is_empty());
 /// ```
-#[doc(hidden)]
 pub struct TestOutput<T> {
     emitter: Emitter<T>,
     tuples: Arc<Mutex<Vec<T>>>,
