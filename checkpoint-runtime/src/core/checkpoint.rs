@@ -118,6 +118,12 @@ impl<L: Lifecycle> Core<L> {
             Ok(Err(e)) => return Err(self.fail(format!("encoding its checkpoint at {window}: {e}"))),
             Err(panic) => return Err(self.fail(format!("encoding its checkpoint: {}", panic_message(&*panic)))),
         }
+        let len = self.buffer.len();
+        if self.buffer.capacity() > len + len / 4 {
+            // Grown by doubling while encoding: keep room for a state that
+            // grows a little, not twice the state for the rest of the run.
+            self.buffer.shrink_to(len + len / 8);
+        }
         let metrics = &self.env.metrics.operators[self.env.node];
         metrics.encoded(started.elapsed());
         metrics
@@ -131,7 +137,7 @@ impl<L: Lifecycle> Core<L> {
             .and_then(|s| s.jobs.as_ref())
             .filter(|_| !synchronous)
         {
-            let bytes = std::mem::replace(&mut self.buffer, self.spare.take().unwrap_or_default());
+            let bytes = std::mem::take(&mut self.buffer);
             self.in_flight = Some(window);
             jobs.send(SaveJob { window, bytes }).map_err(|_| Failure::Aborted)?;
             return Ok(());

@@ -143,7 +143,6 @@ pub(crate) struct Core<L: Lifecycle> {
     in_app_window: bool,
     deferred: VecDeque<Deferred>,
     buffer: Vec<u8>,
-    spare: Option<Vec<u8>>,
     saver: Option<Saver>,
     in_flight: Option<WindowId>,
     shutdown: bool,
@@ -171,7 +170,6 @@ impl<L: Lifecycle> Core<L> {
             in_app_window: false,
             deferred: VecDeque::new(),
             buffer: Vec::new(),
-            spare: None,
             saver: None,
             in_flight: None,
             shutdown: false,
@@ -430,7 +428,12 @@ impl<L: Lifecycle> Core<L> {
             Control::Committed(window) => self.deferred.push_back(Deferred::Committed(window)),
             Control::Saved { window, buffer, result } => {
                 self.in_flight = None;
-                self.spare = Some(buffer);
+                // One buffer per operator: a save is always back before the
+                // next encode (`save` waits for it), so the state's encoding
+                // is held once, not twice.
+                if self.buffer.capacity() == 0 {
+                    self.buffer = buffer;
+                }
                 if let Err(e) = result {
                     return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
                 }

@@ -298,6 +298,12 @@ impl Aligner {
     /// application window start after every edge's first window and after
     /// the restored checkpoint; the edges in earlier windows skip to it.
     fn rejoin(&mut self) -> Result<(), AlignError> {
+        if self.status.iter().all(|s| *s == EdgeStatus::Closed) {
+            // Nothing to rejoin: the stream closes (`Opening` says so), even
+            // at the last window id, where no resume point could be named.
+            self.stage = Stage::Opening(self.skip_through);
+            return Ok(());
+        }
         let after = self
             .skip_through
             .checked_next()
@@ -738,10 +744,20 @@ mod tests {
     }
 
     #[test]
-    fn rejoining_past_the_last_window_id_is_exhausted() {
-        // Restored at the last window id, nothing can follow it.
+    fn rejoining_past_the_last_window_id_is_exhausted_unless_every_upstream_closed() {
+        // Restored at the last window id with every upstream over: the
+        // stream closes, as it does for an operator that does not rejoin.
         let mut aligner = Aligner::rejoining(1, w(LAST), 1);
         assert_eq!(aligner.on_message(0, Incoming::Closed), Ok(Disposition::Consumed));
+        assert_eq!(aligner.next_action(), Ok(Some(Action::Close)));
+        assert!(aligner.is_done());
+        // Restored at the last window id, an upstream still going: nothing
+        // can follow it.
+        let mut aligner = Aligner::rejoining(1, w(LAST), 1);
+        assert_eq!(
+            aligner.on_message(0, Incoming::Begin(w(LAST))),
+            Ok(Disposition::Consumed)
+        );
         assert_eq!(aligner.next_action(), Err(AlignError::Exhausted(w(LAST))));
         // No application window of 4 starts at or after the edge's first
         // window (2^32 - 2 and 2^32 - 1 are not multiples of 4).
