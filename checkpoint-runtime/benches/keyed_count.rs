@@ -659,6 +659,8 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
         )
     })?;
     let seconds = started.elapsed().as_secs_f64();
+    // The job's own peak, before the restore below builds a second map.
+    let peak_rss = peak_rss_mib();
     // Recovery's cost for the counter: load its newest snapshot and decode it.
     let restore_ms = match &dir {
         Some(tmp) => {
@@ -706,7 +708,7 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
         last_encode_ms: count.last_encode_time.as_secs_f64() * 1e3,
         max_durable_ms: count.max_durable_latency.as_secs_f64() * 1e3,
         restore_ms,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: peak_rss,
         own_process: options.child.is_some(),
         result: got,
         expected,
