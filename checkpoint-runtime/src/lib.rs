@@ -64,7 +64,6 @@
 
 mod config;
 pub mod coordinator;
-mod core;
 mod dag;
 mod error;
 mod failure;
@@ -80,10 +79,10 @@ mod replay;
 mod runtime;
 mod stream;
 mod supervisor;
+mod task;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod window;
-mod worker;
 
 pub use config::{Config, DEFAULT_RESTART_LIMIT, RecoveryScope};
 pub use dag::{DEFAULT_CHECKPOINT_WINDOW_COUNT, Dag, MAX_PHYSICAL_NAME_LEN, NoInput, Node};

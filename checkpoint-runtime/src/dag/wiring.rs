@@ -10,15 +10,15 @@ use std::sync::Arc;
 use checkpoint_core::{Checkpoint, Snapshot};
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::core::{AsInput, AsOperator, Core, InlineSubscriber, NodeEnv};
 use crate::failure::Failure;
 use crate::operator::{InputOperator, Operator, Tuple};
 use crate::replay::{ReplayBuffer, SpillPolicy};
 use crate::stream::{
     Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Link, Message, Subscriber,
 };
+use crate::task::{AsInput, AsOperator, Core, InlineSubscriber, NodeEnv};
+use crate::task::{StopFlag, run_input, run_operator};
 use crate::window::WindowGenerator;
-use crate::worker::{StopFlag, run_input, run_operator};
 
 /// A type-erased value whose type the two ends of an edge agree on.
 pub(crate) type Erased = Box<dyn Any + Send>;

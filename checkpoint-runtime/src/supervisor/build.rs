@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use crate::core::NodeEnv;
 use crate::dag::EdgeKind;
 use crate::dag::wiring::{Built, Erased, NodeParts, Restore, ThreadBody};
 use crate::error::RunError;
@@ -16,6 +15,7 @@ use crate::protocol::KillSwitch;
 use crate::protocol::{Control, Event};
 use crate::replay::SpillPolicy;
 use crate::stream::{Cursors, Link, Resume};
+use crate::task::NodeEnv;
 use crate::window::WindowGenerator;
 
 use super::{Physical, Supervisor};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use checkpoint_core::WindowId;
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 
-use crate::core::{AsInput, AsOperator, Core};
+use super::{AsInput, AsOperator, Core};
 use crate::failure::Failure;
 use crate::operator::{Emit, InputOperator, Operator, ProcessingMode};
 use crate::stream::Message;

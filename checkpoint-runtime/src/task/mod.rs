@@ -1,7 +1,8 @@
-//! One operator's lifecycle, driven by its worker thread or, for a chained
-//! operator, by its upstream's emitter: windows, application windows, the
-//! listener hooks in their fixed order, and control messages. Saving
-//! checkpoints is in `checkpoint`, chaining in `chain`.
+//! Tasks: one operator's lifecycle, driven by its worker thread or, for a
+//! chained operator, by its upstream's emitter: windows, application
+//! windows, the listener hooks in their fixed order, and control messages.
+//! Saving checkpoints is in `checkpoint`, chaining in `chain`, the worker
+//! threads' loops in `worker`.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,9 +21,11 @@ use crate::stream::{Cursors, Emitter};
 
 mod chain;
 mod checkpoint;
+mod worker;
 
 pub(crate) use chain::InlineSubscriber;
 use checkpoint::Saver;
+pub(crate) use worker::{StopFlag, run_input, run_operator};
 
 /// The hooks shared by [`Operator`] and [`InputOperator`].
 pub(crate) trait Lifecycle: Send + 'static {
