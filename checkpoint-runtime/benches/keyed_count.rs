@@ -49,6 +49,8 @@
 //!   are whole multiples of it);
 //! - `--batch-size B`: tuples per batch between threads (default: the
 //!   runtime's `Config::default()`);
+//! - `--replay-cap BYTES`: `Config::replay_memory_cap` (bytes each output
+//!   stream's replay buffer keeps in memory before spilling; default 64 MiB);
 //! - `--chunk C`: tuples the source emits per `emit_tuples` call (default
 //!   1,024);
 //! - `--dir PATH`: where checkpoint directories are made (default `/tmp`);
@@ -352,6 +354,7 @@ struct Options {
     runs: usize,
     window: Duration,
     batch_size: Option<usize>,
+    replay_cap: Option<usize>,
     chunk: u64,
     dir: PathBuf,
     fx: bool,
@@ -396,6 +399,7 @@ fn parse_args() -> Result<Options, String> {
         runs: 3,
         window: Duration::from_millis(100),
         batch_size: None,
+        replay_cap: None,
         chunk: 1024,
         dir: PathBuf::from("/tmp"),
         fx: false,
@@ -425,6 +429,7 @@ fn parse_args() -> Result<Options, String> {
             "--runs" => options.runs = parse_number(&flag, &value)? as usize,
             "--window-ms" => options.window = Duration::from_millis(parse_number(&flag, &value)?),
             "--batch-size" => options.batch_size = Some(parse_number(&flag, &value)? as usize),
+            "--replay-cap" => options.replay_cap = Some(parse_number(&flag, &value)? as usize),
             "--chunk" => options.chunk = parse_number(&flag, &value)?,
             "--dir" => options.dir = PathBuf::from(value),
             "--scope" => options.scopes = parse_list(&value, parse_scope)?,
@@ -633,6 +638,9 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
     let mut runtime_config = Config::default()
         .window_mode(WindowMode::Time(options.window))
         .recovery_scope(scope);
+    if let Some(cap) = options.replay_cap {
+        runtime_config = runtime_config.replay_memory_cap(cap);
+    }
     if let Some(batch) = options.batch_size {
         runtime_config = runtime_config.batch_size(batch);
     }
@@ -742,6 +750,9 @@ fn run_in_child(
         .args(["--expected", &expected.to_string()]);
     if let Some(batch) = options.batch_size {
         command.args(["--batch-size", &batch.to_string()]);
+    }
+    if let Some(cap) = options.replay_cap {
+        command.args(["--replay-cap", &cap.to_string()]);
     }
     let output = command
         .stdin(Stdio::null())
