@@ -117,6 +117,8 @@ struct WindowEntry {
     ended: Option<bool>,
     /// The file holding the frames once spilled.
     spilled: Option<PathBuf>,
+    /// The file's length: where its last frame ends.
+    spilled_len: u64,
 }
 
 /// The one store of an output stream (Apex's buffer server): every window
@@ -231,6 +233,7 @@ impl<T: Tuple> ReplayBuffer<T> {
             offsets: Vec::new(),
             ended: None,
             spilled: None,
+            spilled_len: 0,
         });
         self.append();
     }
@@ -240,21 +243,26 @@ impl<T: Tuple> ReplayBuffer<T> {
         let Some(entry) = self.windows.back_mut() else {
             return Ok(());
         };
+        if entry.ended.is_some() {
+            return Err(self.fail("internal error", "a batch outside a window"));
+        }
         let start = entry.frames.len();
         entry.frames.extend_from_slice(&[0; 4]);
-        let encoded = postcard::to_extend(batch, std::mem::take(&mut entry.frames));
-        let frames = match encoded {
-            Ok(frames) => frames,
-            Err(e) => return Err(self.fail("encoding a batch to keep for replay", e)),
+        let encoded = postcard::to_extend(batch, Append(&mut entry.frames)).map(|_| ());
+        let len = entry.frames.len() - start - 4;
+        let failed = match (encoded, u32::try_from(len)) {
+            (Ok(()), Ok(len)) => {
+                entry.frames[start..start + 4].copy_from_slice(&len.to_le_bytes());
+                None
+            }
+            (Err(e), _) => Some(format!("encoding a batch to keep for replay: {e}")),
+            (_, Err(_)) => Some("a batch encodes to more than 4 GiB".to_owned()),
         };
-        let Some(entry) = self.windows.back_mut() else {
-            unreachable!("checked above");
-        };
-        entry.frames = frames;
-        let Ok(len) = u32::try_from(entry.frames.len() - start - 4) else {
-            return Err(self.fail("keeping a batch for replay", "it encodes to more than 4 GiB"));
-        };
-        entry.frames[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        if let Some(failed) = failed {
+            // The window stays as it was: no frame, no offset.
+            entry.frames.truncate(start);
+            return Err(self.fail("keeping a batch for replay", failed));
+        }
         entry.offsets.push(start as u64);
         self.memory_bytes = self.memory_bytes - entry.bytes + entry.frames.capacity();
         entry.bytes = entry.frames.capacity();
@@ -266,6 +274,9 @@ impl<T: Tuple> ReplayBuffer<T> {
     /// The current window ended; spills old windows if over the cap.
     pub(crate) fn end_window(&mut self, last: bool) -> Result<(), Failure> {
         if let Some(entry) = self.windows.back_mut() {
+            if entry.ended.is_some() {
+                return Err(self.fail("internal error", "a window ended twice"));
+            }
             entry.ended = Some(last);
             self.last_window_bytes = entry.frames.len();
             if entry.frames.capacity() > entry.frames.len() + entry.frames.len() / 4 {
@@ -309,6 +320,8 @@ impl<T: Tuple> ReplayBuffer<T> {
         }
         let entry = &mut self.windows[index];
         self.memory_bytes -= entry.bytes;
+        entry.bytes = 0;
+        entry.spilled_len = entry.frames.len() as u64;
         entry.frames = Vec::new();
         entry.spilled = Some(path);
         self.spilled_windows += 1;
@@ -362,7 +375,15 @@ impl<T: Tuple> ReplayBuffer<T> {
                 };
                 self.decode(frame, "memory")?
             }
-            Some(path) => self.read_spilled(entry.first_seq, path, offset, reader)?,
+            Some(path) => {
+                let end = entry.offsets.get(k as usize).copied().unwrap_or(entry.spilled_len);
+                let read = self.read_spilled(entry.first_seq, path, offset, end, reader);
+                if read.is_err() {
+                    // Never go on from a position a failed read left behind.
+                    *reader = None;
+                }
+                read?
+            }
         };
         Ok(Some(Message::Batch(Arc::new(batch))))
     }
@@ -376,6 +397,7 @@ impl<T: Tuple> ReplayBuffer<T> {
         first_seq: u64,
         path: &std::path::Path,
         offset: u64,
+        end: u64,
         reader: &mut Option<SpillReader>,
     ) -> Result<Vec<T>, Failure> {
         let reading = |e: &dyn std::fmt::Display| self.fail(&format!("reading {}", path.display()), e);
@@ -395,7 +417,16 @@ impl<T: Tuple> ReplayBuffer<T> {
         }
         let mut len = [0u8; 4];
         open.file.read_exact(&mut len).map_err(|e| reading(&e))?;
-        let mut frame = vec![0; u32::from_le_bytes(len) as usize];
+        let len = u64::from(u32::from_le_bytes(len));
+        // Checked before allocating: a damaged length is an error, not a
+        // 4 GiB allocation or a frame read from the wrong place.
+        if offset.checked_add(4 + len) != Some(end) {
+            return Err(reading(&format!(
+                "the batch at byte {offset} says it has {len} bytes; its window's layout says {}",
+                end.saturating_sub(offset).saturating_sub(4)
+            )));
+        }
+        let mut frame = vec![0; len as usize];
         open.file.read_exact(&mut frame).map_err(|e| reading(&e))?;
         open.position = offset + 4 + frame.len() as u64;
         self.decode(&frame, &path.display().to_string())
@@ -443,6 +474,16 @@ impl<T: Tuple> ReplayBuffer<T> {
             seq += 1;
         }
         Ok(())
+    }
+}
+
+/// Lets postcard append to a vector it does not own, so a failed encode
+/// leaves what was there before.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
     }
 }
 
@@ -637,6 +678,30 @@ mod tests {
         assert_eq!(Arc::strong_count(&batch), 1);
         drop(batch);
         assert_eq!(replay(&buffer, 0), ["B1", "[1, 2, 3]"]);
+    }
+
+    /// A damaged frame length in a spill file is an error, checked before
+    /// anything is allocated for it.
+    #[test]
+    fn a_damaged_frame_length_is_an_error_not_a_huge_allocation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = buffer(0, dir.path());
+        buffer.begin_window(w(1));
+        buffer.push(&[1u64, 2]).expect("push");
+        buffer.push(&[3u64]).expect("push");
+        buffer.end_window(false).expect("end");
+        let file = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .next()
+            .expect("a spill file")
+            .expect("entry")
+            .path();
+        let mut bytes = std::fs::read(&file).expect("read");
+        bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&file, &bytes).expect("damage");
+        let mut out = Vec::new();
+        let error = buffer.messages_after(w(0), &mut out).expect_err("damaged");
+        assert!(error.to_string().contains("says it has 4294967295 bytes"), "{error}");
     }
 
     /// A spill file cut short (the disk filled, someone truncated it) is an

@@ -51,10 +51,14 @@ impl<W: Send + Sync + 'static> Channel<W> {
                     self.route = Route::Gone;
                     return Ok(());
                 }
-                Handback::Live(tx, delivered) => {
-                    // `message` is the store's last; the cursor sent every
-                    // position before `delivered`.
-                    let sent_by_cursor = handoff.appended.load(Ordering::Relaxed) <= delivered;
+                Handback::Live(tx, delivered, finished) => {
+                    // `message` is the store's last (a `Closed` is not
+                    // stored); the cursor sent every position before
+                    // `delivered`, and the stream's end if `finished`.
+                    let sent_by_cursor = match message {
+                        Message::Closed => finished,
+                        _ => handoff.appended.load(Ordering::Relaxed) <= delivered,
+                    };
                     self.route = Route::Direct(tx);
                     if sent_by_cursor {
                         return Ok(());

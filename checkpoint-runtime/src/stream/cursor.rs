@@ -44,8 +44,9 @@ pub(crate) trait Sink<T>: Send {
     /// Adds the send operation a waiting thread should wake for.
     fn register<'a>(&'a self, select: &mut Select<'a>);
     /// Hands the channel back to the live stream: messages at positions
-    /// before `delivered` were sent by the cursor.
-    fn hand_back(&mut self, delivered: u64);
+    /// before `delivered` were sent by the cursor, and `finished` says
+    /// whether it also sent the stream's end (`Closed` or the last `End`).
+    fn hand_back(&mut self, delivered: u64, finished: bool);
 }
 
 /// What the live side of a channel finds when a cursor has finished.
@@ -53,8 +54,9 @@ pub(crate) enum Handback<W> {
     /// The cursor is still catching up: live messages are in the store and
     /// the cursor will send them.
     Catching,
-    /// Caught up: the channel, and the position the cursor reached.
-    Live(Sender<Message<W>>, u64),
+    /// Caught up: the channel, the position the cursor reached, and
+    /// whether it sent the stream's end (a `Closed` has no position).
+    Live(Sender<Message<W>>, u64, bool),
     /// The receiver went away.
     Gone,
 }
@@ -145,9 +147,9 @@ impl<W: Send + Sync + 'static> Sink<W> for ChannelSink<W> {
         }
     }
 
-    fn hand_back(&mut self, delivered: u64) {
+    fn hand_back(&mut self, delivered: u64, finished: bool) {
         if let Some(tx) = self.tx.take() {
-            *lock(&self.handoff.state) = Handback::Live(tx, delivered);
+            *lock(&self.handoff.state) = Handback::Live(tx, delivered, finished);
         }
     }
 }
@@ -207,7 +209,7 @@ impl<T: Tuple> Pending for Cursor<T> {
                         Flow::Gone => return Ok(true),
                     }
                 }
-                self.sink.hand_back(self.next);
+                self.sink.hand_back(self.next, self.finished_stream);
                 return Ok(true);
             };
             self.next += 1;
@@ -288,12 +290,41 @@ impl Cursors {
             return Ok(Some(select.ready()));
         }
         let index = {
+            // Held while blocked: only this thread ever takes it.
             let list = lock(&self.0.list);
             let mut select = select;
             for cursor in list.iter() {
                 cursor.register(&mut select);
             }
             select.ready()
+        };
+        if index < own {
+            return Ok(Some(index));
+        }
+        self.advance()?;
+        Ok(None)
+    }
+}
+
+impl Cursors {
+    /// [`Cursors::ready`] for at most `timeout`: `None` also when it passed.
+    pub(crate) fn ready_timeout(
+        &self,
+        select: Select<'_>,
+        own: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Option<usize>, Failure> {
+        let index = {
+            // Held while blocked: only this thread ever takes it.
+            let list = lock(&self.0.list);
+            let mut select = select;
+            for cursor in list.iter() {
+                cursor.register(&mut select);
+            }
+            match select.ready_timeout(timeout) {
+                Ok(index) => index,
+                Err(_) => return Ok(None),
+            }
         };
         if index < own {
             return Ok(Some(index));

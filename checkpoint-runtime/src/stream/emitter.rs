@@ -195,41 +195,45 @@ impl<T: Tuple> Emitter<T> {
         self.flush();
         self.take_failure()?;
         let stream_over = self.closed || (self.window.is_none() && matches!(self.ended, Some((_, true))));
+        // Two edges from this operator to one downstream (a self-join) come
+        // in edge order, as the subscribers are: each subscriber takes the
+        // first target of its own not yet taken.
+        let mut taken: Vec<(usize, usize)> = Vec::new();
         for (target, sender, resume) in targets {
             let mut sender = Some(sender);
-            match (&self.replay, resume) {
-                (Some(store), Resume::After(after)) => {
-                    let how = Reconnect::CatchUp(lock(store).appended());
-                    for subscriber in &mut self.subscribers {
-                        match subscriber.reconnect(target, &mut sender, &how)? {
-                            Reconnected::NotHere => continue,
-                            Reconnected::Direct => break,
-                            Reconnected::CatchUp(sink) => {
-                                let start = lock(store).replay_start(after);
-                                self.cursors.add(Box::new(Cursor::new(Arc::clone(store), start, sink)));
-                                break;
-                            }
-                        }
+            let how = match (&self.replay, resume) {
+                (Some(store), Resume::After(_)) => Reconnect::CatchUp(lock(store).appended()),
+                (_, resume) => Reconnect::Direct {
+                    next_window: resume == Resume::NextWindow,
+                },
+            };
+            let mut found = None;
+            for (i, subscriber) in self.subscribers.iter_mut().enumerate() {
+                if taken.contains(&(i, target)) {
+                    continue;
+                }
+                match subscriber.reconnect(target, &mut sender, &how)? {
+                    Reconnected::NotHere => continue,
+                    reconnected => {
+                        found = Some((i, reconnected));
+                        break;
                     }
                 }
-                (_, resume) => {
-                    let how = Reconnect::Direct {
-                        next_window: resume == Resume::NextWindow,
-                    };
-                    for subscriber in &mut self.subscribers {
-                        if !matches!(subscriber.reconnect(target, &mut sender, &how)?, Reconnected::NotHere) {
-                            break;
-                        }
-                    }
-                    // Nothing kept to replay: a stream already over ends here.
-                    if stream_over {
-                        for subscriber in &mut self.subscribers {
-                            if subscriber.close_target(target)? {
-                                break;
-                            }
-                        }
-                    }
+            }
+            let Some((i, reconnected)) = found else {
+                continue;
+            };
+            taken.push((i, target));
+            match (reconnected, &self.replay, resume) {
+                (Reconnected::CatchUp(sink), Some(store), Resume::After(after)) => {
+                    let start = lock(store).replay_start(after);
+                    self.cursors.add(Box::new(Cursor::new(Arc::clone(store), start, sink)));
                 }
+                // Nothing kept to replay: a stream already over ends here.
+                _ if stream_over => {
+                    self.subscribers[i].close_target(target)?;
+                }
+                _ => {}
             }
         }
         self.cursors.advance()
@@ -410,6 +414,70 @@ mod tests {
             );
             assert!(emitter.cursors.is_empty());
         }
+    }
+
+    /// A downstream reconnected before a restored upstream closes its
+    /// stream without a window: the cursor hands back at once (nothing
+    /// stored), and the live `Closed` still reaches it.
+    #[test]
+    fn a_stream_closed_after_a_cursor_handed_back_is_closed_for_its_downstream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut emitter, _first, _kill) = emitter(usize::MAX, dir.path());
+        let (tx, rx) = crossbeam_channel::bounded::<Message<u64>>(8);
+        emitter
+            .reconnect(vec![(7, Box::new(tx), Resume::After(w(3)))])
+            .expect("reconnect");
+        assert!(emitter.cursors.is_empty(), "nothing to replay: handed back");
+        emitter.close().expect("close");
+        let mut got = Vec::new();
+        drain(&rx, &mut got);
+        assert_eq!(got, ["C"]);
+    }
+
+    /// Two edges from one operator to one downstream (a self-join) are
+    /// reconnected each to its own channel.
+    #[test]
+    fn two_edges_to_one_downstream_reconnect_each_to_its_own_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (kill_tx, kill) = crossbeam_channel::bounded::<()>(0);
+        let link = Link {
+            kill,
+            cursors: Cursors::default(),
+        };
+        let subscribers: Vec<Box<dyn Subscriber<u64>>> = (0..2)
+            .map(|_| {
+                let (tx, _rx) = crossbeam_channel::bounded(64);
+                let subscriber: Box<dyn Subscriber<u64>> = Box::new(ChannelSubscriber {
+                    channel: Channel::new(7, tx),
+                    link: link.clone(),
+                });
+                subscriber
+            })
+            .collect();
+        let store = ReplayBuffer::new(
+            "op",
+            SpillPolicy {
+                memory_cap: usize::MAX,
+                dir: dir.path().to_path_buf(),
+            },
+        );
+        let mut emitter = Emitter::new(2, subscribers, Some(store), link.cursors);
+        window(&mut emitter, 1, &[1]);
+        let (a, a_rx) = crossbeam_channel::bounded::<Message<u64>>(8);
+        let (b, b_rx) = crossbeam_channel::bounded::<Message<u64>>(8);
+        emitter
+            .reconnect(vec![
+                (7, Box::new(a), Resume::After(w(0))),
+                (7, Box::new(b), Resume::After(w(0))),
+            ])
+            .expect("reconnect");
+        window(&mut emitter, 2, &[2]);
+        for rx in [&a_rx, &b_rx] {
+            let mut got = Vec::new();
+            drain(rx, &mut got);
+            assert_eq!(got, ["B1", "[1]", "E1", "B2", "[2]", "E2"]);
+        }
+        drop(kill_tx);
     }
 
     /// A downstream restored at or after the stream's end gets `Closed`;

@@ -136,7 +136,7 @@ impl<T: Clone + Send + Sync + 'static> Sink<T> for KeyedSink<T> {
     fn register<'a>(&'a self, select: &mut Select<'a>) {
         self.inner.register(select);
     }
-    fn hand_back(&mut self, delivered: u64) {
-        self.inner.hand_back(delivered);
+    fn hand_back(&mut self, delivered: u64, finished: bool) {
+        self.inner.hand_back(delivered, finished);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use checkpoint_core::{Snapshot, SnapshotMeta, StorageAgent, WindowId};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Select, Sender, TryRecvError};
 
 use crate::failure::{Failure, panic_message};
 use crate::protocol::{Control, Event};
@@ -210,18 +210,27 @@ impl<L: Lifecycle> Core<L> {
             };
             let started = self.save_started.unwrap_or_else(std::time::Instant::now);
             let left = self.env.save_timeout.saturating_sub(started.elapsed());
-            let message = crossbeam_channel::select! {
-                recv(control) -> msg => msg.map_err(|_| Failure::Aborted)?,
-                recv(self.env.kill) -> _ => return Err(Failure::Aborted),
-                default(left) => {
-                    return Err(self.fail(format!(
-                        "its checkpoint at {window} did not become durable within {:?} (the save timeout); the \
-                         storage may be hanging",
-                        self.env.save_timeout
-                    )));
-                }
-            };
-            self.accept(message)?;
+            if left.is_zero() {
+                return Err(self.fail(format!(
+                    "its checkpoint at {window} did not become durable within {:?} (the save timeout); the storage \
+                     may be hanging",
+                    self.env.save_timeout
+                )));
+            }
+            // Recovered downstreams reading this thread's stores go on
+            // meanwhile.
+            let mut select = Select::new();
+            select.recv(&control);
+            select.recv(&self.env.kill);
+            match self.env.cursors.ready_timeout(select, 2, left)? {
+                Some(0) => match control.try_recv() {
+                    Ok(message) => self.accept(message)?,
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return Err(Failure::Aborted),
+                },
+                Some(_) => return Err(Failure::Aborted),
+                None => {}
+            }
         }
         Ok(())
     }
