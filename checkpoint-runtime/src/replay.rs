@@ -680,6 +680,15 @@ mod tests {
         assert_eq!(replay(&buffer, 0), ["B1", "[1, 2, 3]"]);
     }
 
+    fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    }
+
     /// A damaged frame length in a spill file is an error, checked before
     /// anything is allocated for it.
     #[test]
@@ -690,12 +699,7 @@ mod tests {
         buffer.push(&[1u64, 2]).expect("push");
         buffer.push(&[3u64]).expect("push");
         buffer.end_window(false).expect("end");
-        let file = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .next()
-            .expect("a spill file")
-            .expect("entry")
-            .path();
+        let file = only_file(dir.path());
         let mut bytes = std::fs::read(&file).expect("read");
         bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&file, &bytes).expect("damage");
@@ -713,12 +717,7 @@ mod tests {
         buffer.begin_window(w(1));
         buffer.push(&vec![1u64; 100]).expect("push");
         buffer.end_window(false).expect("end");
-        let file = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .next()
-            .expect("a spill file")
-            .expect("entry")
-            .path();
+        let file = only_file(dir.path());
         let bytes = std::fs::read(&file).expect("read");
         std::fs::write(&file, &bytes[..bytes.len() / 2]).expect("truncate");
         let mut out = Vec::new();
