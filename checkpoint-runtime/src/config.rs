@@ -167,8 +167,8 @@ impl Config {
 
     /// Injects a fault (see [`Fault`]): for tests and demonstrations. A
     /// fault for an operator the DAG does not have (a partition is
-    /// `name#N`) makes [`Runtime::run`] fail with [`RunError::Config`]
-    /// rather than never fire.
+    /// `name#N`) makes [`Runtime::run`](crate::Runtime::run) fail with
+    /// [`RunError::Config`](crate::RunError::Config) rather than never fire.
     pub fn inject(self, fault: Fault) -> Self {
         self.faults.add(fault);
         self
