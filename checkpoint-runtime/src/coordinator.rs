@@ -224,6 +224,30 @@ pub fn plan(topology: &Topology, operators: &[OperatorCheckpoints]) -> RecoveryP
     RecoveryPlan { recovery, committed }
 }
 
+/// Per operator, the newest window its output stream's store may drop: the
+/// smallest recovery checkpoint among the downstreams that read the store
+/// (`reads[i]`: those fed through a queue, not chained on its thread, and
+/// not AT_MOST_ONCE, which never replay). `None` while one of them has no
+/// recovery checkpoint, or for an operator no downstream reads from.
+///
+/// Recovery checkpoints only grow (a recovery restores an operator at
+/// exactly its recovery checkpoint), so a window released once is never
+/// needed again: a downstream restored later resumes after its recovery
+/// checkpoint, which is at least the release.
+pub(crate) fn releases(reads: &[Vec<usize>], plan: &RecoveryPlan) -> Vec<Option<WindowId>> {
+    reads
+        .iter()
+        .map(|downstream| {
+            let mut release: Option<WindowId> = None;
+            for &d in downstream {
+                let r = plan.recovery[d]?;
+                release = Some(release.map_or(r, |b| b.min(r)));
+            }
+            release
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +409,23 @@ mod tests {
             .topological_order()
             .expect("acyclic");
         assert_eq!(order.last(), Some(&2));
+    }
+
+    #[test]
+    fn a_store_may_drop_what_every_reader_is_past() {
+        // source -> counter -> sink, the sink stateless and ahead; a fourth
+        // operator, a second reader of the counter, without a checkpoint.
+        let plan = RecoveryPlan {
+            recovery: vec![Some(w(59)), Some(w(59)), Some(w(130)), None],
+            committed: Some(w(59)),
+        };
+        let releases = releases(&[vec![1], vec![2], vec![], vec![]], &plan);
+        assert_eq!(releases, [Some(w(59)), Some(w(130)), None, None]);
+        let releases = super::releases(&[vec![1], vec![2, 3]], &plan);
+        assert_eq!(
+            releases,
+            [Some(w(59)), None],
+            "a reader without a checkpoint holds it all"
+        );
     }
 }

@@ -39,6 +39,10 @@ pub(crate) enum Event {
 pub(crate) enum Control {
     /// Deliver `committed(window)` at the next window boundary.
     Committed(WindowId),
+    /// No downstream that reads this operator's stream from its store can
+    /// be restored to a window up to this one: the store may drop them (a
+    /// stateless sink completes windows long before the commit moves).
+    Release(WindowId),
     /// An asynchronous save finished; the buffer comes back for reuse.
     Saved {
         window: WindowId,
@@ -57,6 +61,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Control::Committed(w) => write!(f, "Committed({w})"),
+            Control::Release(w) => write!(f, "Release({w})"),
             Control::Saved { window, result, .. } => write!(f, "Saved({window}, {result:?})"),
             Control::Reconnect(targets) => {
                 let targets: Vec<_> = targets.iter().map(|(t, _, r)| (t, r)).collect();

@@ -3,17 +3,40 @@
 
 use checkpoint_core::{StorageAgent, WindowId};
 
-use crate::coordinator::plan;
+use crate::coordinator::{RecoveryPlan, plan, releases};
 use crate::protocol::Control;
 
 use super::{GiveUp, Supervisor};
 
 impl Supervisor {
+    /// Lets each replay store drop what every downstream reading it is
+    /// past, ahead of the commit: a stateless sink's recovery checkpoint is
+    /// the last window it completed, so its upstream's store keeps a window
+    /// or two instead of everything since the last commit.
+    fn release_stores(&mut self, planned: &RecoveryPlan) {
+        let releases = releases(&self.reads, planned);
+        for (node, release) in releases.into_iter().enumerate() {
+            let Some(release) = release else {
+                continue;
+            };
+            if self.released[node].is_some_and(|old| release <= old) || self.committed.is_some_and(|c| release <= c) {
+                continue;
+            }
+            self.released[node] = Some(release);
+            if let Some(control) = &self.control[self.root[node]] {
+                let _ = control.send((node, Control::Release(release)));
+            }
+        }
+    }
+
     pub(super) fn advance_commit(&mut self) -> Result<(), GiveUp> {
         if self.storage.is_none() {
             return Ok(());
         }
         let planned = plan(&self.topology, &self.checkpoints);
+        if self.spill_dir.is_some() {
+            self.release_stores(&planned);
+        }
         let Some(new) = planned.committed else {
             return Ok(());
         };

@@ -53,6 +53,10 @@ pub(crate) struct Supervisor {
     /// For a chained node: (edge, upstream node).
     chained_into: Vec<Option<(usize, usize)>>,
     topology: Topology,
+    /// Per operator, the downstreams that read its replay store.
+    reads: Vec<Vec<usize>>,
+    /// Per operator, the newest window its store was told it may drop.
+    released: Vec<Option<WindowId>>,
     order: Vec<usize>,
     upstream: Vec<Vec<usize>>,
     modes: Vec<ProcessingMode>,
@@ -126,6 +130,19 @@ impl Supervisor {
             }
         }
         let modes: Vec<ProcessingMode> = physical.iter().map(|p| dag.nodes[p.logical].mode).collect();
+        // Who reads each operator's replay store: downstreams through a
+        // queue that replay (a chained one is restored with its upstream).
+        let mut reads: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for edge in dag.edges.iter().filter(|e| e.kind != EdgeKind::ThreadLocal) {
+            for u in 0..dag.nodes[edge.from].partitions {
+                for d in 0..dag.nodes[edge.to].partitions {
+                    let d = phys(edge.to, d);
+                    if modes[d] != ProcessingMode::AtMostOnce {
+                        reads[phys(edge.from, u)].push(d);
+                    }
+                }
+            }
+        }
         let stateless: Vec<bool> = physical.iter().map(|p| dag.nodes[p.logical].stateless).collect();
         let at_most_once = modes.iter().map(|m| *m == ProcessingMode::AtMostOnce).collect();
         let topology = Topology::new(downstream).with_at_most_once(at_most_once);
@@ -214,6 +231,8 @@ impl Supervisor {
             root,
             chained_into,
             topology,
+            reads,
+            released: vec![None; n],
             order,
             upstream,
             modes,

@@ -189,6 +189,8 @@ impl Supervisor {
             ops.durable.retain(|w| *w <= r);
             ops.finished_at = None;
             self.epoch[a] = self.epoch[a].wrapping_add(1);
+            // A new incarnation, a new store: it hears of releases anew.
+            self.released[a] = None;
             if let Some(through) = &mut ops.stateless_through {
                 *through = (*through).min(r);
             }

@@ -429,6 +429,8 @@ impl<L: Lifecycle> Core<L> {
             // windows on them.
             Control::Committed(window) if window <= self.activation() && !self.env.restored => {}
             Control::Committed(window) => self.deferred.push_back(Deferred::Committed(window)),
+            // No hook: only the stream's store changes.
+            Control::Release(window) => self.out.committed(window),
             Control::Saved { window, buffer, result } => {
                 self.in_flight = None;
                 // One buffer per operator: a save is always back before the
