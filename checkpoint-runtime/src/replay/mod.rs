@@ -2,6 +2,8 @@
 //! stream emitted since the last commit, so a recovered downstream can be
 //! sent its windows again.
 
+mod encode;
+
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -148,8 +150,8 @@ pub(crate) struct ReplayBuffer<T> {
     memory_bytes: usize,
     /// How many bytes the last window encoded to.
     last_window_bytes: usize,
-    /// Cleared buffers of dropped or spilled windows, for the next ones
-    /// (counted in `memory_bytes`).
+    /// Cleared buffers of committed windows, for the next ones (counted in
+    /// `memory_bytes`).
     spare: Vec<Vec<u8>>,
     peak_bytes: usize,
     spill: SpillPolicy,
@@ -260,7 +262,7 @@ impl<T: Tuple> ReplayBuffer<T> {
         }
         let start = entry.frames.len();
         entry.frames.extend_from_slice(&[0; 4]);
-        let encoded = postcard::to_extend(batch, Append(&mut entry.frames)).map(|_| ());
+        let encoded = encode::encode_into(batch, &mut entry.frames);
         let len = entry.frames.len() - start - 4;
         let failed = match (encoded, u32::try_from(len)) {
             (Ok(()), Ok(len)) => {
@@ -299,6 +301,12 @@ impl<T: Tuple> ReplayBuffer<T> {
             self.append();
         }
         self.over = last;
+        if self.memory_bytes > self.spill.memory_cap {
+            // Spare buffers go before any window is written to disk.
+            for spare in self.spare.drain(..) {
+                self.memory_bytes -= spare.capacity();
+            }
+        }
         while self.memory_bytes > self.spill.memory_cap {
             let Some(index) = self
                 .windows
@@ -308,12 +316,6 @@ impl<T: Tuple> ReplayBuffer<T> {
                 break;
             };
             self.spill_window(index)?;
-        }
-        if self.memory_bytes > self.spill.memory_cap {
-            // Spare buffers never keep the store over its cap.
-            for spare in self.spare.drain(..) {
-                self.memory_bytes -= spare.capacity();
-            }
         }
         Ok(())
     }
@@ -340,9 +342,9 @@ impl<T: Tuple> ReplayBuffer<T> {
         self.memory_bytes -= entry.bytes;
         entry.bytes = 0;
         entry.spilled_len = entry.frames.len() as u64;
-        let frames = std::mem::take(&mut entry.frames);
+        // Freed, not kept as a spare: the store is over its cap.
+        entry.frames = Vec::new();
         entry.spilled = Some(path);
-        self.recycle(frames);
         self.spilled_windows += 1;
         Ok(())
     }
@@ -469,9 +471,10 @@ impl<T: Tuple> ReplayBuffer<T> {
         }
     }
 
-    /// Keeps a window's buffer for a later window (two at most): a new
-    /// window then writes to pages already mapped instead of faulting in
-    /// fresh ones, tens of megabytes a second at high rates.
+    /// Keeps a committed window's buffer for a later window (two at most):
+    /// a new window then writes to pages already mapped instead of faulting
+    /// in fresh ones, tens of megabytes a second at high rates. Spares
+    /// count as held memory and are the first thing dropped over the cap.
     fn recycle(&mut self, mut frames: Vec<u8>) {
         if self.spare.len() < 2 && frames.capacity() > 0 {
             frames.clear();
@@ -506,16 +509,6 @@ impl<T: Tuple> ReplayBuffer<T> {
             seq += 1;
         }
         Ok(())
-    }
-}
-
-/// Lets postcard append to a vector it does not own, so a failed encode
-/// leaves what was there before.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl Extend<u8> for Append<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
     }
 }
 
