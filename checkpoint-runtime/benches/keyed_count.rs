@@ -49,8 +49,9 @@
 //!   are whole multiples of it);
 //! - `--batch-size B`: tuples per batch between threads (default: the
 //!   runtime's `Config::default()`);
-//! - `--replay-cap BYTES`: `Config::replay_memory_cap` (bytes each output
-//!   stream's replay buffer keeps in memory before spilling; default 64 MiB);
+//! - `--replay-cap BYTES`: `Config::replay_memory_cap` (bytes the job's
+//!   replay buffers keep in memory together before spilling; default
+//!   512 MiB);
 //! - `--chunk C`: tuples the source emits per `emit_tuples` call (default
 //!   1,024);
 //! - `--dir PATH`: where checkpoint directories are made (default `/tmp`);

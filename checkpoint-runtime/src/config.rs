@@ -83,7 +83,7 @@ pub enum RecoveryScope {
 impl Default for Config {
     /// No checkpointing, 500 ms windows, batches of 16,384 tuples, 8
     /// batches per queue, asynchronous saves once storage is set, 5 restarts
-    /// per operator, replay buffers spilling past 64 MiB each, 10 minutes
+    /// per operator, replay buffers spilling past 512 MiB together, 10 minutes
     /// for a checkpoint to become durable and 60 s for a thread to stop.
     fn default() -> Self {
         Config {
@@ -95,7 +95,7 @@ impl Default for Config {
             async_checkpoints: true,
             restart_limit: DEFAULT_RESTART_LIMIT,
             faults: Faults::default(),
-            replay_memory_cap: 64 << 20,
+            replay_memory_cap: 512 << 20,
             spill_dir: None,
             save_timeout: Duration::from_secs(600),
             stop_timeout: Duration::from_secs(60),
@@ -174,20 +174,23 @@ impl Config {
         self
     }
 
-    /// Bytes of tuples one output stream's replay buffer keeps in memory
-    /// before it spills whole windows to files (64 MiB unless set). Bytes
-    /// are estimated per batch: its allocation, plus per tuple what one
-    /// sample tuple encodes to beyond its in-memory size, for what tuples
-    /// own on the heap (a 1 KB `String` counts about 1 KB). A stream's
-    /// buffer then holds at most the cap plus the window in progress; a
-    /// replay reads spilled windows back a batch at a time. Irrelevant in
+    /// Bytes all of a job's replay buffers keep in memory together before
+    /// they spill whole windows to files (512 MiB unless set, the default
+    /// memory of Apex's buffer server). Past it, a buffer that ends a window
+    /// writes its own oldest completed windows to disk until the job is
+    /// back under the cap, so the buffers hold at most the cap plus each
+    /// stream's window in progress, and a busy stream may use what idle ones
+    /// leave. Bytes are real: buffers keep their batches encoded (postcard),
+    /// counted as allocated. Size it to what a checkpoint interval of the
+    /// job's streams takes to keep spilling rare (`docs/BENCHMARKS.md`
+    /// shows what spilling costs). Irrelevant in
     /// [`RecoveryScope::Global`](crate::RecoveryScope::Global), which keeps
     /// no replay data.
     ///
     /// # Examples
     ///
     /// ```
-    /// // Keep at most 8 MiB per stream in memory, spilling under /var/tmp.
+    /// // Keep at most 8 MiB of replay data in memory, spilling under /var/tmp.
     /// let config = checkpoint_runtime::Config::default()
     ///     .replay_memory_cap(8 << 20)
     ///     .spill_dir("/var/tmp/my-job-replay");

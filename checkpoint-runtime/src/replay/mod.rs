@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use checkpoint_core::WindowId;
 
@@ -96,7 +96,11 @@ impl Drop for SpillDir {
 /// Where a buffer spills, and past how many bytes in memory.
 #[derive(Debug, Clone)]
 pub(crate) struct SpillPolicy {
+    /// Past this many bytes held by the stores sharing `held`, a store
+    /// spills its own completed windows.
     pub(crate) memory_cap: usize,
+    /// Bytes held in memory by every store of the job together.
+    pub(crate) held: Arc<AtomicUsize>,
     pub(crate) dir: PathBuf,
 }
 
@@ -148,6 +152,8 @@ pub(crate) struct ReplayBuffer<T> {
     over: bool,
     /// Bytes of the windows held in memory (their allocations).
     memory_bytes: usize,
+    /// What `memory_bytes` was when last added to the job's total.
+    reported: usize,
     /// How many bytes the last window encoded to.
     last_window_bytes: usize,
     /// Cleared buffers of committed windows, for the next ones (counted in
@@ -200,6 +206,7 @@ impl<T: Tuple> ReplayBuffer<T> {
             appended: Arc::new(AtomicU64::new(0)),
             over: false,
             memory_bytes: 0,
+            reported: 0,
             last_window_bytes: 0,
             spare: Vec::new(),
             peak_bytes: 0,
@@ -207,6 +214,19 @@ impl<T: Tuple> ReplayBuffer<T> {
             spilled_windows: 0,
             _tuples: std::marker::PhantomData,
         }
+    }
+
+    /// Brings the job's total up to date with this store's bytes; returns
+    /// the total.
+    fn sync_held(&mut self) -> usize {
+        let held = &self.spill.held;
+        let total = if self.memory_bytes >= self.reported {
+            held.fetch_add(self.memory_bytes - self.reported, Ordering::Relaxed) + (self.memory_bytes - self.reported)
+        } else {
+            held.fetch_sub(self.reported - self.memory_bytes, Ordering::Relaxed) - (self.reported - self.memory_bytes)
+        };
+        self.reported = self.memory_bytes;
+        total
     }
 
     fn fail(&self, what: &str, e: impl std::fmt::Display) -> Failure {
@@ -250,6 +270,7 @@ impl<T: Tuple> ReplayBuffer<T> {
             spilled_len: 0,
         });
         self.append();
+        self.sync_held();
     }
 
     /// Keeps a batch of the current window, encoded.
@@ -282,6 +303,7 @@ impl<T: Tuple> ReplayBuffer<T> {
         entry.bytes = entry.frames.capacity();
         self.peak_bytes = self.peak_bytes.max(self.memory_bytes);
         self.append();
+        self.sync_held();
         Ok(())
     }
 
@@ -301,13 +323,13 @@ impl<T: Tuple> ReplayBuffer<T> {
             self.append();
         }
         self.over = last;
-        if self.memory_bytes > self.spill.memory_cap {
+        if self.sync_held() > self.spill.memory_cap {
             // Spare buffers go before any window is written to disk.
             for spare in self.spare.drain(..) {
                 self.memory_bytes -= spare.capacity();
             }
         }
-        while self.memory_bytes > self.spill.memory_cap {
+        while self.sync_held() > self.spill.memory_cap {
             let Some(index) = self
                 .windows
                 .iter()
@@ -469,6 +491,7 @@ impl<T: Tuple> ReplayBuffer<T> {
                 }
             }
         }
+        self.sync_held();
     }
 
     /// Keeps a committed window's buffer for a later window (two at most):
@@ -514,6 +537,7 @@ impl<T: Tuple> ReplayBuffer<T> {
 
 impl<T> Drop for ReplayBuffer<T> {
     fn drop(&mut self) {
+        self.spill.held.fetch_sub(self.reported, Ordering::Relaxed);
         for entry in &self.windows {
             if let Some(path) = &entry.spilled {
                 let _ = fs::remove_file(path);
@@ -535,6 +559,7 @@ mod tests {
             "op",
             SpillPolicy {
                 memory_cap: cap,
+                held: Default::default(),
                 dir: dir.to_path_buf(),
             },
         )
@@ -634,6 +659,7 @@ mod tests {
             "op",
             SpillPolicy {
                 memory_cap: cap,
+                held: Default::default(),
                 dir: dir.path().to_path_buf(),
             },
         );
@@ -691,6 +717,7 @@ mod tests {
             &name,
             SpillPolicy {
                 memory_cap: 0,
+                held: Default::default(),
                 dir: dir.path().to_path_buf(),
             },
         );
@@ -699,6 +726,48 @@ mod tests {
         buffer.end_window(false).expect("a 243-byte name spills");
         assert_eq!(buffer.spilled_windows(), 1);
         assert_eq!(replay(&buffer, 0), ["B1", "[7, 8]", "E1"]);
+    }
+
+    /// The cap is the job's: stores share one count of held bytes, and the
+    /// one that ends a window over it spills its own windows.
+    #[test]
+    fn stores_share_the_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held: Arc<AtomicUsize> = Arc::default();
+        let store = |name: &str| {
+            ReplayBuffer::<u64>::new(
+                name,
+                SpillPolicy {
+                    memory_cap: 1_000,
+                    held: Arc::clone(&held),
+                    dir: dir.path().to_path_buf(),
+                },
+            )
+        };
+        let (mut a, mut b) = (store("a"), store("b"));
+        for seq in 1..=3u32 {
+            a.begin_window(w(seq));
+            a.push(&[7u64; 100]).expect("push");
+            a.end_window(false).expect("end");
+        }
+        assert_eq!(a.spilled_windows(), 0, "alone it fits");
+        assert_eq!(held.load(Ordering::Relaxed), a.memory_bytes());
+        for seq in 1..=4u32 {
+            b.begin_window(w(seq));
+            b.push(&[9u64; 200]).expect("push");
+            b.end_window(false).expect("end");
+            assert!(held.load(Ordering::Relaxed) <= 1_000, "window {seq}: {held:?}");
+        }
+        assert!(b.spilled_windows() > 0, "b went over the job's cap");
+        assert_eq!(a.spilled_windows(), 0, "a did not end a window since");
+        assert_eq!(held.load(Ordering::Relaxed), a.memory_bytes() + b.memory_bytes());
+        let b_bytes = b.memory_bytes();
+        drop(a);
+        assert_eq!(
+            held.load(Ordering::Relaxed),
+            b_bytes,
+            "a dropped store gives its share back"
+        );
     }
 
     /// The store keeps an encoded copy: the live batch stays its owner's

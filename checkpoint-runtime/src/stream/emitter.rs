@@ -358,6 +358,7 @@ mod tests {
             "op",
             SpillPolicy {
                 memory_cap: cap,
+                held: Default::default(),
                 dir: dir.to_path_buf(),
             },
         );
@@ -458,6 +459,7 @@ mod tests {
             "op",
             SpillPolicy {
                 memory_cap: usize::MAX,
+                held: Default::default(),
                 dir: dir.path().to_path_buf(),
             },
         );

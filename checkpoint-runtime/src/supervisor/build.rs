@@ -141,6 +141,7 @@ impl Supervisor {
             };
             let spill = self.spill_dir.as_ref().map(|dir| SpillPolicy {
                 memory_cap: self.config.replay_memory_cap,
+                held: Arc::clone(&self.replay_held),
                 dir: dir.path().to_path_buf(),
             });
             let parts = NodeParts {

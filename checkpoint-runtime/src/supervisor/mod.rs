@@ -57,6 +57,9 @@ pub(crate) struct Supervisor {
     reads: Vec<Vec<usize>>,
     /// Per operator, the newest window its store was told it may drop.
     released: Vec<Option<WindowId>>,
+    /// Bytes every replay store of the job holds in memory together: what
+    /// `Config::replay_memory_cap` bounds.
+    replay_held: Arc<std::sync::atomic::AtomicUsize>,
     order: Vec<usize>,
     upstream: Vec<Vec<usize>>,
     modes: Vec<ProcessingMode>,
@@ -233,6 +236,7 @@ impl Supervisor {
             topology,
             reads,
             released: vec![None; n],
+            replay_held: Arc::default(),
             order,
             upstream,
             modes,
