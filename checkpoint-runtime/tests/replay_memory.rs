@@ -52,6 +52,12 @@ struct Numbers {
     per_call: u64,
 }
 
+impl Numbers {
+    fn new(end: u64, per_call: u64) -> Self {
+        Numbers { next: 0, end, per_call }
+    }
+}
+
 static NUMBERS_DONE: Event = Event::new();
 
 impl InputOperator for Numbers {
@@ -132,14 +138,7 @@ fn a_recovered_slow_downstream_holds_no_upstream_back_and_the_store_stays_under_
     let spill = tempfile::tempdir().expect("tempdir");
     let storage = MemoryStorageAgent::new();
     let mut dag = Dag::new();
-    let numbers = dag.input(
-        "numbers",
-        Numbers {
-            end: TUPLES,
-            per_call: 10,
-            ..Default::default()
-        },
-    );
+    let numbers = dag.input("numbers", Numbers::new(TUPLES, 10));
     let slow = dag.operator("slow", SlowAfterRestore::default());
     dag.connect(&numbers, &slow).default_checkpoint_window_count(4);
     let config = Config::default()
@@ -313,15 +312,8 @@ fn a_stateless_sinks_upstream_drops_what_it_completed_and_a_failure_still_replay
     let spill = tempfile::tempdir().expect("tempdir");
     let storage = MemoryStorageAgent::new();
     let mut dag = Dag::new();
-    let numbers = dag.input(
-        "numbers",
-        Numbers {
-            end: TUPLES,
-            // Two calls make a window of 10.
-            per_call: 5,
-            ..Default::default()
-        },
-    );
+    // Two calls make a window of 10.
+    let numbers = dag.input("numbers", Numbers::new(TUPLES, 5));
     let record = dag.operator("record", Record::default());
     dag.connect(&numbers, &record).default_checkpoint_window_count(1 << 20);
     let config = Config::default()

@@ -61,15 +61,18 @@ impl Encoder<'_> {
     }
 
     #[inline]
-    fn varint128(&mut self, mut v: u128) {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.out.push(byte);
-                return;
+    fn varint128(&mut self, v: u128) {
+        match u64::try_from(v) {
+            Ok(small) => self.varint(small),
+            // Past 64 bits: the low 63 bits as 9 continued bytes, then the rest.
+            Err(_) => {
+                let mut rest = v;
+                for _ in 0..9 {
+                    self.out.push((rest as u8 & 0x7f) | 0x80);
+                    rest >>= 7;
+                }
+                self.varint128(rest);
             }
-            self.out.push(byte | 0x80);
         }
     }
 
