@@ -3,6 +3,7 @@
 //! sent its windows again.
 
 mod encode;
+mod spill_dir;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -17,81 +18,7 @@ use crate::failure::Failure;
 use crate::operator::Tuple;
 use crate::stream::Message;
 
-/// One job's directory for spilled windows, `<base>/job-<pid>-<n>`: locked
-/// (`.lock`, an `flock`) while the job runs and removed with everything in
-/// it when the job ends. A job killed before it could remove its own is
-/// swept by the next job that starts on the same base, which finds the
-/// directory's lock free.
-#[derive(Debug)]
-pub(crate) struct SpillDir {
-    path: PathBuf,
-    _lock: checkpoint_core::StorageLock,
-}
-
-impl SpillDir {
-    /// Sweeps what killed jobs left under `base`, then makes this job's
-    /// directory.
-    pub(crate) fn create(base: &std::path::Path) -> std::io::Result<SpillDir> {
-        fs::create_dir_all(base)?;
-        Self::sweep(base);
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("job-{}-{n}-{nanos}", std::process::id());
-        // Locked under a name the sweep skips, then renamed: a sweep never
-        // sees this directory unlocked.
-        let staging = base.join(format!(".new-{name}"));
-        fs::create_dir(&staging)?;
-        let lock = checkpoint_core::lock_directory(&staging, "spill directory").map_err(std::io::Error::other)?;
-        let path = base.join(name);
-        fs::rename(&staging, &path)?;
-        Ok(SpillDir { path, _lock: lock })
-    }
-
-    /// Removes every `job-*` directory under `base` whose lock is free (its
-    /// job is gone); best effort, a directory in use is left alone.
-    fn sweep(base: &std::path::Path) {
-        let Ok(entries) = fs::read_dir(base) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_str().unwrap_or("");
-            // A `.new-` directory is a job's for the instant between making
-            // and renaming it; one still there minutes later is a killed
-            // job's (a younger one may be a job starting right now).
-            let stale_staging = name.starts_with(".new-job-")
-                && entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STAGING_AGE));
-            if !(name.starts_with("job-") || stale_staging) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if let Ok(lock) = checkpoint_core::lock_directory(&path, "spill directory") {
-                let _ = fs::remove_dir_all(&path);
-                drop(lock);
-            }
-        }
-    }
-
-    pub(crate) fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-/// How old a `.new-job-*` directory must be for a sweep to take it for a
-/// killed job's.
-const STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(600);
-
-impl Drop for SpillDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
+pub(crate) use spill_dir::SpillDir;
 
 /// Where a buffer spills, and past how many bytes in memory.
 #[derive(Debug, Clone)]
@@ -116,9 +43,6 @@ struct WindowEntry {
     frames: Vec<u8>,
     /// Where each batch's frame starts in `frames` (and in the file).
     offsets: Vec<u64>,
-    /// The allocation of `frames` (what the window holds in memory until
-    /// spilled).
-    bytes: usize,
     /// `Some(last)` once the window ended.
     ended: Option<bool>,
     /// The file holding the frames once spilled.
@@ -262,7 +186,6 @@ impl<T: Tuple> ReplayBuffer<T> {
         self.windows.push_back(WindowEntry {
             window,
             first_seq: self.appended.load(Ordering::Relaxed),
-            bytes: frames.capacity(),
             frames,
             offsets: Vec::new(),
             ended: None,
@@ -281,6 +204,7 @@ impl<T: Tuple> ReplayBuffer<T> {
         if entry.ended.is_some() {
             return Err(self.fail("internal error", "a batch outside a window"));
         }
+        let before = entry.frames.capacity();
         let start = entry.frames.len();
         entry.frames.extend_from_slice(&[0; 4]);
         let encoded = encode::encode_into(batch, &mut entry.frames);
@@ -293,14 +217,14 @@ impl<T: Tuple> ReplayBuffer<T> {
             (Err(e), _) => Some(format!("encoding a batch to keep for replay: {e}")),
             (_, Err(_)) => Some("a batch encodes to more than 4 GiB".to_owned()),
         };
+        // Counted whatever happened: the buffer may have grown either way.
+        self.memory_bytes = self.memory_bytes - before + entry.frames.capacity();
         if let Some(failed) = failed {
             // The window stays as it was: no frame, no offset.
             entry.frames.truncate(start);
             return Err(self.fail("keeping a batch for replay", failed));
         }
         entry.offsets.push(start as u64);
-        self.memory_bytes = self.memory_bytes - entry.bytes + entry.frames.capacity();
-        entry.bytes = entry.frames.capacity();
         self.peak_bytes = self.peak_bytes.max(self.memory_bytes);
         self.append();
         self.sync_held();
@@ -316,10 +240,10 @@ impl<T: Tuple> ReplayBuffer<T> {
             entry.ended = Some(last);
             self.last_window_bytes = entry.frames.len();
             if entry.frames.capacity() > 2 * entry.frames.len() {
+                let before = entry.frames.capacity();
                 entry.frames.shrink_to_fit();
+                self.memory_bytes = self.memory_bytes - before + entry.frames.capacity();
             }
-            self.memory_bytes = self.memory_bytes - entry.bytes + entry.frames.capacity();
-            entry.bytes = entry.frames.capacity();
             self.append();
         }
         self.over = last;
@@ -361,8 +285,7 @@ impl<T: Tuple> ReplayBuffer<T> {
             return Err(self.fail(&format!("writing {}", path.display()), e));
         }
         let entry = &mut self.windows[index];
-        self.memory_bytes -= entry.bytes;
-        entry.bytes = 0;
+        self.memory_bytes -= entry.frames.capacity();
         entry.spilled_len = entry.frames.len() as u64;
         // Freed, not kept as a spare: the store is over its cap.
         entry.frames = Vec::new();
@@ -486,7 +409,7 @@ impl<T: Tuple> ReplayBuffer<T> {
                     // A leftover scratch file is harmless; the window is gone either way.
                     let _ = fs::remove_file(path);
                 } else {
-                    self.memory_bytes -= entry.bytes;
+                    self.memory_bytes -= entry.frames.capacity();
                     self.recycle(entry.frames);
                 }
             }
