@@ -48,15 +48,30 @@ struct Encoder<'a> {
 impl Encoder<'_> {
     #[inline(always)]
     fn varint(&mut self, mut v: u64) {
+        // Written through a pointer into reserved room, the length set
+        // once: a `push` per byte checks the capacity again each time, and
+        // this runs twice per tuple of a `(key, count)` stream (3.3 against
+        // 1.9 ns per such tuple in a micro-benchmark).
         self.out.reserve(10);
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.out.push(byte);
-                return;
+        let len = self.out.len();
+        let mut n = 0;
+        // SAFETY: a u64 takes at most 10 bytes (64 = 9 * 7 + 1), so every
+        // write lands in the 10 bytes reserved past `len`; `set_len` covers
+        // exactly the `n` bytes written.
+        unsafe {
+            let at = self.out.as_mut_ptr().add(len);
+            loop {
+                let byte = (v & 0x7f) as u8;
+                v >>= 7;
+                if v == 0 {
+                    at.add(n).write(byte);
+                    n += 1;
+                    break;
+                }
+                at.add(n).write(byte | 0x80);
+                n += 1;
             }
-            self.out.push(byte | 0x80);
+            self.out.set_len(len + n);
         }
     }
 
@@ -477,6 +492,25 @@ mod tests {
         }
         for v in [i128::MIN, -1, i128::MAX] {
             assert_eq!(ours(&v), postcard::to_stdvec(&v).expect("postcard"), "{v}");
+        }
+    }
+
+    /// Every varint length, written into a vector that is exactly full (so
+    /// the room is reserved by the varint itself) after some bytes already
+    /// there: those bytes stay, and the varint is postcard's.
+    #[test]
+    fn every_varint_length_into_a_full_vector() {
+        for bits in 0..64 {
+            for v in [(1u64 << bits) - 1, 1 << bits, (1 << bits) | 1] {
+                for prefix in [0usize, 1, 7] {
+                    let mut out = Vec::with_capacity(prefix);
+                    out.extend((0..prefix).map(|i| i as u8));
+                    encode_into(&v, &mut out).expect("encodes");
+                    let mut expected: Vec<u8> = (0..prefix).map(|i| i as u8).collect();
+                    expected.extend(postcard::to_stdvec(&v).expect("postcard"));
+                    assert_eq!(out, expected, "{v} after {prefix} bytes");
+                }
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod encode;
 mod spill_dir;
+mod streaming_copy;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -83,6 +84,8 @@ pub(crate) struct ReplayBuffer<T> {
     /// Cleared buffers of committed windows, for the next ones (counted in
     /// `memory_bytes`).
     spare: Vec<Vec<u8>>,
+    /// Where a batch is encoded before it is copied into its window.
+    scratch: Vec<u8>,
     peak_bytes: usize,
     spill: SpillPolicy,
     spilled_windows: u64,
@@ -112,6 +115,10 @@ fn spill_file_name(id: u64, owner: &str, window: WindowId) -> String {
     )
 }
 
+/// Bytes a spare buffer may exceed twice a window's expected size by and
+/// still be reused: small windows vary more than their size.
+const SPARE_SLACK: usize = 64 * 1024;
+
 /// A cursor's open spill file: the window it belongs to and where it is.
 #[derive(Debug)]
 pub(crate) struct SpillReader {
@@ -133,6 +140,7 @@ impl<T: Tuple> ReplayBuffer<T> {
             reported: 0,
             last_window_bytes: 0,
             spare: Vec::new(),
+            scratch: Vec::new(),
             peak_bytes: 0,
             spill,
             spilled_windows: 0,
@@ -174,10 +182,17 @@ impl<T: Tuple> ReplayBuffer<T> {
         let expected = self.last_window_bytes + self.last_window_bytes / 8;
         let frames = match self.spare.pop() {
             // Already counted, its pages already mapped: no page faults.
-            Some(mut frames) => {
+            // One far larger than the window needs (the stream slowed down)
+            // is given back instead.
+            Some(mut frames) if frames.capacity() <= 2 * expected + SPARE_SLACK => {
                 self.memory_bytes -= frames.capacity();
                 frames.reserve(expected);
                 frames
+            }
+            Some(frames) => {
+                self.memory_bytes -= frames.capacity();
+                drop(frames);
+                Vec::with_capacity(expected)
             }
             None => Vec::with_capacity(expected),
         };
@@ -206,12 +221,15 @@ impl<T: Tuple> ReplayBuffer<T> {
         }
         let before = entry.frames.capacity();
         let start = entry.frames.len();
-        entry.frames.extend_from_slice(&[0; 4]);
-        let encoded = encode::encode_into(batch, &mut entry.frames);
-        let len = entry.frames.len() - start - 4;
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        scratch.extend_from_slice(&[0; 4]);
+        let encoded = encode::encode_into(batch, scratch);
+        let len = scratch.len() - 4;
         let failed = match (encoded, u32::try_from(len)) {
             (Ok(()), Ok(len)) => {
-                entry.frames[start..start + 4].copy_from_slice(&len.to_le_bytes());
+                scratch[..4].copy_from_slice(&len.to_le_bytes());
+                streaming_copy::extend_streaming(&mut entry.frames, scratch);
                 None
             }
             (Err(e), _) => Some(format!("encoding a batch to keep for replay: {e}")),
@@ -400,6 +418,7 @@ impl<T: Tuple> ReplayBuffer<T> {
 
     /// Drops every window `<= committed`.
     pub(crate) fn purge_through(&mut self, committed: WindowId) {
+        let mut dropped = 0;
         while let Some(entry) = self.windows.front() {
             if entry.window > committed {
                 break;
@@ -412,17 +431,27 @@ impl<T: Tuple> ReplayBuffer<T> {
                     self.memory_bytes -= entry.frames.capacity();
                     self.recycle(entry.frames);
                 }
+                dropped += 1;
+            }
+        }
+        // The windows until the next commit are about as many as this one
+        // dropped: as many spares are kept, the others given back.
+        if dropped > 0 && self.spare.len() > dropped {
+            let extra = self.spare.len() - dropped;
+            for spare in self.spare.drain(..extra) {
+                self.memory_bytes -= spare.capacity();
             }
         }
         self.sync_held();
     }
 
-    /// Keeps a committed window's buffer for a later window (two at most):
-    /// a new window then writes to pages already mapped instead of faulting
-    /// in fresh ones, tens of megabytes a second at high rates. Spares
-    /// count as held memory and are the first thing dropped over the cap.
+    /// Keeps a committed window's buffer for a later window: a new window
+    /// then writes to pages already mapped instead of faulting in fresh
+    /// ones, hundreds of megabytes a second at high rates. Spares count as
+    /// held memory and are the first thing dropped over the cap; a commit
+    /// keeps as many as it dropped windows (`purge_through`).
     fn recycle(&mut self, mut frames: Vec<u8>) {
-        if self.spare.len() < 2 && frames.capacity() > 0 {
+        if frames.capacity() > 0 {
             frames.clear();
             self.memory_bytes += frames.capacity();
             self.spare.push(frames);
@@ -524,7 +553,7 @@ mod tests {
         assert_eq!(buffer.memory_bytes(), held(&buffer) + spare(&buffer));
         assert_eq!(buffer.spare.len(), 2, "dropped windows' buffers kept for reuse");
         buffer.purge_through(w(9));
-        assert_eq!(buffer.spare.len(), 2, "two at most");
+        assert_eq!(buffer.spare.len(), 2, "as many as the last commit dropped");
         assert_eq!(buffer.memory_bytes(), spare(&buffer));
         // A new window reuses one: nothing new allocated, nothing counted twice.
         buffer.begin_window(w(10));
@@ -532,6 +561,29 @@ mod tests {
         assert_eq!(buffer.memory_bytes(), held(&buffer) + spare(&buffer));
         buffer.purge_through(w(10));
         assert!(replay(&buffer, 0).is_empty());
+    }
+
+    #[test]
+    fn a_spare_far_larger_than_the_next_window_is_given_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = buffer(usize::MAX, dir.path());
+        buffer.begin_window(w(1));
+        buffer.push(&vec![1; 200_000]).expect("push");
+        buffer.end_window(false).expect("end");
+        buffer.begin_window(w(2));
+        buffer.push(&[2]).expect("push");
+        buffer.end_window(false).expect("end");
+        buffer.purge_through(w(1));
+        assert_eq!(buffer.spare.len(), 1);
+        let big = buffer.spare[0].capacity();
+        assert!(big >= 200_000);
+        // The stream slowed down to a few bytes a window: the 200 KB buffer
+        // is freed, not kept for it.
+        buffer.begin_window(w(3));
+        assert!(buffer.spare.is_empty());
+        let held = buffer.windows.iter().map(|e| e.frames.capacity()).sum::<usize>();
+        assert!(held < 1024, "{held} bytes held for two tiny windows");
+        assert_eq!(buffer.memory_bytes(), held);
     }
 
     #[test]
