@@ -104,6 +104,32 @@ impl<T: Checkpoint> NestedField for T {
     }
 }
 
+/// A `#[checkpoint(keyed)]` field: a [`KeyedMap`](crate::KeyedMap).
+#[diagnostic::on_unimplemented(
+    message = "the field type `{Self}` is marked `keyed` but is not a `KeyedMap`",
+    label = "`keyed` saves a `KeyedMap` group by group",
+    note = "use `checkpoint_core::KeyedMap<K, V>` for state kept per key",
+    note = "or remove `keyed` to save the field with serde, or mark it `nested` if it implements `Checkpoint`"
+)]
+pub trait KeyedField: Sized {
+    /// Writes the map.
+    fn save_keyed<W: Write>(&self, out: &mut W) -> Result<(), PayloadError>;
+    /// Reads the map from the front of `input`.
+    fn restore_keyed(input: &mut &[u8]) -> Result<Self, PayloadError>;
+}
+
+impl<K: crate::StateKey, V: crate::StateValue> KeyedField for crate::KeyedMap<K, V> {
+    #[inline]
+    fn save_keyed<W: Write>(&self, out: &mut W) -> Result<(), PayloadError> {
+        <Self as Checkpoint>::encode_state(self, out)
+    }
+
+    #[inline]
+    fn restore_keyed(input: &mut &[u8]) -> Result<Self, PayloadError> {
+        <Self as Checkpoint>::decode_state(input)
+    }
+}
+
 /// A `#[checkpoint(config)]` field: copied from the value handed to the
 /// DAG and set again after every restore.
 #[diagnostic::on_unimplemented(

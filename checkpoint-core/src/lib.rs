@@ -12,6 +12,8 @@
 //!   versions.
 //! - [`Snapshot`]: the self-describing, checksummed envelope one checkpoint is
 //!   stored as (byte layout in `docs/FORMAT.md`).
+//! - [`KeyedMap`]: keyed state, a map split into the job's [`KeyGroups`]
+//!   by the [`StableHash`] of its keys, saved and restored group by group.
 //! - [`StorageAgent`]: where snapshots live; [`FsStorageAgent`] writes them
 //!   atomically and durably to a local directory, [`MemoryStorageAgent`]
 //!   keeps them in memory for tests.
@@ -49,7 +51,10 @@ mod checkpoint;
 mod derive_support;
 mod durable;
 mod error;
+mod key_group;
+mod keyed;
 mod snapshot;
+mod stable_hash;
 mod storage;
 mod window;
 
@@ -58,10 +63,13 @@ pub use checkpoint::{Checkpoint, LayoutHasher, StateLayout, payload};
 pub use checkpoint_derive::Checkpoint;
 pub use durable::create_dir_all_durable;
 pub use error::{PayloadError, SnapshotError, StorageError};
+pub use key_group::{DEFAULT_KEY_GROUPS, InvalidKeyGroups, KeyGroups, KeyGroupsGuard, MAX_KEY_GROUPS};
+pub use keyed::{KeyedMap, StateKey, StateValue};
 pub use snapshot::{
     FIXED_HEADER_LEN, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN, Snapshot, SnapshotHeader,
     SnapshotMeta, TRAILER_LEN,
 };
+pub use stable_hash::{StableHash, splitmix64};
 pub use storage::{
     FsStorageAgent, MemoryStorageAgent, SavePhase, StorageAgent, StorageLock, lock_directory, validate_operator_name,
 };
@@ -75,7 +83,7 @@ pub mod __private {
     pub use serde_bytes;
 
     pub use crate::derive_support::{
-        ConfigField, ConfigPlaceholder, NestedField, PreviousState, RestoreField, SaveField, TransientField,
-        UpgradeFrom,
+        ConfigField, ConfigPlaceholder, KeyedField, NestedField, PreviousState, RestoreField, SaveField,
+        TransientField, UpgradeFrom,
     };
 }

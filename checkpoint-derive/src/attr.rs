@@ -23,8 +23,8 @@ const CONTAINER_KEYS_HELP: &str =
     "`stateless`, `version = N`, `previous = OldType`, `crate = path` or `bound = \"T: Trait\"`";
 
 /// Keys that go on a field.
-const FIELD_KEYS: &[&str] = &["transient", "default", "nested", "config"];
-const FIELD_KEYS_HELP: &str = "`transient`, `transient, default = \"path::to::fn\"`, `nested` or `config`";
+const FIELD_KEYS: &[&str] = &["transient", "default", "nested", "keyed", "config"];
+const FIELD_KEYS_HELP: &str = "`transient`, `transient, default = \"path::to::fn\"`, `nested`, `keyed` or `config`";
 
 /// `#[checkpoint(...)]` on the type.
 #[derive(Default)]
@@ -72,6 +72,8 @@ pub(crate) struct Field {
     pub(crate) default: Option<DefaultFn>,
     /// `nested` (its key, for spans).
     pub(crate) nested: Option<Path>,
+    /// `keyed` (its key, for spans).
+    pub(crate) keyed: Option<Path>,
     /// `config` (its key, for spans).
     pub(crate) config: Option<Path>,
 }
@@ -136,6 +138,9 @@ pub(crate) fn field(cx: &Ctxt, attrs: &[Attribute]) -> Field {
             } else if key.is_ident("nested") {
                 no_value(cx, &meta, "nested")?;
                 set_once(cx, &mut out.nested, &key, key.clone(), "field");
+            } else if key.is_ident("keyed") {
+                no_value(cx, &meta, "keyed")?;
+                set_once(cx, &mut out.keyed, &key, key.clone(), "field");
             } else if key.is_ident("config") {
                 no_value(cx, &meta, "config")?;
                 set_once(cx, &mut out.config, &key, key.clone(), "field");
@@ -481,6 +486,7 @@ fn key_example(name: &str) -> &'static str {
         "transient" => "transient",
         "default" => "transient, default = \"path::to::fn\"",
         "nested" => "nested",
+        "keyed" => "keyed",
         "config" => "config",
         _ => "...",
     }

@@ -117,6 +117,7 @@ fn bounds(input: &Input<'_>, krate: &TokenStream) -> InferredBounds {
         }
         match FieldKind::of(input, field) {
             FieldKind::Nested => bounds.insert(field.ty(), quote!(#krate::Checkpoint)),
+            FieldKind::Keyed => bounds.insert(field.ty(), quote!(#krate::__private::KeyedField)),
             FieldKind::Plain => bounds.insert(
                 field.ty(),
                 quote!(#krate::__private::serde::Serialize + #krate::__private::serde::de::DeserializeOwned),
@@ -151,6 +152,8 @@ enum FieldKind<'f> {
     Bytes(ByteBuffer),
     /// Through its own `Checkpoint` impl.
     Nested,
+    /// A `KeyedMap`, group by group.
+    Keyed,
     /// Not saved; `Default::default()` on restore.
     Transient,
     /// Not saved; `default = "path"` on restore.
@@ -170,6 +173,8 @@ impl<'f> FieldKind<'f> {
             }
         } else if field.attrs.nested.is_some() {
             FieldKind::Nested
+        } else if field.attrs.keyed.is_some() {
+            FieldKind::Keyed
         } else if let Some(buffer) = ByteBuffer::of(field.ty()) {
             FieldKind::Bytes(buffer)
         } else {
@@ -212,6 +217,9 @@ fn encode_field(input: &Input<'_>, field: &Field<'_>, value: &TokenStream, krate
         FieldKind::Nested => quote_spanned! {ty.span()=>
             <#ty as #krate::__private::NestedField>::save_nested(#value, __out)?;
         },
+        FieldKind::Keyed => quote_spanned! {ty.span()=>
+            <#ty as #krate::__private::KeyedField>::save_keyed(#value, __out)?;
+        },
         FieldKind::Transient | FieldKind::TransientWith(_) | FieldKind::Config => TokenStream::new(),
     }
 }
@@ -234,6 +242,9 @@ fn decode_field(input: &Input<'_>, field: &Field<'_>, krate: &TokenStream) -> To
         }
         FieldKind::Nested => quote_spanned! {ty.span()=>
             <#ty as #krate::__private::NestedField>::restore_nested(__input)?
+        },
+        FieldKind::Keyed => quote_spanned! {ty.span()=>
+            <#ty as #krate::__private::KeyedField>::restore_keyed(__input)?
         },
         FieldKind::Transient => quote_spanned! {ty.span()=>
             <#ty as #krate::__private::TransientField>::transient_default()

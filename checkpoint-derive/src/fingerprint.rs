@@ -15,6 +15,8 @@ use crate::attr::compact;
 const PLAIN: u64 = 0;
 /// Tag written before a nested field's own fingerprint.
 const NESTED: u64 = 1;
+/// Tag written before a keyed field's type text.
+const KEYED: u64 = 2;
 
 /// The `const` expression of `input`'s fingerprint.
 pub(crate) fn expr(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
@@ -61,6 +63,11 @@ fn fields(input: &Input<'_>, fields: &[Field<'_>], krate: &TokenStream, steps: &
                 .write_u64(#NESTED)
                 .write_u64(<#ty as #krate::__private::NestedField>::NESTED_FINGERPRINT)
             });
+        } else if field.attrs.keyed.is_some() {
+            // The written type, as for a plain field: `KeyedMap<K, V>`'s own
+            // fingerprint cannot see `K` and `V`.
+            let text = type_text(ty);
+            steps.push(quote!(.write_str(#name).write_u64(#KEYED).write_str(#text)));
         } else {
             let text = type_text(ty);
             steps.push(quote!(.write_str(#name).write_u64(#PLAIN).write_str(#text)));

@@ -284,6 +284,35 @@ use syn::{DeriveInput, parse_macro_input};
 /// # Ok::<(), checkpoint_core::PayloadError>(())
 /// ```
 ///
+/// ## `#[checkpoint(keyed)]`
+///
+/// The field is a `checkpoint_core::KeyedMap`:
+/// keyed state, split into the job's key groups and saved group by group,
+/// so each group can be restored by whichever partition owns it. The
+/// field's written type (`KeyedMap<String, u64>`) is part of the
+/// fingerprint. `keyed` on any other type is a compile error, and so is a
+/// `KeyedMap` field without `keyed` (or `transient`), or a `KeyedMap`
+/// inside another type (`Option<KeyedMap<..>>`), which serde would save
+/// without its groups.
+///
+/// ```
+/// use checkpoint_core::{Checkpoint, KeyedMap};
+///
+/// #[derive(Checkpoint, Default)]
+/// struct Sessions {
+///     #[checkpoint(keyed)]
+///     open: KeyedMap<u64, Vec<u64>>,
+/// }
+///
+/// let mut sessions = Sessions::default();
+/// sessions.open.entry(7).or_default().push(1_700_000_000);
+/// let mut bytes = Vec::new();
+/// sessions.encode_state(&mut bytes)?;
+/// let back = Sessions::decode_state(&mut &bytes[..])?;
+/// assert_eq!(back.open.get(&7), Some(&vec![1_700_000_000]));
+/// # Ok::<(), checkpoint_core::PayloadError>(())
+/// ```
+///
 /// Byte buffers (`Vec<u8>` and `Box<[u8]>`, recognized by name) take
 /// serde's bytes path and are written as one slice, not byte by byte.
 ///
@@ -392,7 +421,8 @@ use syn::{DeriveInput, parse_macro_input};
 /// For a generic type the derive adds a where-clause bound for each field
 /// whose type mentions a type parameter: `FieldType: Serialize +
 /// DeserializeOwned` for a saved field, `FieldType: Checkpoint` for a
-/// nested one, `FieldType: Default` for a transient one without
+/// nested one, `FieldType: KeyedField` (a `KeyedMap`) for a keyed one,
+/// `FieldType: Default` for a transient one without
 /// `default = "..."`, `FieldType: Clone + Default + Send + 'static` for a
 /// config one. Fields that do not mention a parameter add nothing.
 /// `bound = "..."` replaces all of these with the where-clause predicates

@@ -7,6 +7,7 @@ use syn::Type;
 use crate::ast::{Data, Field, Input};
 use crate::attr;
 use crate::ctxt::Ctxt;
+use crate::fingerprint;
 
 /// Checks `input`, recording every broken rule in `cx`.
 pub(crate) fn check(cx: &Ctxt, input: &Input<'_>) {
@@ -92,6 +93,7 @@ fn check_field(cx: &Ctxt, input: &Input<'_>, field: &Field<'_>) {
             );
         }
     }
+    check_keyed(cx, input, field);
     if field.is_persisted(input)
         && let Some(reference) = find_reference(field.ty())
     {
@@ -151,5 +153,55 @@ fn find_reference(ty: &Type) -> Option<&Type> {
         Type::Array(array) => find_reference(&array.elem),
         Type::Tuple(tuple) => tuple.elems.iter().find_map(find_reference),
         _ => None,
+    }
+}
+
+/// `keyed` goes on a `KeyedMap` field alone; a `KeyedMap` saved any other
+/// way would lose its key groups.
+fn check_keyed(cx: &Ctxt, input: &Input<'_>, field: &Field<'_>) {
+    let attrs = &field.attrs;
+    let text = fingerprint::type_text(field.ty());
+    if let Some(keyed) = &attrs.keyed {
+        let other = [
+            (&attrs.transient, "transient", "not saved"),
+            (&attrs.nested, "nested", "saved through its own `Checkpoint` impl"),
+            (
+                &attrs.config,
+                "config",
+                "not saved, copied from this run's operator value",
+            ),
+        ];
+        if let Some((_, name, meaning)) = other.iter().find(|(attr, _, _)| attr.is_some()) {
+            cx.error_spanned_by(
+                keyed,
+                format!(
+                    "a field cannot be both `keyed` (a `KeyedMap` saved group by group) and `{name}` ({meaning}): \
+                     keep one of them"
+                ),
+            );
+        } else if input.is_stateless() {
+            cx.error_spanned_by(
+                keyed,
+                "`keyed` has no effect in a `stateless` type, which saves no field: remove `keyed`, or remove \
+                 `stateless` to save the map",
+            );
+        }
+        return;
+    }
+    if !field.is_persisted(input) || attrs.nested.is_some() {
+        return;
+    }
+    if text.starts_with("KeyedMap<") {
+        cx.error_spanned_by(
+            field.ty(),
+            "a `KeyedMap` field is saved group by group: mark it `#[checkpoint(keyed)]` (or \
+             `#[checkpoint(transient)]` if it is not state)",
+        );
+    } else if text.contains("KeyedMap<") {
+        cx.error_spanned_by(
+            field.ty(),
+            "a `KeyedMap` can only be saved as a field of its own, marked `#[checkpoint(keyed)]`: it cannot sit \
+             inside another type, whose serde encoding would not keep its key groups",
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_core::StorageAgent;
+use checkpoint_core::{KeyGroups, StorageAgent};
 
 use crate::fault::{Fault, Faults};
 use crate::window::WindowMode;
@@ -47,6 +47,7 @@ pub struct Config {
     pub(crate) save_timeout: Duration,
     pub(crate) stop_timeout: Duration,
     pub(crate) recovery_scope: RecoveryScope,
+    pub(crate) key_groups: KeyGroups,
 }
 
 /// What a failure restores, and so what a running job keeps for it
@@ -84,7 +85,8 @@ impl Default for Config {
     /// No checkpointing, 500 ms windows, batches of 16,384 tuples, 8
     /// batches per queue, asynchronous saves once storage is set, 5 restarts
     /// per operator, replay buffers spilling past 512 MiB together, 10 minutes
-    /// for a checkpoint to become durable and 60 s for a thread to stop.
+    /// for a checkpoint to become durable and 60 s for a thread to stop,
+    /// 128 key groups.
     fn default() -> Self {
         Config {
             storage: None,
@@ -100,6 +102,7 @@ impl Default for Config {
             save_timeout: Duration::from_secs(600),
             stop_timeout: Duration::from_secs(60),
             recovery_scope: RecoveryScope::Partial,
+            key_groups: KeyGroups::default(),
         }
     }
 }
@@ -171,6 +174,32 @@ impl Config {
     /// [`RunError::Config`](crate::RunError::Config) rather than never fire.
     pub fn inject(self, fault: Fault) -> Self {
         self.faults.add(fault);
+        self
+    }
+
+    /// The job's key-group count (Flink's max parallelism; 128 unless set):
+    /// how many parts its keys are split into. A keyed tuple goes to the
+    /// partition that owns its key's group (each partition owns a
+    /// contiguous range), and a [`KeyedMap`](checkpoint_core::KeyedMap) in
+    /// an operator's state is split the same way, so its groups can move to
+    /// other partitions when a job is restarted with another partition
+    /// count. It is fixed for the life of the job (recorded in the job
+    /// manifest: a resumed job with another count is an error), and it is
+    /// the most partitions a keyed operator can have. More groups spread
+    /// keys over more partitions evenly at the cost of a little memory per
+    /// group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::KeyGroups;
+    ///
+    /// let config = checkpoint_runtime::Config::default().key_groups(KeyGroups::new(1024)?);
+    /// # let _ = config;
+    /// # Ok::<(), checkpoint_core::InvalidKeyGroups>(())
+    /// ```
+    pub fn key_groups(mut self, key_groups: KeyGroups) -> Self {
+        self.key_groups = key_groups;
         self
     }
 

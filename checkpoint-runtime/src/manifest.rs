@@ -55,6 +55,11 @@ pub struct JobManifest {
     /// further window.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "window_map")]
     pub ended: BTreeMap<String, WindowId>,
+    /// The job's key-group count (`Config::key_groups`), fixed for its
+    /// life; absent in manifests written before key groups, whose keyed
+    /// edges sent a key to partition `stable_hash % partitions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_groups: Option<u32>,
 }
 
 /// One logical operator in the manifest.

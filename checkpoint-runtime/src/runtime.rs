@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Config;
-use crate::dag::Dag;
+use crate::dag::{Dag, EdgeKind};
 use crate::error::RunError;
 use crate::fault::Faults;
 use crate::metrics::{Progress, RunReport};
@@ -100,6 +100,23 @@ impl Runtime {
                 detail: format!(
                     "a streaming window of {} µs is too short: use at least 1 ms",
                     period.as_micros()
+                ),
+            });
+        }
+        let key_groups = self.config.key_groups.count() as usize;
+        if let Some(node) = dag
+            .edges
+            .iter()
+            .filter(|e| e.kind == EdgeKind::Keyed)
+            .map(|e| &dag.nodes[e.to])
+            .find(|n| n.partitions > key_groups)
+        {
+            return Err(RunError::Config {
+                detail: format!(
+                    "operator {:?} has {} partitions, more than the job's {key_groups} key groups: a partition \
+                     owns whole key groups, so raise `Config::key_groups` (it is fixed for the life of a job) or \
+                     use fewer partitions",
+                    node.name, node.partitions
                 ),
             });
         }

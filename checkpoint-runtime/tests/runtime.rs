@@ -393,8 +393,11 @@ fn partitions_each_get_their_keys_state_and_checkpoints() {
         assert_eq!(last, w(10));
         let (header, state) = Snapshot::decode::<Summer>(&storage.load(&name, last).expect("load")).expect("decode");
         assert_eq!(header.operator, name);
-        // Exactly the values whose key hashes to this partition.
-        let expected: Vec<u64> = (0..1_000u64).filter(|v| (v % 97).stable_hash() % 4 == p).collect();
+        // Exactly the values whose key's group this partition owns.
+        let groups = checkpoint_core::KeyGroups::default();
+        let expected: Vec<u64> = (0..1_000u64)
+            .filter(|v| groups.partition_of_group(groups.group_of_hash((v % 97).stable_hash()), 4) == p as usize)
+            .collect();
         assert_eq!(state.count, expected.len() as u64, "{name}");
         assert_eq!(state.sum, expected.iter().sum::<u64>(), "{name}");
         assert_eq!(report.operator(&name).expect("report").tuples_in, expected.len() as u64);

@@ -14,7 +14,7 @@ use checkpoint_core::Checkpoint;
 
 use crate::error::DagError;
 use crate::operator::{InputOperator, Operator, ProcessingMode, Tuple};
-use crate::partition::StableHash;
+use checkpoint_core::StableHash;
 
 use wiring::{EdgeWiring, NodeFactory};
 
@@ -289,9 +289,13 @@ impl Dag {
         self
     }
 
-    /// Connects `from` to a partitioned operator: each tuple goes to
-    /// partition `key(tuple).stable_hash() % partitions` (see
-    /// [`StableHash`]).
+    /// Connects `from` to a partitioned operator: each tuple goes to the
+    /// partition that owns its key's group, `key(tuple).stable_hash() %
+    /// key_groups` (see [`StableHash`] and
+    /// [`Config::key_groups`](crate::Config::key_groups)); each partition
+    /// owns a contiguous range of groups, so a
+    /// [`KeyedMap`](checkpoint_core::KeyedMap) in its state holds exactly
+    /// the keys it receives.
     pub fn connect_by_key<A, T: Tuple, B, K: StableHash>(
         &mut self,
         from: &Node<A, T>,

@@ -7,7 +7,7 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use checkpoint_core::{Checkpoint, Snapshot};
+use checkpoint_core::{Checkpoint, KeyGroups, Snapshot};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::failure::Failure;
@@ -212,7 +212,7 @@ pub(crate) trait EdgeWiring: Send {
     /// The `Box<dyn Subscriber<T>>` of one upstream partition, from its
     /// channels to the downstream partitions (downstream node, sender), in
     /// partition order.
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased;
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, key_groups: KeyGroups) -> Erased;
 
     /// For a thread-local edge: the upstream's subscriber for the chained
     /// downstream (`Box<dyn Subscriber<In>>` in, `Box<dyn Subscriber<T>>` out).
@@ -245,7 +245,7 @@ impl<T: Tuple> EdgeWiring for PlainEdge<T> {
         channel_of::<T>(capacity)
     }
 
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, _key_groups: KeyGroups) -> Erased {
         let mut channels = channels_of::<T>(channels);
         let Some(channel) = channels.pop() else {
             unreachable!("a plain edge has one downstream partition");
@@ -279,7 +279,7 @@ impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
         channel_of::<In>(capacity)
     }
 
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, _key_groups: KeyGroups) -> Erased {
         let mut channels = channels_of::<In>(channels);
         let Some(channel) = channels.pop() else {
             unreachable!("a converting edge has one downstream partition");
@@ -317,9 +317,10 @@ impl<T: Tuple> EdgeWiring for KeyedEdge<T> {
         channel_of::<T>(capacity)
     }
 
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link) -> Erased {
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, key_groups: KeyGroups) -> Erased {
         let subscriber: Box<dyn Subscriber<T>> = Box::new(KeyedSubscriber {
             key: Arc::clone(&self.key),
+            key_groups,
             partitions: channels_of::<T>(channels),
             link: link.clone(),
         });

@@ -1,21 +1,27 @@
-//! Keyed routing: each tuple to the partition its key hashes to.
+//! Keyed routing: each tuple to the partition that owns its key's group.
 
 use std::any::Any;
 use std::sync::Arc;
 
-use checkpoint_core::WindowId;
+use checkpoint_core::{KeyGroups, WindowId};
 use crossbeam_channel::Select;
 
 use super::channel::Channel;
 use super::cursor::{ChannelSink, Flow, Link, Sink};
 use super::{Message, Reconnect, Reconnected, Subscriber};
 use crate::failure::Failure;
-use crate::partition::partition_of;
 
-/// A key-partitioned edge: each tuple to the partition its key hashes to;
-/// window boundaries to all partitions.
+/// The partition (of `partitions`) that owns the group of key hash `hash`.
+#[inline]
+pub(crate) fn partition_of(key_groups: KeyGroups, hash: u64, partitions: usize) -> usize {
+    key_groups.partition_of_group(key_groups.group_of_hash(hash), partitions)
+}
+
+/// A key-partitioned edge: each tuple to the partition that owns its key's
+/// group; window boundaries to all partitions.
 pub(crate) struct KeyedSubscriber<T> {
     pub(crate) key: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
+    pub(crate) key_groups: KeyGroups,
     pub(crate) partitions: Vec<Channel<T>>,
     pub(crate) link: Link,
 }
@@ -27,7 +33,7 @@ impl<T: Clone + Send + Sync + 'static> KeyedSubscriber<T> {
         let share = len / n + len / (8 * n) + 1;
         let mut split: Vec<Vec<T>> = (0..n).map(|_| Vec::with_capacity(share)).collect();
         for tuple in tuples {
-            split[partition_of((self.key)(&tuple), n)].push(tuple);
+            split[partition_of(self.key_groups, (self.key)(&tuple), n)].push(tuple);
         }
         split
     }
@@ -90,6 +96,7 @@ impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
             Some(None) => Reconnected::Direct,
             Some(Some(inner)) => Reconnected::CatchUp(Box::new(KeyedSink {
                 key: Arc::clone(&self.key),
+                key_groups: self.key_groups,
                 partitions,
                 partition,
                 inner,
@@ -108,6 +115,7 @@ impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
 /// that partition.
 pub(crate) struct KeyedSink<T> {
     pub(crate) key: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
+    pub(crate) key_groups: KeyGroups,
     pub(crate) partitions: usize,
     pub(crate) partition: usize,
     pub(crate) inner: ChannelSink<T>,
@@ -119,7 +127,7 @@ impl<T: Clone + Send + Sync + 'static> Sink<T> for KeyedSink<T> {
             Message::Batch(batch) => {
                 let share: Vec<T> = batch
                     .iter()
-                    .filter(|t| partition_of((self.key)(t), self.partitions) == self.partition)
+                    .filter(|t| partition_of(self.key_groups, (self.key)(t), self.partitions) == self.partition)
                     .cloned()
                     .collect();
                 if share.is_empty() {

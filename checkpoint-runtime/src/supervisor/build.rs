@@ -83,7 +83,11 @@ impl Supervisor {
             subscribers
                 .entry(u)
                 .or_default()
-                .push(self.dag.edges[e].wiring.subscriber(channels, &link));
+                .push(
+                    self.dag.edges[e]
+                        .wiring
+                        .subscriber(channels, &link, self.config.key_groups),
+                );
         }
 
         let mut bodies: Vec<(usize, ThreadBody)> = Vec::new();
@@ -181,10 +185,14 @@ impl Supervisor {
             let events = self.events_tx.clone();
             let name = self.physical[node].name.clone();
             let epoch = self.epoch[node];
+            let key_groups = self.config.key_groups;
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
                     let _span = tracing::info_span!("operator", name = %name, epoch).entered();
+                    // A `KeyedMap::new()` in the operator's state takes the
+                    // job's count when it first holds a key.
+                    let _key_groups = key_groups.enter();
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
                     let failure = match result {
                         Ok(Ok(())) | Ok(Err(Failure::Aborted)) => None,

@@ -199,6 +199,7 @@ impl Supervisor {
             committed: None,
             window_mode: Some(config.window_mode.describe()),
             ended: BTreeMap::new(),
+            key_groups: Some(config.key_groups.count()),
         };
 
         let template = manifest_now(0);

@@ -171,6 +171,39 @@ pub(super) fn check_same_job(stored: &JobManifest, now: &JobManifest) -> Result<
             now.window_mode.clone().unwrap_or_default(),
         ));
     }
+    match (stored.key_groups, now.key_groups) {
+        (Some(was), Some(is)) if was != is => {
+            return Err(changed(
+                "the job's key-group count (`Config::key_groups`)".to_owned(),
+                was.to_string(),
+                is.to_string(),
+            ));
+        }
+        // Started before key groups: its partitions hold the keys whose hash
+        // modulo the partition count is theirs, which the key-group routing
+        // would not send them.
+        (None, Some(_)) => {
+            let keyed: Vec<&str> = now
+                .edges
+                .iter()
+                .filter(|e| e.kind == "keyed")
+                .filter_map(|e| now.operators.iter().find(|o| o.name == e.to))
+                .filter(|o| o.partitions > 1 && !o.stateless)
+                .map(|o| o.name.as_str())
+                .collect();
+            if let Some(first) = keyed.first() {
+                return Err(RunError::Manifest {
+                    detail: format!(
+                        "the job was started by a version that sent a key to partition `stable_hash % partitions`; \
+                         this version routes by key group, so the stored state of partitioned operator {first:?} \
+                         would not match the keys it receives: finish the job with the version that started it, \
+                         or use another checkpoint directory"
+                    ),
+                });
+            }
+        }
+        _ => {}
+    }
     if stored.checkpoint_window_count != now.checkpoint_window_count {
         return Err(changed(
             "the DAG's default checkpoint window count".to_owned(),

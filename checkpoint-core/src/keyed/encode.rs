@@ -1,0 +1,206 @@
+//! How a [`KeyedMap`] is written into its operator's snapshot payload, and
+//! read back with its groups decoded in parallel (`docs/FORMAT.md`,
+//! "Keyed state").
+
+use std::io::Write;
+use std::sync::Arc;
+
+use super::{Group, GroupHasher, KeyedMap, StateKey, StateValue};
+use crate::checkpoint::{Checkpoint, LayoutHasher, payload};
+use crate::error::PayloadError;
+use crate::key_group::KeyGroups;
+
+/// The map never held a key: no key-group count, no groups.
+const UNSET: u8 = 0;
+/// Every group follows, in group order, entries in key order.
+const INLINE: u8 = 1;
+#[cfg(test)]
+pub(super) const INLINE_FOR_TESTS: u8 = INLINE;
+
+/// Below this many bytes of groups, decoding on one thread is faster than
+/// starting others.
+pub(super) const PARALLEL_DECODE_BYTES: usize = 1 << 20;
+
+/// Appends one group's entries, in key order, to `out`; returns how many.
+pub(super) fn encode_group<K: StateKey, V: StateValue>(
+    group: &Group<K, V>,
+    out: &mut Vec<u8>,
+) -> Result<u64, PayloadError> {
+    let mut entries: Vec<(&K, &V)> = group.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in &entries {
+        payload::encode(k, out)?;
+        payload::encode(v, out)?;
+    }
+    Ok(entries.len() as u64)
+}
+
+/// Reads `entries` entries of group `group` from exactly `bytes`, into a
+/// table built at its final size; checks each key's group and that keys
+/// ascend (so a snapshot has one encoding, and no key twice).
+pub(super) fn decode_group<K: StateKey, V: StateValue>(
+    key_groups: KeyGroups,
+    group: u32,
+    entries: u64,
+    mut bytes: &[u8],
+) -> Result<Group<K, V>, PayloadError> {
+    // A damaged count must not reserve memory the bytes cannot fill: keys
+    // ascend strictly, so every entry but a zero-sized key's one takes at
+    // least a byte.
+    let capacity = usize::try_from(entries).unwrap_or(usize::MAX).min(bytes.len().max(1));
+    let mut table = Group::with_capacity_and_hasher(capacity, GroupHasher::default());
+    let mut previous: Option<K> = None;
+    for _ in 0..entries {
+        let key: K = payload::decode(&mut bytes)?;
+        let value: V = payload::decode(&mut bytes)?;
+        let home = key_groups.group_of(&key);
+        if home != group {
+            return Err(PayloadError::custom(format!(
+                "a key of key group {home} is stored in group {group}: the snapshot was written with another \
+                 key hash or is damaged"
+            )));
+        }
+        if previous.as_ref().is_some_and(|p| *p >= key) {
+            return Err(PayloadError::custom(format!(
+                "the keys of key group {group} are not in ascending order: the snapshot is damaged"
+            )));
+        }
+        previous = Some(key.clone());
+        table.insert(key, value);
+    }
+    if !bytes.is_empty() {
+        return Err(PayloadError::custom(format!(
+            "key group {group} has {} byte(s) after its {entries} entries",
+            bytes.len()
+        )));
+    }
+    Ok(table)
+}
+
+/// A run of decoded groups.
+type Decoded<K, V> = Result<Vec<Arc<Group<K, V>>>, PayloadError>;
+
+/// Decodes the groups whose bytes are `parts` (entries, bytes), on several
+/// threads when they are large.
+pub(super) fn decode_groups<K: StateKey, V: StateValue>(
+    key_groups: KeyGroups,
+    parts: &[(u64, &[u8])],
+) -> Decoded<K, V> {
+    let total: usize = parts.iter().map(|(_, b)| b.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(parts.len());
+    let decode_range = |first: usize, slice: &[(u64, &[u8])]| -> Decoded<K, V> {
+        slice
+            .iter()
+            .enumerate()
+            .map(|(i, &(entries, bytes))| decode_group(key_groups, (first + i) as u32, entries, bytes).map(Arc::new))
+            .collect()
+    };
+    if total < PARALLEL_DECODE_BYTES || threads <= 1 {
+        return decode_range(0, parts);
+    }
+    // Contiguous runs of groups of about equal bytes, one per thread.
+    let share = total.div_ceil(threads);
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, b)) in parts.iter().enumerate() {
+        bytes += b.len();
+        if bytes >= share {
+            runs.push(start..i + 1);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < parts.len() {
+        runs.push(start..parts.len());
+    }
+    let decoded: Vec<Decoded<K, V>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|run| {
+                let run = run.clone();
+                scope.spawn(move || decode_range(run.start, &parts[run]))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(PayloadError::custom("a key group's decoder panicked")))
+            })
+            .collect()
+    });
+    let mut groups = Vec::with_capacity(parts.len());
+    for run in decoded {
+        groups.extend(run?);
+    }
+    Ok(groups)
+}
+
+impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
+    const TYPE_NAME: &'static str = "KeyedMap";
+    // The key and value types are not visible to a constant: the derive
+    // fingerprints a `keyed` field by its written type, as any field.
+    const FINGERPRINT: u64 = LayoutHasher::new().write_str("KeyedMap").write_u64(1).finish();
+
+    fn encode_state<W: Write>(&self, out: &mut W) -> Result<(), PayloadError> {
+        let Some(key_groups) = self.key_groups else {
+            out.write_all(&[UNSET])?;
+            return Ok(());
+        };
+        out.write_all(&[INLINE])?;
+        payload::encode(&key_groups.count(), out)?;
+        let mut bytes = Vec::new();
+        for group in &self.groups {
+            bytes.clear();
+            let entries = encode_group(group, &mut bytes)?;
+            payload::encode(&entries, out)?;
+            payload::encode(&(bytes.len() as u64), out)?;
+            out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    fn decode_state(input: &mut &[u8]) -> Result<Self, PayloadError> {
+        let tag: u8 = match input.split_first() {
+            Some((&tag, rest)) => {
+                *input = rest;
+                tag
+            }
+            None => return Err(PayloadError::custom("a keyed map's payload is empty")),
+        };
+        match tag {
+            UNSET => Ok(KeyedMap::default()),
+            INLINE => {
+                let count: u32 = payload::decode(input)?;
+                let key_groups = KeyGroups::new(count).map_err(PayloadError::custom)?;
+                let mut parts = Vec::with_capacity((count as usize).min(input.len()));
+                for group in 0..count {
+                    let entries: u64 = payload::decode(input)?;
+                    let len: u64 = payload::decode(input)?;
+                    let len = usize::try_from(len)
+                        .ok()
+                        .filter(|&len| len <= input.len())
+                        .ok_or_else(|| {
+                            PayloadError::custom(format!(
+                                "key group {group} says it has {len} bytes; {} are left",
+                                input.len()
+                            ))
+                        })?;
+                    let (bytes, rest) = input.split_at(len);
+                    parts.push((entries, bytes));
+                    *input = rest;
+                }
+                let groups = decode_groups(key_groups, &parts)?;
+                Ok(KeyedMap {
+                    groups,
+                    key_groups: Some(key_groups),
+                })
+            }
+            other => Err(PayloadError::custom(format!(
+                "a keyed map's payload starts with layout {other}, which this version does not know"
+            ))),
+        }
+    }
+}
