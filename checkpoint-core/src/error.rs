@@ -144,6 +144,35 @@ pub enum SnapshotError {
     /// The writer a snapshot was written into failed.
     #[error("writing the snapshot: {0}")]
     Io(#[from] io::Error),
+    /// A chunk the snapshot refers to (`operator/chunk`) is damaged, or is
+    /// not the chunk the snapshot was saved with.
+    #[error("chunk {chunk}: {detail}")]
+    BadChunk {
+        /// `operator/<chunk id>`.
+        chunk: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A chunk the snapshot refers to could not be read, or a new one
+    /// could not be saved.
+    #[error("chunk {chunk}: {source}")]
+    ChunkStorage {
+        /// `operator/<chunk id>`.
+        chunk: String,
+        /// What the storage said.
+        #[source]
+        source: Box<StorageError>,
+    },
+    /// A snapshot whose keyed state is in chunks was decoded without a way
+    /// to load them.
+    #[error(
+        "the snapshot keeps its keyed state in {chunks} chunk(s): decode it with \
+         `Snapshot::decode_with_chunks`, which loads them"
+    )]
+    ChunksNeeded {
+        /// How many chunks it refers to.
+        chunks: usize,
+    },
 }
 
 /// An error of a [`StorageAgent`](crate::StorageAgent).
@@ -206,6 +235,17 @@ pub enum StorageError {
         /// The lock file.
         path: PathBuf,
     },
+    /// No chunk `chunk` of `operator` is stored.
+    #[error("no chunk {chunk} of operator {operator:?}")]
+    ChunkNotFound {
+        /// The operator.
+        operator: String,
+        /// The chunk id.
+        chunk: String,
+    },
+    /// The storage agent keeps no chunks.
+    #[error("this storage agent does not store chunks")]
+    ChunksUnsupported,
     /// An I/O operation failed; earlier snapshots are untouched.
     #[error("{action} {path}: {source}")]
     Io {

@@ -48,9 +48,11 @@
 extern crate self as checkpoint_core;
 
 mod checkpoint;
+mod chunk;
 mod derive_support;
 mod durable;
 mod error;
+mod incremental;
 mod key_group;
 mod keyed;
 mod snapshot;
@@ -61,13 +63,17 @@ mod window;
 pub use checkpoint::{Checkpoint, LayoutHasher, StateLayout, payload};
 #[cfg(feature = "derive")]
 pub use checkpoint_derive::Checkpoint;
+pub use chunk::{
+    CHUNK_FORMAT_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, Chunk, ChunkHeader, ChunkId, ChunkRef, ParseChunkIdError,
+};
 pub use durable::create_dir_all_durable;
 pub use error::{PayloadError, SnapshotError, StorageError};
+pub use incremental::{FinishedSnapshot, FrozenSnapshot};
 pub use key_group::{DEFAULT_KEY_GROUPS, InvalidKeyGroups, KeyGroups, KeyGroupsGuard, MAX_KEY_GROUPS};
 pub use keyed::{KeyedMap, StateKey, StateValue};
 pub use snapshot::{
-    FIXED_HEADER_LEN, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN, Snapshot, SnapshotHeader,
-    SnapshotMeta, TRAILER_LEN,
+    CHUNK_ENTRY_LEN, FIXED_HEADER_LEN, FLAG_CHUNKS, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN,
+    Snapshot, SnapshotHeader, SnapshotMeta, TRAILER_LEN,
 };
 pub use stable_hash::{StableHash, splitmix64};
 pub use storage::{

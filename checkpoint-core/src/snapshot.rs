@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use crate::checkpoint::{Checkpoint, StateLayout};
+use crate::chunk::{ChunkId, ChunkRef};
 use crate::error::{PayloadError, SnapshotError};
 use crate::window::WindowId;
 
@@ -25,6 +26,14 @@ pub const FIXED_HEADER_LEN: usize = 44;
 
 /// Bytes of the CRC-32C trailer.
 pub const TRAILER_LEN: usize = 4;
+
+/// The flag saying a chunk table follows the payload (`docs/FORMAT.md`):
+/// the snapshot's keyed state is in chunks it refers to.
+pub const FLAG_CHUNKS: u16 = 1;
+
+/// Bytes of one chunk table entry: window, map, group, entries, length,
+/// CRC-32C.
+pub const CHUNK_ENTRY_LEN: usize = 36;
 
 const OFF_FORMAT: usize = 8;
 const OFF_FLAGS: usize = 10;
@@ -92,6 +101,9 @@ pub struct SnapshotHeader {
     pub fingerprint: u64,
     /// The length of the payload, in bytes.
     pub payload_len: u64,
+    /// The chunks holding the state's keyed groups, by map then group;
+    /// empty when the whole state is in the payload.
+    pub chunks: Vec<ChunkRef>,
 }
 
 impl SnapshotHeader {
@@ -106,7 +118,12 @@ impl SnapshotHeader {
 
     /// The length of the whole envelope this header describes.
     pub fn total_len(&self) -> u64 {
-        (FIXED_HEADER_LEN + self.operator.len() + self.type_name.len() + TRAILER_LEN) as u64 + self.payload_len
+        let table = if self.chunks.is_empty() {
+            0
+        } else {
+            4 + CHUNK_ENTRY_LEN * self.chunks.len()
+        };
+        (FIXED_HEADER_LEN + self.operator.len() + self.type_name.len() + table + TRAILER_LEN) as u64 + self.payload_len
     }
 }
 
@@ -200,18 +217,7 @@ impl Snapshot {
                 type_name.len()
             )));
         }
-        buf.extend_from_slice(&MAGIC);
-        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf.extend_from_slice(&0u16.to_le_bytes());
-        buf.extend_from_slice(&meta.window.as_u64().to_le_bytes());
-        buf.extend_from_slice(&T::VERSION.to_le_bytes());
-        buf.extend_from_slice(&T::FINGERPRINT.to_le_bytes());
-        buf.extend_from_slice(&(operator.len() as u16).to_le_bytes());
-        buf.extend_from_slice(&(type_name.len() as u16).to_le_bytes());
-        buf.extend_from_slice(&0u64.to_le_bytes()); // payload length, patched below
-        debug_assert_eq!(buf.len(), FIXED_HEADER_LEN);
-        buf.extend_from_slice(operator);
-        buf.extend_from_slice(type_name);
+        write_header(buf, 0, meta.window, T::VERSION, T::FINGERPRINT, operator, type_name);
         let payload_start = buf.len();
         state.encode_state(buf).map_err(|source| SnapshotError::Payload {
             type_name: T::TYPE_NAME,
@@ -224,10 +230,85 @@ impl Snapshot {
         Ok(())
     }
 
+    /// A snapshot of an already encoded `payload` whose keyed groups are
+    /// the chunks `chunks` (sorted by map then group, each once).
+    pub(crate) fn assemble(
+        meta: SnapshotMeta<'_>,
+        layout: StateLayout<'_>,
+        payload: &[u8],
+        chunks: &[ChunkRef],
+    ) -> Result<Vec<u8>, SnapshotError> {
+        let operator = meta.operator.as_bytes();
+        let type_name = layout.type_name.as_bytes();
+        if operator.len() > MAX_OPERATOR_NAME_LEN || type_name.len() > MAX_TYPE_NAME_LEN {
+            return Err(SnapshotError::InvalidHeader(
+                "a name is too long for a snapshot".to_owned(),
+            ));
+        }
+        if chunks
+            .windows(2)
+            .any(|w| (w[0].id.map, w[0].id.group) >= (w[1].id.map, w[1].id.group))
+        {
+            return Err(SnapshotError::InvalidHeader(
+                "the chunk table is not sorted by map and group, each once".to_owned(),
+            ));
+        }
+        let flags = if chunks.is_empty() { 0 } else { FLAG_CHUNKS };
+        let mut buf = Vec::with_capacity(
+            FIXED_HEADER_LEN
+                + operator.len()
+                + type_name.len()
+                + payload.len()
+                + 4
+                + CHUNK_ENTRY_LEN * chunks.len()
+                + 4,
+        );
+        write_header(
+            &mut buf,
+            flags,
+            meta.window,
+            layout.version,
+            layout.fingerprint,
+            operator,
+            type_name,
+        );
+        buf[OFF_PAYLOAD_LEN..OFF_PAYLOAD_LEN + 8].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        buf.extend_from_slice(payload);
+        if !chunks.is_empty() {
+            let count = u32::try_from(chunks.len())
+                .map_err(|_| SnapshotError::InvalidHeader("more than 2^32 chunks".to_owned()))?;
+            buf.extend_from_slice(&count.to_le_bytes());
+            for chunk in chunks {
+                buf.extend_from_slice(&chunk.id.window.as_u64().to_le_bytes());
+                buf.extend_from_slice(&chunk.id.map.to_le_bytes());
+                buf.extend_from_slice(&chunk.id.group.to_le_bytes());
+                buf.extend_from_slice(&chunk.entries.to_le_bytes());
+                buf.extend_from_slice(&chunk.len.to_le_bytes());
+                buf.extend_from_slice(&chunk.crc.to_le_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        Ok(buf)
+    }
+
     /// Decodes a snapshot of `T` (or of an older version `T` can upgrade
     /// from), after checking its structure and checksum.
     pub fn decode<T: Checkpoint>(bytes: &[u8]) -> Result<(SnapshotHeader, T), SnapshotError> {
-        let (header, mut payload) = Self::verified_parts(bytes)?;
+        let (header, payload) = Self::verified_parts(bytes)?;
+        if !header.chunks.is_empty() {
+            return Err(SnapshotError::ChunksNeeded {
+                chunks: header.chunks.len(),
+            });
+        }
+        Self::decode_payload(header, payload)
+    }
+
+    /// Decodes a verified payload as `T`, checking it is consumed exactly.
+    pub(crate) fn decode_payload<T: Checkpoint>(
+        header: SnapshotHeader,
+        mut payload: &[u8],
+    ) -> Result<(SnapshotHeader, T), SnapshotError> {
         let value = T::decode_versioned(&header.layout(), &mut payload)?;
         if !payload.is_empty() {
             return Err(SnapshotError::Payload {
@@ -263,7 +344,7 @@ impl Snapshot {
         Self::verified_parts(bytes).map(|(header, _)| header)
     }
 
-    fn verified_parts(bytes: &[u8]) -> Result<(SnapshotHeader, &[u8]), SnapshotError> {
+    pub(crate) fn verified_parts(bytes: &[u8]) -> Result<(SnapshotHeader, &[u8]), SnapshotError> {
         let (header, payload) = Self::parts(bytes)?;
         let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
         let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
@@ -306,9 +387,9 @@ impl Snapshot {
             });
         }
         let flags = le_u16(bytes, OFF_FLAGS);
-        if flags != 0 {
+        if flags & !FLAG_CHUNKS != 0 {
             return Err(SnapshotError::InvalidHeader(format!(
-                "reserved flags are {flags:#06x}, expected 0"
+                "flags are {flags:#06x}: only bit 0 (a chunk table follows the payload) is defined"
             )));
         }
         let window = WindowId::from_u64(le_u64(bytes, OFF_WINDOW));
@@ -328,11 +409,24 @@ impl Snapshot {
             )));
         }
         let expected = (FIXED_HEADER_LEN + operator_len + type_len + TRAILER_LEN) as u64;
-        let Some(expected) = expected.checked_add(payload_len) else {
+        let Some(mut expected) = expected.checked_add(payload_len) else {
             return Err(SnapshotError::InvalidHeader(format!(
                 "payload length {payload_len} is not a possible length"
             )));
         };
+        // The chunk table's count sits right after the payload.
+        let mut table_count = 0usize;
+        if flags & FLAG_CHUNKS != 0 {
+            let at = expected - TRAILER_LEN as u64;
+            if found < at + 4 + TRAILER_LEN as u64 {
+                return Err(SnapshotError::Truncated {
+                    expected: at + 4 + TRAILER_LEN as u64,
+                    found,
+                });
+            }
+            table_count = le_u32(bytes, at as usize) as usize;
+            expected += 4 + (CHUNK_ENTRY_LEN * table_count) as u64;
+        }
         if found < expected {
             return Err(SnapshotError::Truncated { expected, found });
         }
@@ -345,7 +439,33 @@ impl Snapshot {
             "operator name",
         )?;
         let type_name = utf8(&bytes[FIXED_HEADER_LEN + operator_len..names_end], "type name")?;
-        let payload = &bytes[names_end..bytes.len() - TRAILER_LEN];
+        let payload_end = names_end + payload_len as usize;
+        let payload = &bytes[names_end..payload_end];
+        let mut chunks = Vec::with_capacity(table_count);
+        for i in 0..table_count {
+            let at = payload_end + 4 + i * CHUNK_ENTRY_LEN;
+            chunks.push(ChunkRef {
+                id: ChunkId {
+                    window: WindowId::from_u64(le_u64(bytes, at)),
+                    map: le_u32(bytes, at + 8),
+                    group: le_u32(bytes, at + 12),
+                },
+                entries: le_u64(bytes, at + 16),
+                len: le_u64(bytes, at + 24),
+                crc: le_u32(bytes, at + 32),
+            });
+        }
+        if flags & FLAG_CHUNKS != 0 && chunks.is_empty() {
+            return Err(SnapshotError::InvalidHeader("the chunk table is empty".to_owned()));
+        }
+        if chunks
+            .windows(2)
+            .any(|w| (w[0].id.map, w[0].id.group) >= (w[1].id.map, w[1].id.group))
+        {
+            return Err(SnapshotError::InvalidHeader(
+                "the chunk table is not sorted by map and group, each once".to_owned(),
+            ));
+        }
         let header = SnapshotHeader {
             operator,
             window,
@@ -353,9 +473,35 @@ impl Snapshot {
             state_version,
             fingerprint,
             payload_len,
+            chunks,
         };
         Ok((header, payload))
     }
+}
+
+/// The fixed header and the two names; the payload length is patched in by
+/// the caller.
+fn write_header(
+    buf: &mut Vec<u8>,
+    flags: u16,
+    window: WindowId,
+    version: u32,
+    fingerprint: u64,
+    operator: &[u8],
+    type_name: &[u8],
+) {
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&flags.to_le_bytes());
+    buf.extend_from_slice(&window.as_u64().to_le_bytes());
+    buf.extend_from_slice(&version.to_le_bytes());
+    buf.extend_from_slice(&fingerprint.to_le_bytes());
+    buf.extend_from_slice(&(operator.len() as u16).to_le_bytes());
+    buf.extend_from_slice(&(type_name.len() as u16).to_le_bytes());
+    buf.extend_from_slice(&0u64.to_le_bytes());
+    debug_assert_eq!(buf.len(), FIXED_HEADER_LEN);
+    buf.extend_from_slice(operator);
+    buf.extend_from_slice(type_name);
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String, SnapshotError> {

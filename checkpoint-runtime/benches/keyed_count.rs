@@ -80,7 +80,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent};
+use checkpoint_core::{Checkpoint, FsStorageAgent, KeyedMap, StateKey, StorageAgent};
 use checkpoint_runtime::{
     Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, RecoveryScope, Runtime, Tuple, WindowMode,
 };
@@ -128,7 +128,7 @@ type Fx = BuildHasherDefault<FxHasher>;
 const TEXT_KEY_LEN: usize = 32;
 
 /// A key type of the workload: how tuple `i`'s key is made and counted.
-trait Key: Tuple + Hash + Eq {
+trait Key: Tuple + Hash + Eq + StateKey {
     const WORKLOAD: Workload;
 
     /// The key for the number `key` (`splitmix64(i) % K`).
@@ -136,6 +136,16 @@ trait Key: Tuple + Hash + Eq {
 
     /// Adds one to `key`'s count; gives back the key and its new count.
     fn count<S: BuildHasher>(counts: &mut HashMap<Self, u64, S>, key: Self) -> (Self, u64);
+
+    /// The same in a `KeyedMap`: the key is cloned only when it is new.
+    fn count_keyed(counts: &mut KeyedMap<Self, u64>, key: Self) -> (Self, u64) {
+        if let Some(count) = counts.get_mut(&key) {
+            *count += 1;
+            return (key, *count);
+        }
+        counts.insert(key.clone(), 1);
+        (key, 1)
+    }
 }
 
 impl Key for u64 {
@@ -190,6 +200,8 @@ struct Keys<K> {
     keys: u64,
     chunk: u64,
     #[checkpoint(transient)]
+    dist: Option<Dist>,
+    #[checkpoint(transient)]
     key_type: PhantomData<K>,
 }
 
@@ -199,7 +211,7 @@ impl<K: Key> InputOperator for Keys<K> {
     fn emit_tuples(&mut self, out: Output<'_, K>) -> OperatorResult<Emit> {
         let stop = self.next.saturating_add(self.chunk).min(self.end);
         for i in self.next..stop {
-            out.emit(K::make(splitmix64(i) % self.keys));
+            out.emit(K::make(self.dist.unwrap_or(Dist::Uniform).key(i, self.keys)));
         }
         self.next = stop;
         Ok(if self.next == self.end {
@@ -224,6 +236,25 @@ impl<K: Key, S: BuildHasher + Default + Send + Sync + 'static> Operator for Coun
 
     fn process(&mut self, key: K, out: Output<'_, (K, u64)>) -> OperatorResult {
         out.emit(K::count(&mut self.counts, key));
+        Ok(())
+    }
+}
+
+/// The keyed counter with its counts in a `KeyedMap` (`--state keyed`, the
+/// default): split into the job's 128 key groups, frozen at a checkpoint
+/// (copy-on-write) and saved incrementally, group by group.
+#[derive(Checkpoint)]
+struct KeyedCounter<K: Key> {
+    #[checkpoint(keyed)]
+    counts: KeyedMap<K, u64>,
+}
+
+impl<K: Key> Operator for KeyedCounter<K> {
+    type Input = K;
+    type Output = (K, u64);
+
+    fn process(&mut self, key: K, out: Output<'_, (K, u64)>) -> OperatorResult {
+        out.emit(K::count_keyed(&mut self.counts, key));
         Ok(())
     }
 }
@@ -253,13 +284,79 @@ impl<K: Key> Operator for SumCounts<K> {
     }
 }
 
+/// How many keys the `hot` distribution draws from after its first pass.
+const HOT_KEYS: u64 = 8;
+
+/// Which keys the tuples have (`--dist`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dist {
+    /// Tuple `i` has key `splitmix64(i) % K` (DESIGN.md's workload).
+    Uniform,
+    /// Tuple `i < K` has key `i` (the state comes to hold every key), then
+    /// every tuple has one of `HOT_KEYS` keys, `splitmix64(i) % 8`: a
+    /// small hot set over a large, cold state, the case incremental
+    /// checkpoints are for.
+    Hot,
+}
+
+impl Dist {
+    fn name(self) -> &'static str {
+        match self {
+            Dist::Uniform => "uniform",
+            Dist::Hot => "hot",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        [Dist::Uniform, Dist::Hot]
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown --dist {s:?} (uniform, hot)"))
+    }
+
+    /// Tuple `i`'s key number.
+    #[inline]
+    fn key(self, i: u64, keys: u64) -> u64 {
+        match self {
+            Dist::Uniform => splitmix64(i) % keys,
+            Dist::Hot if i < keys => i,
+            Dist::Hot => splitmix64(i) % HOT_KEYS.min(keys),
+        }
+    }
+}
+
+/// The counter's state (`--state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateKind {
+    /// A `KeyedMap` (the default).
+    Keyed,
+    /// A plain `HashMap`, saved whole at every checkpoint.
+    HashMap,
+}
+
+impl StateKind {
+    fn name(self) -> &'static str {
+        match self {
+            StateKind::Keyed => "keyed",
+            StateKind::HashMap => "hashmap",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        [StateKind::Keyed, StateKind::HashMap]
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown --state {s:?} (keyed, hashmap)"))
+    }
+}
+
 /// The expected result, without the runtime: count each key's tuples, then
 /// sum `c(c+1)/2` over the keys. The same for both workloads, since a
 /// `string` key is a one-to-one image of its number.
-fn expected(tuples: u64, keys: u64) -> u128 {
+fn expected(tuples: u64, keys: u64, dist: Dist) -> u128 {
     let mut counts = vec![0u64; usize::try_from(keys).expect("K fits in memory")];
     for i in 0..tuples {
-        counts[(splitmix64(i) % keys) as usize] += 1;
+        counts[dist.key(i, keys) as usize] += 1;
     }
     counts.iter().map(|&c| u128::from(c) * (u128::from(c) + 1) / 2).sum()
 }
@@ -362,6 +459,8 @@ struct Options {
     scopes: Vec<RecoveryScope>,
     workloads: Vec<Workload>,
     in_process: bool,
+    state: StateKind,
+    dist: Dist,
     /// Set in a child process: the one run it does, and its expected sum.
     child: Option<(usize, u128)>,
 }
@@ -407,6 +506,8 @@ fn parse_args() -> Result<Options, String> {
         scopes: vec![RecoveryScope::Partial],
         workloads: vec![Workload::U64],
         in_process: false,
+        state: StateKind::Keyed,
+        dist: Dist::Uniform,
         child: None,
     };
     let mut child_run = None;
@@ -435,6 +536,8 @@ fn parse_args() -> Result<Options, String> {
             "--dir" => options.dir = PathBuf::from(value),
             "--scope" => options.scopes = parse_list(&value, parse_scope)?,
             "--workload" => options.workloads = parse_list(&value, Workload::parse)?,
+            "--state" => options.state = StateKind::parse(&value)?,
+            "--dist" => options.dist = Dist::parse(&value)?,
             "--hasher" => {
                 options.fx = match value.as_str() {
                     "sip" => false,
@@ -497,8 +600,16 @@ struct RunRecord {
     tuples_per_second: f64,
     /// Checkpoints of the counter, the initial one included.
     checkpoints: u64,
-    /// Size of the counter's last checkpoint, in bytes.
+    /// Bytes the counter's last checkpoint wrote (with a `KeyedMap`: its
+    /// new chunks and the snapshot).
     last_checkpoint_bytes: u64,
+    /// `keyed` or `hashmap`.
+    state: String,
+    /// `uniform` or `hot`.
+    dist: String,
+    /// The bytes of the counter's whole newest checkpoint (with a
+    /// `KeyedMap`: every chunk it refers to).
+    full_state_bytes: Option<u64>,
     /// Streaming windows the counter completed.
     windows: u64,
     committed: Option<String>,
@@ -506,6 +617,8 @@ struct RunRecord {
     max_encode_ms: f64,
     /// The counter's last checkpoint encode, ms.
     last_encode_ms: f64,
+    /// The median of the counter's last 32 checkpoint encodes, ms.
+    median_encode_ms: f64,
     /// The counter's longest encode-to-durable latency, ms.
     max_durable_ms: f64,
     /// Time to load and decode the counter's newest checkpoint from disk
@@ -543,7 +656,7 @@ fn run_bare<K: Key, S: BuildHasher + Default>(options: &Options, keys: u64, expe
     let mut counts: HashMap<K, u64, S> = HashMap::default();
     let mut total = 0u128;
     for i in 0..options.tuples {
-        let (_key, count) = K::count(&mut counts, K::make(splitmix64(i) % keys));
+        let (_key, count) = K::count(&mut counts, K::make(options.dist.key(i, keys)));
         total += u128::from(count);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -559,10 +672,14 @@ fn run_bare<K: Key, S: BuildHasher + Default>(options: &Options, keys: u64, expe
         tuples_per_second: options.tuples as f64 / seconds,
         checkpoints: 0,
         last_checkpoint_bytes: 0,
+        state: "-".to_owned(),
+        dist: options.dist.name().to_owned(),
+        full_state_bytes: None,
         windows: 0,
         committed: None,
         max_encode_ms: 0.0,
         last_encode_ms: 0.0,
+        median_encode_ms: 0.0,
         max_durable_ms: 0.0,
         restore_ms: None,
         peak_rss_mib: peak_rss_mib(),
@@ -617,15 +734,24 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
             end: options.tuples,
             keys,
             chunk: options.chunk,
+            dist: Some(options.dist),
             key_type: PhantomData,
         },
     );
-    let counter = dag.operator(
-        "count",
-        Counter::<K, S> {
-            counts: HashMap::default(),
-        },
-    );
+    let counter = match options.state {
+        StateKind::Keyed => dag.operator(
+            "count",
+            KeyedCounter::<K> {
+                counts: KeyedMap::new(),
+            },
+        ),
+        StateKind::HashMap => dag.operator(
+            "count",
+            Counter::<K, S> {
+                counts: HashMap::default(),
+            },
+        ),
+    };
     let sink = dag.operator(
         "sum",
         SumCounts::<K> {
@@ -671,6 +797,7 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
     // The job's own peak, before the restore below builds a second map.
     let peak_rss = peak_rss_mib();
     // Recovery's cost for the counter: load its newest snapshot and decode it.
+    let mut full_state_bytes = None;
     let restore_ms = match &dir {
         Some(tmp) => {
             let storage = FsStorageAgent::new(tmp.path()).map_err(|e| e.to_string())?;
@@ -681,9 +808,30 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
                 .ok_or("no checkpoint of `count`")?;
             let started = Instant::now();
             let bytes = storage.load("count", newest).map_err(|e| e.to_string())?;
-            let (_, state) = checkpoint_core::Snapshot::decode::<Counter<K, S>>(&bytes).map_err(|e| e.to_string())?;
-            let took = started.elapsed().as_secs_f64() * 1e3;
-            drop(state);
+            let took = match options.state {
+                // Its chunks loaded and its groups decoded on several threads.
+                StateKind::Keyed => {
+                    let (header, state) = checkpoint_core::Snapshot::decode_with_chunks::<KeyedCounter<K>>(
+                        &bytes,
+                        "count",
+                        None,
+                        |op, id| storage.load_chunk(op, id),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let took = started.elapsed().as_secs_f64() * 1e3;
+                    full_state_bytes = Some(header.chunks.iter().map(|c| c.len).sum::<u64>());
+                    drop(state);
+                    took
+                }
+                StateKind::HashMap => {
+                    let (_, state) =
+                        checkpoint_core::Snapshot::decode::<Counter<K, S>>(&bytes).map_err(|e| e.to_string())?;
+                    let took = started.elapsed().as_secs_f64() * 1e3;
+                    full_state_bytes = Some(bytes.len() as u64);
+                    drop(state);
+                    took
+                }
+            };
             Some(took)
         }
         None => None,
@@ -711,10 +859,14 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
         tuples_per_second: options.tuples as f64 / seconds,
         checkpoints: count.checkpoints,
         last_checkpoint_bytes: count.last_checkpoint_bytes,
+        state: options.state.name().to_owned(),
+        dist: options.dist.name().to_owned(),
+        full_state_bytes,
         windows: count.windows,
         committed: report.committed.map(|w| w.to_string()),
         max_encode_ms: count.max_encode_time.as_secs_f64() * 1e3,
         last_encode_ms: count.last_encode_time.as_secs_f64() * 1e3,
+        median_encode_ms: count.median_encode_time.as_secs_f64() * 1e3,
         max_durable_ms: count.max_durable_latency.as_secs_f64() * 1e3,
         restore_ms,
         peak_rss_mib: peak_rss,
@@ -745,6 +897,8 @@ fn run_in_child(
         .args(["--window-ms", &options.window.as_millis().to_string()])
         .args(["--chunk", &options.chunk.to_string()])
         .args(["--hasher", hasher_name(options)])
+        .args(["--state", options.state.name()])
+        .args(["--dist", options.dist.name()])
         .arg("--dir")
         .arg(&options.dir)
         .args(["--child-run", &run.to_string()])
@@ -856,7 +1010,7 @@ fn main() -> ExitCode {
     let mut expectations = Vec::new();
     for &keys in &options.keys {
         let started = Instant::now();
-        let value = expected(options.tuples, keys);
+        let value = expected(options.tuples, keys, options.dist);
         eprintln!(
             "keyed_count: K={keys} N={}: expected sum {value} (counted in {:.1} s)",
             options.tuples,

@@ -29,9 +29,16 @@ pub(crate) struct OperatorMetrics {
     pub(crate) spilled_windows: AtomicU64,
     pub(crate) encode_nanos_last: AtomicU64,
     pub(crate) encode_nanos_max: AtomicU64,
+    /// The last `RECENT_ENCODES` encode times, a ring indexed by
+    /// `encodes % RECENT_ENCODES`, for the median.
+    encode_nanos_recent: [AtomicU64; RECENT_ENCODES],
+    encodes: AtomicU64,
     pub(crate) durable_nanos_last: AtomicU64,
     pub(crate) durable_nanos_max: AtomicU64,
 }
+
+/// How many recent checkpoint encodes the median pause is taken over.
+const RECENT_ENCODES: usize = 32;
 
 /// Live counters of a job.
 #[derive(Debug, Default)]
@@ -88,6 +95,9 @@ pub struct OperatorReport {
     pub last_encode_time: Duration,
     /// The longest checkpoint encode.
     pub max_encode_time: Duration,
+    /// The median of its last 32 checkpoint encodes (zero before the
+    /// first).
+    pub median_encode_time: Duration,
     /// From the end of the last checkpoint's encode until it was durable.
     pub last_durable_latency: Duration,
     /// The longest encode-to-durable latency.
@@ -155,6 +165,18 @@ impl OperatorMetrics {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.encode_nanos_last.store(nanos, Ordering::Relaxed);
         self.encode_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        let n = self.encodes.fetch_add(1, Ordering::Relaxed);
+        self.encode_nanos_recent[(n % RECENT_ENCODES as u64) as usize].store(nanos, Ordering::Relaxed);
+    }
+
+    fn median_encode(&self) -> Duration {
+        let n = (self.encodes.load(Ordering::Relaxed) as usize).min(RECENT_ENCODES);
+        let mut recent: Vec<u64> = self.encode_nanos_recent[..n]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        recent.sort_unstable();
+        Duration::from_nanos(recent.get(n / 2).copied().unwrap_or(0))
     }
 
     pub(crate) fn durable(&self, took: Duration) {
@@ -190,6 +212,7 @@ impl OperatorMetrics {
             restarts: 0,
             last_encode_time: Duration::from_nanos(self.encode_nanos_last.load(Ordering::Relaxed)),
             max_encode_time: Duration::from_nanos(self.encode_nanos_max.load(Ordering::Relaxed)),
+            median_encode_time: self.median_encode(),
             last_durable_latency: Duration::from_nanos(self.durable_nanos_last.load(Ordering::Relaxed)),
             max_durable_latency: Duration::from_nanos(self.durable_nanos_max.load(Ordering::Relaxed)),
         }

@@ -44,10 +44,12 @@ pub(crate) enum Control {
     /// stateless sink completes windows long before the commit moves).
     Release(WindowId),
     /// An asynchronous save finished; the buffer comes back for reuse.
+    /// For a frozen state, the result holds the new snapshot's chunk
+    /// table, which the next checkpoint refers to.
     Saved {
         window: WindowId,
         buffer: Vec<u8>,
-        result: Result<(), String>,
+        result: Result<Option<Vec<checkpoint_core::ChunkRef>>, String>,
     },
     /// Recovered downstream operators need the stream again, each on a new
     /// channel (an erased `Sender<Message<_>>`): all of one recovery's in
@@ -62,7 +64,7 @@ impl std::fmt::Debug for Control {
         match self {
             Control::Committed(w) => write!(f, "Committed({w})"),
             Control::Release(w) => write!(f, "Release({w})"),
-            Control::Saved { window, result, .. } => write!(f, "Saved({window}, {result:?})"),
+            Control::Saved { window, result, .. } => write!(f, "Saved({window}, {:?})", result.as_ref().map(|_| ())),
             Control::Reconnect(targets) => {
                 let targets: Vec<_> = targets.iter().map(|(t, _, r)| (t, r)).collect();
                 write!(f, "Reconnect({targets:?})")

@@ -75,7 +75,23 @@ fn check_final_state(storage: &Arc<dyn StorageAgent>, key_groups: KeyGroups) {
     for p in 0..PARTITIONS {
         let name = format!("count#{p}");
         let last = *storage.windows(&name).expect("windows").last().expect("a checkpoint");
-        let (_, state) = Snapshot::decode::<KeyedCounter>(&storage.load(&name, last).expect("load")).expect("decode");
+        let bytes = storage.load(&name, last).expect("load");
+        let (header, state) =
+            Snapshot::decode_with_chunks::<KeyedCounter>(&bytes, &name, None, |op, id| storage.load_chunk(op, id))
+                .expect("decode");
+        // Incremental: the keyed groups are chunks, and every chunk the
+        // operator keeps is one a kept snapshot refers to (retention).
+        assert!(!header.chunks.is_empty(), "{name}");
+        let mut referenced = std::collections::BTreeSet::new();
+        for window in storage.windows(&name).expect("windows") {
+            let header = Snapshot::read_header(&storage.load(&name, window).expect("load")).expect("header");
+            referenced.extend(header.chunks.iter().map(|c| c.id));
+        }
+        let stored: std::collections::BTreeSet<_> = storage.chunks(&name).expect("chunks").into_iter().collect();
+        assert_eq!(
+            stored, referenced,
+            "{name}: chunks kept without a snapshot referring to them"
+        );
         assert_eq!(state.counts.key_groups(), Some(key_groups), "{name}");
         let owned = key_groups.range_of_partition(p, PARTITIONS);
         for (key, count) in state.counts.iter() {

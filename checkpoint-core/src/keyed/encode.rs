@@ -3,10 +3,12 @@
 //! "Keyed state").
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use super::freeze::{self, PendingChunk};
 use super::{Group, GroupHasher, KeyedMap, StateKey, StateValue};
 use crate::checkpoint::{Checkpoint, LayoutHasher, payload};
+use crate::chunk::{Chunk, ChunkId};
 use crate::error::PayloadError;
 use crate::key_group::KeyGroups;
 
@@ -14,6 +16,8 @@ use crate::key_group::KeyGroups;
 const UNSET: u8 = 0;
 /// Every group follows, in group order, entries in key order.
 const INLINE: u8 = 1;
+/// The groups are in chunks the snapshot's chunk table lists.
+const CHUNKED: u8 = 2;
 #[cfg(test)]
 pub(super) const INLINE_FOR_TESTS: u8 = INLINE;
 
@@ -149,6 +153,12 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
             out.write_all(&[UNSET])?;
             return Ok(());
         };
+        if let Some(map) = self.freeze(key_groups) {
+            out.write_all(&[CHUNKED])?;
+            payload::encode(&key_groups.count(), out)?;
+            payload::encode(&map, out)?;
+            return Ok(());
+        }
         out.write_all(&[INLINE])?;
         payload::encode(&key_groups.count(), out)?;
         let mut bytes = Vec::new();
@@ -196,11 +206,115 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
                 Ok(KeyedMap {
                     groups,
                     key_groups: Some(key_groups),
+                    chunks: Mutex::new(vec![None; count as usize]),
                 })
+            }
+            CHUNKED => {
+                let count: u32 = payload::decode(input)?;
+                let key_groups = KeyGroups::new(count).map_err(PayloadError::custom)?;
+                let map: u32 = payload::decode(input)?;
+                Self::thaw(key_groups, map)
             }
             other => Err(PayloadError::custom(format!(
                 "a keyed map's payload starts with layout {other}, which this version does not know"
             ))),
         }
+    }
+}
+
+impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
+    /// Inside an incremental snapshot (a freezer on this thread): hands
+    /// every group changed since its chunk to the freezer, to be written as
+    /// a new chunk from a frozen reference (no copy now; the operator's
+    /// next write to it copies it), refers to the chunk of every other
+    /// group, and returns the map's index. `None` outside one.
+    fn freeze(&self, key_groups: KeyGroups) -> Option<u32> {
+        // A map with no entry is written inline (a few bytes): then a
+        // snapshot whose maps are all empty has no chunk table and decodes
+        // anywhere.
+        if self.is_empty() {
+            return None;
+        }
+        freeze::with_freezer(|freezer| {
+            let freezer = freezer?;
+            let map = freezer.next_map();
+            let mut chunks = self.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+            for (g, group) in self.groups.iter().enumerate() {
+                let Some(chunk) = chunks.get_mut(g) else {
+                    break;
+                };
+                if group.is_empty() {
+                    *chunk = None;
+                    continue;
+                }
+                match *chunk {
+                    Some(id) if id.map == map => freezer.reused.push(id),
+                    _ => {
+                        let id = ChunkId {
+                            window: freezer.window,
+                            map,
+                            group: g as u32,
+                        };
+                        let frozen = Arc::clone(group);
+                        freezer.pending.push(PendingChunk {
+                            id,
+                            key_groups: key_groups.count(),
+                            encode: Box::new(move |out| encode_group(&frozen, out)),
+                        });
+                        *chunk = Some(id);
+                    }
+                }
+            }
+            Some(map)
+        })
+    }
+
+    /// Inside `Snapshot::decode_with_chunks` (a thawer on this thread):
+    /// the map's groups from their chunks, decoded in parallel. A group
+    /// without a chunk is empty, and so is one this partition does not
+    /// own.
+    fn thaw(key_groups: KeyGroups, map: u32) -> Result<Self, PayloadError> {
+        let count = key_groups.count();
+        let taken = freeze::with_thawer(|thawer| {
+            let Some(thawer) = thawer else {
+                return Err(PayloadError::custom(
+                    "this keyed map is saved in chunks: decode the snapshot with `Snapshot::decode_with_chunks`",
+                ));
+            };
+            let index = thawer.next_map();
+            if index != map {
+                return Err(PayloadError::custom(format!(
+                    "the snapshot says this is keyed map {map}; it is the state's map {index}: the snapshot is damaged"
+                )));
+            }
+            let mut taken = Vec::new();
+            for g in 0..count {
+                if thawer.owned.as_ref().is_some_and(|owned| !owned.contains(&g)) {
+                    continue;
+                }
+                if let Some((reference, owner, bytes)) = thawer.chunks.remove(&(map, g)) {
+                    let ours = owner == thawer.operator;
+                    taken.push((reference, owner, bytes, ours));
+                }
+            }
+            Ok(taken)
+        })?;
+        let mut parts: Vec<(u64, &[u8])> = vec![(0, &[][..]); count as usize];
+        let mut chunks = vec![None; count as usize];
+        for (reference, owner, bytes, ours) in &taken {
+            let (header, payload) =
+                Chunk::decode_expected(bytes, owner, reference, count).map_err(PayloadError::custom)?;
+            let g = header.id.group as usize;
+            parts[g] = (header.entries, payload);
+            if *ours {
+                chunks[g] = Some(reference.id);
+            }
+        }
+        let groups = decode_groups(key_groups, &parts)?;
+        Ok(KeyedMap {
+            groups,
+            key_groups: Some(key_groups),
+            chunks: Mutex::new(chunks),
+        })
     }
 }

@@ -2,17 +2,19 @@
 //! group.
 
 mod encode;
+pub(crate) mod freeze;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::chunk::ChunkId;
 use crate::key_group::KeyGroups;
 use crate::stable_hash::StableHash;
 
@@ -29,15 +31,18 @@ pub(crate) type Group<K, V> = HashMap<K, V, GroupHasher>;
 /// the keys it receives), `Hash + Eq` for its place in the group, `Ord` so
 /// equal maps encode to identical bytes (entries are written in key order),
 /// `Clone` for copy-on-write, and serde for the snapshot.
-pub trait StateKey: StableHash + Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send + Sync {}
+pub trait StateKey:
+    StableHash + Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
 
-impl<K: StableHash + Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send + Sync> StateKey for K {}
+impl<K: StableHash + Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateKey for K {}
 
 /// What a value of a [`KeyedMap`] needs: `Clone` for copy-on-write and
 /// serde for the snapshot.
-pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + Sync {}
+pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
 
-impl<V: Clone + Serialize + DeserializeOwned + Send + Sync> StateValue for V {}
+impl<V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateValue for V {}
 
 /// Keyed state: a map split into the job's key groups, for a field of an
 /// operator that holds one entry per key (counts, sessions, open joins).
@@ -91,6 +96,11 @@ pub struct KeyedMap<K, V> {
     /// Empty until the map first holds a key (or is given its count).
     groups: Vec<Arc<Group<K, V>>>,
     key_groups: Option<KeyGroups>,
+    /// Per group: which chunk holds its entries as they are, if one does.
+    /// Behind a lock because a snapshot is encoded through `&self`; the
+    /// writes of the operator's thread reach it through `&mut self`
+    /// (`Mutex::get_mut`), with no locking.
+    chunks: Mutex<Vec<Option<ChunkId>>>,
 }
 
 impl<K, V> Default for KeyedMap<K, V> {
@@ -98,6 +108,7 @@ impl<K, V> Default for KeyedMap<K, V> {
         KeyedMap {
             groups: Vec::new(),
             key_groups: None,
+            chunks: Mutex::new(Vec::new()),
         }
     }
 }
@@ -108,6 +119,7 @@ impl<K: Clone, V: Clone> Clone for KeyedMap<K, V> {
         KeyedMap {
             groups: self.groups.clone(),
             key_groups: self.key_groups,
+            chunks: Mutex::new(self.chunks.lock().unwrap_or_else(PoisonError::into_inner).clone()),
         }
     }
 }
@@ -160,6 +172,21 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         self.groups = (0..key_groups.count())
             .map(|_| Arc::new(Group::with_hasher(GroupHasher::default())))
             .collect();
+        *self.chunks.get_mut().unwrap_or_else(PoisonError::into_inner) = vec![None; key_groups.count() as usize];
+    }
+
+    /// Group `index`, to change: it no longer matches its chunk, and it is
+    /// copied first if a snapshot still shares it.
+    fn write_group(&mut self, index: usize) -> &mut Group<K, V> {
+        if let Some(chunk) = self
+            .chunks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(index)
+        {
+            *chunk = None;
+        }
+        Arc::make_mut(&mut self.groups[index])
     }
 
     /// The map's key-group count, once it has one.
@@ -183,7 +210,7 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
             }
         };
         let index = key_groups.group_of(key) as usize;
-        Arc::make_mut(&mut self.groups[index])
+        self.write_group(index)
     }
 
     /// How many entries.
@@ -227,7 +254,7 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         if !self.groups[index].contains_key(key) {
             return None;
         }
-        Arc::make_mut(&mut self.groups[index]).get_mut(key)
+        self.write_group(index).get_mut(key)
     }
 
     /// Sets `key`'s value; returns the previous one.
@@ -245,7 +272,7 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         if !self.groups[index].contains_key(key) {
             return None;
         }
-        Arc::make_mut(&mut self.groups[index]).remove(key)
+        self.write_group(index).remove(key)
     }
 
     /// `key`'s entry, to read, insert or change in place (std's
@@ -273,11 +300,13 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
     /// Every value, to change in place (copies every group a snapshot
     /// still shares).
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
+        self.forget_chunks(|_| true);
         self.groups.iter_mut().flat_map(|g| Arc::make_mut(g).values_mut())
     }
 
     /// Keeps the entries `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        self.forget_chunks(|g| !g.is_empty());
         for group in &mut self.groups {
             if !group.is_empty() {
                 Arc::make_mut(group).retain(|k, v| keep(k, v));
@@ -287,9 +316,20 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
 
     /// Removes every entry (the key-group count stays).
     pub fn clear(&mut self) {
+        self.forget_chunks(|g| !g.is_empty());
         for group in &mut self.groups {
             if !group.is_empty() {
                 *group = Arc::new(Group::with_hasher(GroupHasher::default()));
+            }
+        }
+    }
+
+    /// The groups `changed` picks no longer match their chunks.
+    fn forget_chunks(&mut self, changed: impl Fn(&Group<K, V>) -> bool) {
+        let chunks = self.chunks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for (chunk, group) in chunks.iter_mut().zip(&self.groups) {
+            if changed(group) {
+                *chunk = None;
             }
         }
     }

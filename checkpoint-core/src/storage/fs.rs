@@ -4,7 +4,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{StorageAgent, StorageLock, check_placement, validate_operator_name};
+use super::{StorageAgent, StorageLock, check_chunk_placement, check_placement, validate_operator_name};
+use crate::chunk::ChunkId;
+use crate::durable::create_dir_all_durable;
 use crate::error::StorageError;
 use crate::window::WindowId;
 
@@ -32,10 +34,16 @@ pub enum SavePhase {
     AfterRename,
     /// The directory is fsync'd: the snapshot is durable.
     AfterDirFsync,
+    /// [`save_chunks`](StorageAgent::save_chunks): every chunk of the batch
+    /// is written to its temp file and fsync'd; none is renamed yet.
+    ChunksWritten,
+    /// `save_chunks`: every chunk is renamed into place and the chunk
+    /// directory fsync'd: the batch is durable.
+    ChunksDurable,
 }
 
 impl SavePhase {
-    /// Every phase, in protocol order.
+    /// Every phase of a snapshot's save, in protocol order.
     pub const ALL: [SavePhase; 5] = [
         SavePhase::AfterWrite,
         SavePhase::AfterFsync,
@@ -300,6 +308,80 @@ impl StorageAgent for FsStorageAgent {
         lock_directory(&self.root, &format!("checkpoint directory {}", self.root.display()))
     }
 
+    fn supports_chunks(&self) -> bool {
+        true
+    }
+
+    /// Writes each chunk to `<root>/<operator>/chunks/.<id>.tmp` and
+    /// fsyncs it, then renames them all into place (`<id>`) and fsyncs the
+    /// chunk directory once: one directory sync per batch. A crash leaves
+    /// some chunks or none; a chunk no snapshot refers to is harmless, and
+    /// the runtime's retention removes it.
+    fn save_chunks(&self, operator: &str, chunks: &[(ChunkId, Vec<u8>)]) -> Result<(), StorageError> {
+        let dir = self.operator_dir(operator)?.join(CHUNK_DIR);
+        for (id, bytes) in chunks {
+            check_chunk_placement(operator, *id, bytes)?;
+        }
+        let Some((first, _)) = chunks.first() else {
+            return Ok(());
+        };
+        create_dir_all_durable(&dir).map_err(|e| io_error("creating directory", &dir, e))?;
+        let temp = |id: &ChunkId| dir.join(format!(".{id}{TEMP_SUFFIX}"));
+        let written = (|| {
+            for (id, bytes) in chunks {
+                let path = temp(id);
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(|e| io_error("creating", &path, e))?;
+                file.write_all(bytes).map_err(|e| io_error("writing", &path, e))?;
+                file.sync_all().map_err(|e| io_error("syncing", &path, e))?;
+            }
+            self.phase(operator, first.window, SavePhase::ChunksWritten);
+            for (id, _) in chunks {
+                let target = dir.join(id.to_string());
+                fs::rename(temp(id), &target).map_err(|e| io_error("renaming into place", &target, e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            for (id, _) in chunks {
+                let _ = fs::remove_file(temp(id));
+            }
+            return Err(e);
+        }
+        sync_dir(&dir)?;
+        self.phase(operator, first.window, SavePhase::ChunksDurable);
+        Ok(())
+    }
+
+    fn load_chunk(&self, operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
+        let path = self.operator_dir(operator)?.join(CHUNK_DIR).join(id.to_string());
+        match fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::ChunkNotFound {
+                operator: operator.to_owned(),
+                chunk: id.to_string(),
+            }),
+            Err(e) => Err(io_error("reading", &path, e)),
+        }
+    }
+
+    fn delete_chunk(&self, operator: &str, id: ChunkId) -> Result<(), StorageError> {
+        let dir = self.operator_dir(operator)?.join(CHUNK_DIR);
+        remove_if_exists(&dir.join(id.to_string()))?;
+        remove_if_exists(&dir.join(format!(".{id}{TEMP_SUFFIX}")))
+    }
+
+    fn chunks(&self, operator: &str) -> Result<Vec<ChunkId>, StorageError> {
+        let dir = self.operator_dir(operator)?.join(CHUNK_DIR);
+        let mut chunks: Vec<ChunkId> = list_files(&dir)?.iter().filter_map(|name| name.parse().ok()).collect();
+        chunks.sort_unstable();
+        Ok(chunks)
+    }
+
     /// Renames the snapshot to `.<16 hex digits>.corrupt` in its directory.
     fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
         let dir = self.operator_dir(operator)?;
@@ -369,6 +451,9 @@ pub fn lock_directory(dir: &Path, what: &str) -> Result<StorageLock, StorageErro
 
 /// How long [`lock_directory`] keeps trying a lock that is held.
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The subdirectory of an operator's directory that holds its chunks.
+const CHUNK_DIR: &str = "chunks";
 
 fn window_file_name(window: WindowId) -> String {
     format!("{:016x}", window.as_u64())

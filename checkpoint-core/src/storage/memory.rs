@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{StorageAgent, StorageLock, check_placement, validate_operator_name};
+use super::{StorageAgent, StorageLock, check_chunk_placement, check_placement, validate_operator_name};
+use crate::chunk::ChunkId;
 use crate::error::StorageError;
 use crate::window::WindowId;
 
@@ -32,6 +33,7 @@ struct Store {
     snapshots: BTreeMap<String, BTreeMap<WindowId, Arc<[u8]>>>,
     /// Snapshots set aside as corrupt, kept for inspection.
     set_aside: BTreeMap<String, BTreeMap<WindowId, Arc<[u8]>>>,
+    chunks: BTreeMap<String, BTreeMap<ChunkId, Arc<[u8]>>>,
     manifest: Option<Vec<u8>>,
     locked: bool,
 }
@@ -161,5 +163,53 @@ impl StorageAgent for MemoryStorageAgent {
                 .insert(window, bytes);
         }
         Ok(())
+    }
+
+    fn supports_chunks(&self) -> bool {
+        true
+    }
+
+    fn save_chunks(&self, operator: &str, chunks: &[(ChunkId, Vec<u8>)]) -> Result<(), StorageError> {
+        validate_operator_name(operator)?;
+        for (id, bytes) in chunks {
+            check_chunk_placement(operator, *id, bytes)?;
+        }
+        let mut store = self.store();
+        let stored = store.chunks.entry(operator.to_owned()).or_default();
+        for (id, bytes) in chunks {
+            stored.insert(*id, Arc::from(&bytes[..]));
+        }
+        Ok(())
+    }
+
+    fn load_chunk(&self, operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
+        validate_operator_name(operator)?;
+        self.store()
+            .chunks
+            .get(operator)
+            .and_then(|c| c.get(&id))
+            .map(|bytes| bytes.to_vec())
+            .ok_or_else(|| StorageError::ChunkNotFound {
+                operator: operator.to_owned(),
+                chunk: id.to_string(),
+            })
+    }
+
+    fn delete_chunk(&self, operator: &str, id: ChunkId) -> Result<(), StorageError> {
+        validate_operator_name(operator)?;
+        if let Some(chunks) = self.store().chunks.get_mut(operator) {
+            chunks.remove(&id);
+        }
+        Ok(())
+    }
+
+    fn chunks(&self, operator: &str) -> Result<Vec<ChunkId>, StorageError> {
+        validate_operator_name(operator)?;
+        Ok(self
+            .store()
+            .chunks
+            .get(operator)
+            .map(|c| c.keys().copied().collect())
+            .unwrap_or_default())
     }
 }

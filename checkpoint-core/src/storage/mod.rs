@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::StorageError;
+use crate::chunk::{Chunk, ChunkId};
+use crate::error::{SnapshotError, StorageError};
 use crate::snapshot::{MAX_OPERATOR_NAME_LEN, Snapshot};
 use crate::window::WindowId;
 
@@ -126,6 +127,41 @@ pub trait StorageAgent: Send + Sync + fmt::Debug {
         Ok(StorageLock::unsupported())
     }
 
+    /// Whether this agent stores chunks (the keyed groups of incremental
+    /// snapshots). The runtime saves whole snapshots to an agent that does
+    /// not. The default is `false`.
+    fn supports_chunks(&self) -> bool {
+        false
+    }
+
+    /// Stores `chunks` of `operator`, durably: when it returns, every one
+    /// of them survives a crash. A chunk already stored under the same id
+    /// is replaced (only a crashed save can have left one). Each chunk's
+    /// header must name `operator` and its id.
+    fn save_chunks(&self, operator: &str, chunks: &[(ChunkId, Vec<u8>)]) -> Result<(), StorageError> {
+        let _ = (operator, chunks);
+        Err(StorageError::ChunksUnsupported)
+    }
+
+    /// The chunk `id` of `operator` ([`StorageError::ChunkNotFound`] if
+    /// there is none).
+    fn load_chunk(&self, operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
+        let _ = (operator, id);
+        Err(StorageError::ChunksUnsupported)
+    }
+
+    /// Removes the chunk `id` of `operator`, if there is one.
+    fn delete_chunk(&self, operator: &str, id: ChunkId) -> Result<(), StorageError> {
+        let _ = (operator, id);
+        Err(StorageError::ChunksUnsupported)
+    }
+
+    /// The chunks `operator` has, sorted.
+    fn chunks(&self, operator: &str) -> Result<Vec<ChunkId>, StorageError> {
+        let _ = operator;
+        Ok(Vec::new())
+    }
+
     /// Moves a corrupt snapshot out of the way without deleting it: it is no
     /// longer listed by [`windows`](StorageAgent::windows), and a person (or
     /// `checkpoint purge`) can still look at it or remove it. The default
@@ -164,6 +200,38 @@ impl<S: StorageAgent + ?Sized> StorageAgent for Arc<S> {
     fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
         (**self).set_aside(operator, window)
     }
+    fn supports_chunks(&self) -> bool {
+        (**self).supports_chunks()
+    }
+    fn save_chunks(&self, operator: &str, chunks: &[(ChunkId, Vec<u8>)]) -> Result<(), StorageError> {
+        (**self).save_chunks(operator, chunks)
+    }
+    fn load_chunk(&self, operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
+        (**self).load_chunk(operator, id)
+    }
+    fn delete_chunk(&self, operator: &str, id: ChunkId) -> Result<(), StorageError> {
+        (**self).delete_chunk(operator, id)
+    }
+    fn chunks(&self, operator: &str) -> Result<Vec<ChunkId>, StorageError> {
+        (**self).chunks(operator)
+    }
+}
+
+/// Checks that `bytes` is a chunk whose header names `operator` and `id`.
+pub(crate) fn check_chunk_placement(operator: &str, id: ChunkId, bytes: &[u8]) -> Result<(), StorageError> {
+    let corrupt = |source| StorageError::Corrupt {
+        operator: operator.to_owned(),
+        window: id.window,
+        source,
+    };
+    let (header, _) = Chunk::decode(bytes).map_err(corrupt)?;
+    if header.operator != operator || header.id != id {
+        return Err(corrupt(SnapshotError::BadChunk {
+            chunk: format!("{operator}/{id}"),
+            detail: format!("its header says it is {}/{}", header.operator, header.id),
+        }));
+    }
+    Ok(())
 }
 
 /// Checks that `name` can name an operator's storage: not empty, at most 255

@@ -7,7 +7,7 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use checkpoint_core::{Checkpoint, KeyGroups, Snapshot};
+use checkpoint_core::{Checkpoint, KeyGroups, Snapshot, StorageAgent};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::failure::Failure;
@@ -45,8 +45,12 @@ pub(crate) struct NodeParts {
 pub(crate) enum Restore {
     /// The user's value (first run).
     Fresh,
-    /// A snapshot to decode.
-    Snapshot(Vec<u8>),
+    /// A snapshot to decode, with the storage its chunks (if it has any)
+    /// are loaded from.
+    Snapshot {
+        bytes: Vec<u8>,
+        storage: Option<Arc<dyn StorageAgent>>,
+    },
 }
 
 /// The configuration fields (`#[checkpoint(config)]`) of one partition,
@@ -75,13 +79,13 @@ fn instance<T: Checkpoint>(
     config: &mut RunConfig,
     fresh: impl FnOnce() -> Option<T>,
 ) -> Result<T, String> {
-    let bytes = match restore {
+    let (bytes, storage) = match restore {
         Restore::Fresh => {
             let value = fresh().ok_or_else(|| format!("operator {name:?} was already built"))?;
             config.capture(&value);
             return Ok(value);
         }
-        Restore::Snapshot(bytes) => bytes,
+        Restore::Snapshot { bytes, storage } => (bytes, storage),
     };
     if T::HAS_CONFIG && config.captured.is_none() {
         let value = fresh().ok_or_else(|| {
@@ -92,7 +96,13 @@ fn instance<T: Checkpoint>(
     let mut value = if bytes.is_empty() && T::STATELESS {
         T::decode_state(&mut &[][..]).map_err(|e| format!("rebuilding stateless {name:?}: {e}"))?
     } else {
-        Snapshot::decode::<T>(&bytes)
+        let decoded = match &storage {
+            // Keyed maps in chunks are loaded from the storage, groups on
+            // several threads.
+            Some(storage) => Snapshot::decode_with_chunks::<T>(&bytes, name, None, |op, id| storage.load_chunk(op, id)),
+            None => Snapshot::decode::<T>(&bytes),
+        };
+        decoded
             .map(|(_, value)| value)
             .map_err(|e| format!("restoring {name:?}: {e}"))?
     };

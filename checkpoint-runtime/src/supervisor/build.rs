@@ -142,6 +142,13 @@ impl Supervisor {
                 mode: spec.mode,
                 faults: Some(self.config.faults.clone()),
                 save_timeout: self.config.save_timeout,
+                // The restored snapshot's chunks, which its next checkpoint
+                // refers to for the key groups that did not change.
+                chunks: restore
+                    .as_ref()
+                    .and_then(|bytes| checkpoint_core::Snapshot::read_header(bytes).ok())
+                    .map(|header| header.chunks)
+                    .unwrap_or_default(),
             };
             let spill = self.spill_dir.as_ref().map(|dir| SpillPolicy {
                 memory_cap: self.config.replay_memory_cap,
@@ -159,7 +166,10 @@ impl Supervisor {
                 stop: Arc::clone(&self.stop),
             };
             let restore = match restore {
-                Some(bytes) => Restore::Snapshot(bytes),
+                Some(bytes) => Restore::Snapshot {
+                    bytes,
+                    storage: self.storage.clone(),
+                },
                 None => Restore::Fresh,
             };
             let built = self.dag.nodes[logical]

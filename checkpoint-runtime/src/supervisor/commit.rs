@@ -1,7 +1,10 @@
 //! The committed window: advancing it, telling operators, retention of
-//! old checkpoints, and the manifest's record of it.
+//! old checkpoints and of the chunks no kept checkpoint refers to, and the
+//! manifest's record of it.
 
-use checkpoint_core::{StorageAgent, WindowId};
+use std::collections::HashSet;
+
+use checkpoint_core::{Snapshot, StorageAgent, StorageError, WindowId};
 
 use crate::coordinator::{RecoveryPlan, plan, releases};
 use crate::protocol::Control;
@@ -69,6 +72,12 @@ impl Supervisor {
                     storage.delete(&self.physical[node].name, *window)?;
                 }
                 ops.durable.drain(..old.len());
+                if !old.is_empty() {
+                    let removed = collect_chunks(&*storage, &self.physical[node].name)?;
+                    if removed > 0 {
+                        tracing::debug!(operator = %self.physical[node].name, removed, "chunks no checkpoint refers to removed");
+                    }
+                }
             }
             self.retain_from = planned.recovery;
             self.manifest.committed = Some(new);
@@ -76,4 +85,49 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Deletes the chunks of `operator` that none of its stored snapshots
+/// refers to (Flink's shared-state registry, computed from what storage
+/// holds): those of deleted snapshots, and those of saves that failed or
+/// were cut short by a crash. A chunk written after the newest snapshot is
+/// kept: it may belong to a save in flight, whose snapshot comes after its
+/// chunks. If any snapshot's header cannot be read, nothing is deleted.
+/// Returns how many were deleted.
+///
+/// Crash-safe in any order of events: a snapshot is deleted before the
+/// chunks only it referred to, so a crash in between leaves unreferenced
+/// chunks (deleted by the next pass), never a snapshot without its chunks.
+pub(crate) fn collect_chunks(storage: &dyn StorageAgent, operator: &str) -> Result<usize, StorageError> {
+    if !storage.supports_chunks() {
+        return Ok(0);
+    }
+    let chunks = storage.chunks(operator)?;
+    if chunks.is_empty() {
+        return Ok(0);
+    }
+    let windows = storage.windows(operator)?;
+    let Some(&newest) = windows.last() else {
+        return Ok(0);
+    };
+    let mut referenced = HashSet::new();
+    for window in windows {
+        let bytes = match storage.load(operator, window) {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        match Snapshot::read_header(&bytes) {
+            Ok(header) => referenced.extend(header.chunks.iter().map(|c| c.id)),
+            Err(_) => return Ok(0),
+        }
+    }
+    let mut removed = 0;
+    for id in chunks {
+        if id.window <= newest && !referenced.contains(&id) {
+            storage.delete_chunk(operator, id)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

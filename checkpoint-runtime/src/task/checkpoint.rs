@@ -1,4 +1,5 @@
-//! Saving checkpoints: encoding the state, saving it on the operator's
+//! Saving checkpoints: encoding the state (or, when it holds keyed maps and
+//! the storage keeps chunks, freezing it), saving it on the operator's
 //! thread or handing it to the operator's saver thread, with a deadline,
 //! and reporting it durable.
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use checkpoint_core::{Snapshot, SnapshotMeta, StorageAgent, WindowId};
+use checkpoint_core::{ChunkRef, FrozenSnapshot, Snapshot, SnapshotMeta, StorageAgent, WindowId};
 use crossbeam_channel::{Select, Sender, TryRecvError};
 
 use crate::failure::{Failure, panic_message};
@@ -26,7 +27,74 @@ fn save_caught(storage: &dyn StorageAgent, name: &str, window: WindowId, bytes: 
 
 struct SaveJob {
     window: WindowId,
-    bytes: Vec<u8>,
+    work: SaveWork,
+}
+
+/// What a save writes.
+enum SaveWork {
+    /// A whole snapshot, encoded on the operator's thread.
+    Whole(Vec<u8>),
+    /// A frozen state: its changed key groups are encoded and written as
+    /// chunks first, then the snapshot that refers to them and, for the
+    /// unchanged groups, to the chunks `previous` (the operator's last
+    /// snapshot's table) lists.
+    Frozen {
+        frozen: FrozenSnapshot,
+        previous: Vec<ChunkRef>,
+    },
+}
+
+/// What a finished save gives back: the buffer for the next encode, and,
+/// for a frozen state, the new snapshot's chunk table.
+struct SaveDone {
+    buffer: Vec<u8>,
+    result: Result<Option<Vec<ChunkRef>>, String>,
+    bytes: u64,
+}
+
+/// Performs one save: for a frozen state, its new chunks (durable first)
+/// then the snapshot; the snapshot never refers to a chunk that is not
+/// durable.
+fn perform(storage: &dyn StorageAgent, name: &str, window: WindowId, work: SaveWork) -> SaveDone {
+    match work {
+        SaveWork::Whole(bytes) => {
+            let result = save_caught(storage, name, window, &bytes).map(|()| None);
+            let len = bytes.len() as u64;
+            SaveDone {
+                buffer: bytes,
+                result,
+                bytes: len,
+            }
+        }
+        SaveWork::Frozen { frozen, previous } => {
+            let finished = catch_unwind(AssertUnwindSafe(|| {
+                frozen.finish(&previous, |chunks| storage.save_chunks(name, chunks))
+            }));
+            let finished = match finished {
+                Ok(Ok(finished)) => finished,
+                Ok(Err(e)) => {
+                    return SaveDone {
+                        buffer: Vec::new(),
+                        result: Err(e.to_string()),
+                        bytes: 0,
+                    };
+                }
+                Err(panic) => {
+                    return SaveDone {
+                        buffer: Vec::new(),
+                        result: Err(panic_message(&*panic)),
+                        bytes: 0,
+                    };
+                }
+            };
+            let result = save_caught(storage, name, window, &finished.bytes).map(|()| Some(finished.chunks));
+            SaveDone {
+                buffer: finished.payload_buffer,
+                result,
+                bytes: finished.written_bytes + finished.bytes.len() as u64,
+            }
+        }
+    }
 }
 
 pub(super) struct Saver {
@@ -45,19 +113,25 @@ impl Saver {
         let control = env.control_tx.clone();
         let events = env.events.clone();
         let epoch = env.epoch;
+        let metrics = Arc::clone(&env.metrics);
         let thread = std::thread::Builder::new()
             .name(format!("save:{name}"))
             .spawn(move || {
                 for job in rx {
-                    let result = save_caught(&*storage, &name, job.window, &job.bytes);
+                    let done = perform(&*storage, &name, job.window, job.work);
+                    metrics.operators[node]
+                        .checkpoint_bytes
+                        .store(done.bytes, Ordering::Relaxed);
                     // A failed save leaves nothing behind (the storage
                     // contract): no clean-up here, which could delete a
-                    // checkpoint a newer incarnation saved meanwhile.
-                    let durable = result.is_ok();
+                    // checkpoint a newer incarnation saved meanwhile. A
+                    // failed save's chunks are referred to by no snapshot;
+                    // retention removes them.
+                    let durable = done.result.is_ok();
                     let saved = Control::Saved {
                         window: job.window,
-                        buffer: job.bytes,
-                        result,
+                        buffer: done.buffer,
+                        result: done.result,
                     };
                     if control.send((node, saved)).is_err() {
                         break;
@@ -110,25 +184,42 @@ impl<L: Lifecycle> Core<L> {
         self.wait_for_save()?;
         let meta = SnapshotMeta::new(&self.env.ctx.name, window);
         let started = std::time::Instant::now();
+        let incremental = storage.supports_chunks();
         let encoded = catch_unwind(AssertUnwindSafe(|| {
-            Snapshot::encode_into(self.op.state(), meta, &mut self.buffer)
+            if incremental {
+                // Keyed maps are only frozen here (a reference count per
+                // key group); their groups are encoded by the save.
+                let buffer = std::mem::take(&mut self.buffer);
+                Snapshot::freeze(self.op.state(), meta, buffer).map(|frozen| SaveWork::Frozen {
+                    frozen,
+                    previous: self.chunks.clone(),
+                })
+            } else {
+                Snapshot::encode_into(self.op.state(), meta, &mut self.buffer).map(|()| SaveWork::Whole(Vec::new()))
+            }
         }));
-        match encoded {
-            Ok(Ok(())) => {}
+        let work = match encoded {
+            Ok(Ok(work)) => work,
             Ok(Err(e)) => return Err(self.fail(format!("encoding its checkpoint at {window}: {e}"))),
             Err(panic) => return Err(self.fail(format!("encoding its checkpoint: {}", panic_message(&*panic)))),
-        }
-        let len = self.buffer.len();
-        if self.buffer.capacity() > len + len / 4 {
-            // Grown by doubling while encoding: keep room for a state that
-            // grows a little, not twice the state for the rest of the run.
-            self.buffer.shrink_to(len + len / 8);
-        }
-        let metrics = &self.env.metrics.operators[self.env.node];
-        metrics.encoded(started.elapsed());
-        metrics
-            .checkpoint_bytes
-            .store(self.buffer.len() as u64, Ordering::Relaxed);
+        };
+        let work = match work {
+            SaveWork::Whole(_) => {
+                let len = self.buffer.len();
+                if self.buffer.capacity() > len + len / 4 {
+                    // Grown by doubling while encoding: keep room for a state
+                    // that grows a little, not twice the state for the rest
+                    // of the run.
+                    self.buffer.shrink_to(len + len / 8);
+                }
+                self.env.metrics.operators[self.env.node]
+                    .checkpoint_bytes
+                    .store(len as u64, Ordering::Relaxed);
+                SaveWork::Whole(std::mem::take(&mut self.buffer))
+            }
+            frozen => frozen,
+        };
+        self.env.metrics.operators[self.env.node].encoded(started.elapsed());
         self.last_checkpoint = Some(window);
         self.save_started = Some(std::time::Instant::now());
         if let Some(jobs) = self
@@ -137,12 +228,11 @@ impl<L: Lifecycle> Core<L> {
             .and_then(|s| s.jobs.as_ref())
             .filter(|_| !synchronous)
         {
-            let bytes = std::mem::take(&mut self.buffer);
             self.in_flight = Some(window);
-            jobs.send(SaveJob { window, bytes }).map_err(|_| Failure::Aborted)?;
+            jobs.send(SaveJob { window, work }).map_err(|_| Failure::Aborted)?;
             return Ok(());
         }
-        if let Err(e) = self.save_within_timeout(&storage, window) {
+        if let Err(e) = self.save_within_timeout(&storage, window, work) {
             return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
         }
         self.saved(window);
@@ -157,24 +247,34 @@ impl<L: Lifecycle> Core<L> {
     /// instead of hanging it (the initial checkpoint, synchronous and
     /// exactly-once saves, chained operators). The buffer comes back for
     /// reuse; after a timeout the helper is left to finish on its own.
-    fn save_within_timeout(&mut self, storage: &Arc<dyn StorageAgent>, window: WindowId) -> Result<(), String> {
+    fn save_within_timeout(
+        &mut self,
+        storage: &Arc<dyn StorageAgent>,
+        window: WindowId,
+        work: SaveWork,
+    ) -> Result<(), String> {
         let (done, result) = crossbeam_channel::bounded(1);
-        let bytes = std::mem::take(&mut self.buffer);
         let name = self.env.ctx.name.clone();
         let storage = Arc::clone(storage);
         std::thread::Builder::new()
             .name(format!("save:{name}"))
             .spawn(move || {
-                let saved = save_caught(&*storage, &name, window, &bytes);
-                let _ = done.send((saved, bytes));
+                let _ = done.send(perform(&*storage, &name, window, work));
             })
             .map_err(|e| format!("starting a thread to save it: {e}"))?;
         // Not cut short by a kill: a save must be over before the job
         // returns, or it would write after the job let go of its storage.
         match result.recv_timeout(self.env.save_timeout) {
-            Ok((saved, bytes)) => {
-                self.buffer = bytes;
-                saved
+            Ok(done) => {
+                self.buffer = done.buffer;
+                self.env.metrics.operators[self.env.node]
+                    .checkpoint_bytes
+                    .store(done.bytes, Ordering::Relaxed);
+                let chunks = done.result?;
+                if let Some(chunks) = chunks {
+                    self.chunks = chunks;
+                }
+                Ok(())
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 Err("its save thread ended without an answer".to_owned())

@@ -112,6 +112,8 @@ pub(crate) struct NodeEnv {
     pub(crate) faults: Option<Faults>,
     /// How long an asynchronous save may take to become durable.
     pub(crate) save_timeout: std::time::Duration,
+    /// The chunk table of the snapshot the operator is restored from.
+    pub(crate) chunks: Vec<checkpoint_core::ChunkRef>,
 }
 
 /// A failure from the emitter (a chained operator's, an abort) passed
@@ -146,6 +148,10 @@ pub(crate) struct Core<L: Lifecycle> {
     in_app_window: bool,
     deferred: VecDeque<Deferred>,
     buffer: Vec<u8>,
+    /// The chunk table of the operator's last snapshot (restored or
+    /// saved): what the next incremental snapshot refers to for its
+    /// unchanged key groups.
+    chunks: Vec<checkpoint_core::ChunkRef>,
     saver: Option<Saver>,
     in_flight: Option<WindowId>,
     shutdown: bool,
@@ -162,6 +168,7 @@ impl<L: Lifecycle> Core<L> {
         let activation = env.ctx.activation_window;
         let faults = env.faults.take().filter(|f| f.targets(&env.ctx.name));
         env.metrics.operators[env.node].new_incarnation();
+        let chunks = std::mem::take(&mut env.chunks);
         let mut core = Core {
             op,
             out,
@@ -173,6 +180,7 @@ impl<L: Lifecycle> Core<L> {
             in_app_window: false,
             deferred: VecDeque::new(),
             buffer: Vec::new(),
+            chunks,
             saver: None,
             in_flight: None,
             shutdown: false,
@@ -439,8 +447,10 @@ impl<L: Lifecycle> Core<L> {
                 if self.buffer.capacity() == 0 {
                     self.buffer = buffer;
                 }
-                if let Err(e) = result {
-                    return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
+                match result {
+                    Err(e) => return Err(self.fail(format!("saving its checkpoint at {window}: {e}"))),
+                    Ok(Some(chunks)) => self.chunks = chunks,
+                    Ok(None) => {}
                 }
                 self.saved(window);
                 if window != self.activation() {

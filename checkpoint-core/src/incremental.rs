@@ -1,0 +1,344 @@
+//! Incremental snapshots: the keyed groups of a state saved as chunks, each
+//! written once and referred to by every later snapshot until it changes
+//! (Flink's incremental checkpoints with a shared-state registry, here one
+//! operator's previous chunk table).
+//!
+//! Saving is in two steps so the operator's thread pauses only for the
+//! first: [`Snapshot::freeze`] encodes the state's other fields and freezes
+//! its [`KeyedMap`](crate::KeyedMap)s (a reference count per group), and
+//! [`FrozenSnapshot::finish`], on any thread, encodes the changed groups,
+//! has them saved, and assembles the snapshot that refers to them.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use crate::checkpoint::{Checkpoint, StateLayout};
+use crate::chunk::{Chunk, ChunkId, ChunkRef};
+use crate::error::{SnapshotError, StorageError};
+use crate::keyed::freeze::{self, PendingChunk, Thawer};
+use crate::snapshot::{MAX_OPERATOR_NAME_LEN, Snapshot, SnapshotHeader, SnapshotMeta};
+use crate::window::WindowId;
+
+/// How many bytes of new chunks are encoded before they are handed to
+/// storage together: large enough to share a directory sync among many
+/// chunks, small enough that a big state is never held twice in memory.
+const CHUNK_BATCH_BYTES: usize = 32 << 20;
+
+/// A state frozen at a checkpoint: its payload encoded, its changed keyed
+/// groups held by reference until [`finish`](FrozenSnapshot::finish)
+/// writes them.
+pub struct FrozenSnapshot {
+    operator: String,
+    window: WindowId,
+    type_name: &'static str,
+    version: u32,
+    fingerprint: u64,
+    payload: Vec<u8>,
+    pending: Vec<PendingChunk>,
+    reused: Vec<ChunkId>,
+}
+
+impl std::fmt::Debug for FrozenSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenSnapshot")
+            .field("operator", &self.operator)
+            .field("window", &self.window)
+            .field("payload_len", &self.payload.len())
+            .field("new_chunks", &self.pending.len())
+            .field("reused_chunks", &self.reused.len())
+            .finish()
+    }
+}
+
+/// What [`FrozenSnapshot::finish`] produced.
+#[derive(Debug)]
+pub struct FinishedSnapshot {
+    /// The snapshot, to save as the operator's checkpoint at its window.
+    pub bytes: Vec<u8>,
+    /// Its chunk table: what the next snapshot of this operator refers to.
+    pub chunks: Vec<ChunkRef>,
+    /// How many chunks were written (the rest were referred to again).
+    pub written_chunks: usize,
+    /// Bytes of the chunks written.
+    pub written_bytes: u64,
+    /// The payload buffer, for the next freeze.
+    pub payload_buffer: Vec<u8>,
+}
+
+impl Snapshot {
+    /// Freezes `state` at `meta.window` for an incremental snapshot: the
+    /// payload is encoded now, into `buffer` (reused), with every
+    /// [`KeyedMap`](crate::KeyedMap) writing only its index and key-group
+    /// count; the groups changed since their last chunk are kept by
+    /// reference for [`FrozenSnapshot::finish`]. O(key groups) for the
+    /// maps, whatever their size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::{Checkpoint, KeyGroups, KeyedMap, MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+    ///
+    /// #[derive(Checkpoint, Default)]
+    /// struct Counter {
+    ///     #[checkpoint(keyed)]
+    ///     counts: KeyedMap<u64, u64>,
+    /// }
+    ///
+    /// let storage = MemoryStorageAgent::new();
+    /// let mut counter = Counter { counts: KeyedMap::with_key_groups(KeyGroups::new(8)?) };
+    /// counter.counts.extend((0..100).map(|k| (k, k)));
+    ///
+    /// // First checkpoint: every non-empty group is written.
+    /// let w1 = WindowId::new(1, 1);
+    /// let frozen = Snapshot::freeze(&counter, SnapshotMeta::new("count", w1), Vec::new())?;
+    /// let first = frozen.finish(&[], |chunks| storage.save_chunks("count", chunks))?;
+    /// storage.save("count", w1, &first.bytes)?;
+    /// assert_eq!(first.written_chunks, 8);
+    ///
+    /// // One key changes: only its group is written again.
+    /// *counter.counts.get_mut(&7).unwrap() += 1;
+    /// let w2 = WindowId::new(1, 2);
+    /// let frozen = Snapshot::freeze(&counter, SnapshotMeta::new("count", w2), first.payload_buffer)?;
+    /// let second = frozen.finish(&first.chunks, |chunks| storage.save_chunks("count", chunks))?;
+    /// storage.save("count", w2, &second.bytes)?;
+    /// assert_eq!(second.written_chunks, 1);
+    ///
+    /// let (_, restored) = Snapshot::decode_with_chunks::<Counter>(&storage.load("count", w2)?, "count", None, |op, id| storage.load_chunk(op, id))?;
+    /// assert_eq!(restored.counts.get(&7), Some(&8));
+    /// assert_eq!(restored.counts, counter.counts);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn freeze<T: Checkpoint>(
+        state: &T,
+        meta: SnapshotMeta<'_>,
+        mut buffer: Vec<u8>,
+    ) -> Result<FrozenSnapshot, SnapshotError> {
+        if meta.operator.len() > MAX_OPERATOR_NAME_LEN {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "operator name is {} bytes, at most {MAX_OPERATOR_NAME_LEN} fit",
+                meta.operator.len()
+            )));
+        }
+        buffer.clear();
+        let (encoded, frozen) = freeze::freezing(meta.window, || state.encode_state(&mut buffer));
+        encoded.map_err(|source| SnapshotError::Payload {
+            type_name: T::TYPE_NAME,
+            source,
+        })?;
+        Ok(FrozenSnapshot {
+            operator: meta.operator.to_owned(),
+            window: meta.window,
+            type_name: T::TYPE_NAME,
+            version: T::VERSION,
+            fingerprint: T::FINGERPRINT,
+            payload: buffer,
+            pending: frozen.pending,
+            reused: frozen.reused,
+        })
+    }
+
+    /// Decodes a snapshot of `T` whose keyed groups may be in chunks,
+    /// loading each with `load(chunk's operator, chunk id)` (on several
+    /// threads) and checking it is the chunk the snapshot refers to. A
+    /// snapshot without chunks decodes as [`Snapshot::decode`] does.
+    ///
+    /// `operator` is the operator restoring: chunks of its own are
+    /// referred to again by its next incremental snapshot. `owned`, for a
+    /// partition of a keyed operator, is the key groups it owns: chunks of
+    /// other groups are not loaded and those groups are empty.
+    pub fn decode_with_chunks<T: Checkpoint>(
+        bytes: &[u8],
+        operator: &str,
+        owned: Option<Range<u32>>,
+        load: impl Fn(&str, ChunkId) -> Result<Vec<u8>, StorageError> + Sync,
+    ) -> Result<(SnapshotHeader, T), SnapshotError> {
+        let (header, payload) = Snapshot::verified_parts(bytes)?;
+        let wanted: Vec<ChunkRef> = header
+            .chunks
+            .iter()
+            .filter(|c| owned.as_ref().is_none_or(|owned| owned.contains(&c.id.group)))
+            .copied()
+            .collect();
+        let loaded = load_all(&header.operator, &wanted, &load)?;
+        let mut thawer = Thawer::new(operator, owned);
+        for (reference, bytes) in wanted.into_iter().zip(loaded) {
+            thawer.chunks.insert(
+                (reference.id.map, reference.id.group),
+                (reference, header.operator.clone(), bytes),
+            );
+        }
+        freeze::thawing(thawer, || Snapshot::decode_payload(header, payload))
+    }
+}
+
+/// One chunk's bytes, or why they could not be read.
+type Loaded = Result<Vec<u8>, StorageError>;
+
+/// Loads `chunks` of `operator` on a few threads, in order.
+fn load_all(
+    operator: &str,
+    chunks: &[ChunkRef],
+    load: &(impl Fn(&str, ChunkId) -> Result<Vec<u8>, StorageError> + Sync),
+) -> Result<Vec<Vec<u8>>, SnapshotError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8)
+        .min(chunks.len().max(1));
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<Option<Loaded>>> = Mutex::new((0..chunks.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = {
+                        let mut next = next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let i = *next;
+                        *next += 1;
+                        i
+                    };
+                    let Some(reference) = chunks.get(i) else {
+                        break;
+                    };
+                    let result = load(operator, reference.id);
+                    let failed = result.is_err();
+                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(result);
+                    if failed {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut out = Vec::with_capacity(chunks.len());
+    for (reference, result) in chunks.iter().zip(results) {
+        match result {
+            Some(Ok(bytes)) => out.push(bytes),
+            Some(Err(source)) => {
+                return Err(SnapshotError::ChunkStorage {
+                    chunk: format!("{operator}/{}", reference.id),
+                    source: Box::new(source),
+                });
+            }
+            // A loader stopped at an earlier failure, reported above in order.
+            None => {
+                return Err(SnapshotError::BadChunk {
+                    chunk: format!("{operator}/{}", reference.id),
+                    detail: "not loaded: an earlier chunk could not be".to_owned(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl FrozenSnapshot {
+    /// The window it was frozen at.
+    pub fn window(&self) -> WindowId {
+        self.window
+    }
+
+    /// How many groups changed since their chunk (the chunks `finish`
+    /// writes).
+    pub fn changed_groups(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Encodes the changed groups as chunks (on several threads), hands
+    /// them to `save` in batches of about 32 MiB (each batch must be
+    /// durable when `save` returns), and assembles the snapshot, whose
+    /// table refers to the new chunks and, for unchanged groups, to the
+    /// chunks `previous` (the operator's previous snapshot's table) lists.
+    /// The snapshot is to be saved only after this returns: a snapshot
+    /// never refers to a chunk that is not durable.
+    pub fn finish(
+        self,
+        previous: &[ChunkRef],
+        mut save: impl FnMut(&[(ChunkId, Vec<u8>)]) -> Result<(), StorageError>,
+    ) -> Result<FinishedSnapshot, SnapshotError> {
+        let known: HashMap<ChunkId, ChunkRef> = previous.iter().map(|c| (c.id, *c)).collect();
+        let mut table: Vec<ChunkRef> = Vec::with_capacity(self.pending.len() + self.reused.len());
+        for id in &self.reused {
+            let reference = known.get(id).copied().ok_or_else(|| SnapshotError::BadChunk {
+                chunk: format!("{}/{id}", self.operator),
+                detail: "the state refers to it again, but the previous snapshot does not list it".to_owned(),
+            })?;
+            table.push(reference);
+        }
+        let operator = self.operator.as_str();
+        let mut written_bytes = 0u64;
+        let written_chunks = self.pending.len();
+        let mut batch: Vec<(ChunkId, Vec<u8>)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut flush = |batch: &mut Vec<(ChunkId, Vec<u8>)>, batch_bytes: &mut usize| -> Result<(), SnapshotError> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            save(batch).map_err(|source| SnapshotError::ChunkStorage {
+                chunk: format!("{operator}/{}", batch[0].0),
+                source: Box::new(source),
+            })?;
+            batch.clear();
+            *batch_bytes = 0;
+            Ok(())
+        };
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).max(1);
+        let mut pending = self.pending.into_iter();
+        loop {
+            // A round of up to `threads` chunks encoded side by side.
+            let round: Vec<PendingChunk> = pending.by_ref().take(threads).collect();
+            if round.is_empty() {
+                break;
+            }
+            let encoded: Vec<Result<(Vec<u8>, ChunkRef), SnapshotError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = round
+                    .into_iter()
+                    .map(|chunk| scope.spawn(move || encode_chunk(operator, chunk)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(SnapshotError::InvalidHeader("a chunk's encoder panicked".to_owned()))
+                        })
+                    })
+                    .collect()
+            });
+            for result in encoded {
+                let (bytes, reference) = result?;
+                written_bytes += bytes.len() as u64;
+                batch_bytes += bytes.len();
+                table.push(reference);
+                batch.push((reference.id, bytes));
+            }
+            if batch_bytes >= CHUNK_BATCH_BYTES {
+                flush(&mut batch, &mut batch_bytes)?;
+            }
+        }
+        flush(&mut batch, &mut batch_bytes)?;
+        table.sort_unstable_by_key(|c| (c.id.map, c.id.group));
+        let layout = StateLayout {
+            type_name: self.type_name,
+            version: self.version,
+            fingerprint: self.fingerprint,
+        };
+        let bytes = Snapshot::assemble(SnapshotMeta::new(operator, self.window), layout, &self.payload, &table)?;
+        Ok(FinishedSnapshot {
+            bytes,
+            chunks: table,
+            written_chunks,
+            written_bytes,
+            payload_buffer: self.payload,
+        })
+    }
+}
+
+fn encode_chunk(operator: &str, chunk: PendingChunk) -> Result<(Vec<u8>, ChunkRef), SnapshotError> {
+    let mut entries_bytes = Vec::new();
+    let entries = (chunk.encode)(&mut entries_bytes).map_err(|source| SnapshotError::Payload {
+        type_name: "KeyedMap",
+        source,
+    })?;
+    Chunk::encode(operator, chunk.id, chunk.key_groups, entries, &entries_bytes)
+}
