@@ -86,6 +86,14 @@ pub trait Checkpoint: Sized {
     /// at every window it completed.
     const STATELESS: bool = false;
 
+    /// Whether every persisted field is keyed state (`#[checkpoint(keyed)]`
+    /// `KeyedMap`s, directly or in `nested` fields): then the state can be
+    /// split by key group and merged, and its operator can be restarted
+    /// with another partition count. Implemented by the derive; `false`
+    /// for hand-written implementations unless they say otherwise.
+    #[doc(hidden)]
+    const KEYED_ONLY: bool = false;
+
     /// A stable 64-bit fingerprint of the persisted layout at
     /// [`VERSION`](Checkpoint::VERSION). It must be the same on every build
     /// and machine: compute it with [`LayoutHasher`] from names, never from
@@ -394,6 +402,7 @@ plain_checkpoint! {
 impl Checkpoint for () {
     const TYPE_NAME: &'static str = "()";
     const STATELESS: bool = true;
+    const KEYED_ONLY: bool = true;
     const FINGERPRINT: u64 = LayoutHasher::new().write_str("()").write_u64(1).finish();
 
     fn encode_state<W: Write>(&self, _out: &mut W) -> Result<(), PayloadError> {

@@ -69,6 +69,8 @@ pub trait NestedField: Sized {
     const NESTED_FINGERPRINT: u64;
     /// Whether the field type has configuration fields.
     const NESTED_HAS_CONFIG: bool;
+    /// Whether the field type holds keyed state only.
+    const NESTED_KEYED_ONLY: bool;
     /// [`Checkpoint::capture_config`].
     fn capture_nested_config(&self) -> Option<Box<dyn Any + Send>>;
     /// [`Checkpoint::restore_config`].
@@ -82,6 +84,7 @@ pub trait NestedField: Sized {
 impl<T: Checkpoint> NestedField for T {
     const NESTED_FINGERPRINT: u64 = <T as Checkpoint>::FINGERPRINT;
     const NESTED_HAS_CONFIG: bool = <T as Checkpoint>::HAS_CONFIG;
+    const NESTED_KEYED_ONLY: bool = <T as Checkpoint>::KEYED_ONLY;
 
     #[inline]
     fn capture_nested_config(&self) -> Option<Box<dyn Any + Send>> {

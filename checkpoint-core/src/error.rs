@@ -163,6 +163,16 @@ pub enum SnapshotError {
         #[source]
         source: Box<StorageError>,
     },
+    /// A state with fields besides keyed maps cannot be split across
+    /// partitions.
+    #[error(
+        "{type_name} keeps state outside `#[checkpoint(keyed)]` maps, so it cannot be split or merged across \
+         partitions: make its other fields keyed maps or transient, or keep the partition count"
+    )]
+    NotRescalable {
+        /// The state type.
+        type_name: &'static str,
+    },
     /// A snapshot whose keyed state is in chunks was decoded without a way
     /// to load them.
     #[error(

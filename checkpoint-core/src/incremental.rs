@@ -172,6 +172,117 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Decodes the state of a partition of a keyed operator whose
+    /// partition count changed: it owns the key groups `owned`, and
+    /// `sources` are the snapshots, all at one window, of the old
+    /// partitions (`(name, bytes)`) that held any of them. Each group comes
+    /// from the chunk of whichever source held it; the state must be keyed
+    /// only (`#[checkpoint(keyed)]` maps, [`SnapshotError::NotRescalable`]
+    /// if not).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::{Checkpoint, KeyGroups, KeyedMap, MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+    ///
+    /// #[derive(Checkpoint, Default)]
+    /// struct Counter {
+    ///     #[checkpoint(keyed)]
+    ///     counts: KeyedMap<u64, u64>,
+    /// }
+    ///
+    /// // Two partitions, each holding the keys of its half of 8 groups.
+    /// let groups = KeyGroups::new(8)?;
+    /// let storage = MemoryStorageAgent::new();
+    /// let w = WindowId::new(1, 10);
+    /// for p in 0..2 {
+    ///     let owned = groups.range_of_partition(p, 2);
+    ///     let mut state = Counter { counts: KeyedMap::with_key_groups(groups) };
+    ///     state.counts.extend((0..100u64).filter(|k| owned.contains(&groups.group_of(k))).map(|k| (k, k)));
+    ///     let name = format!("count#{p}");
+    ///     let frozen = Snapshot::freeze(&state, SnapshotMeta::new(&name, w), Vec::new())?;
+    ///     let done = frozen.finish(&[], |chunks| storage.save_chunks(&name, chunks))?;
+    ///     storage.save(&name, w, &done.bytes)?;
+    /// }
+    /// // One partition now: it owns every group, from both old ones.
+    /// let sources: Vec<(String, Vec<u8>)> = (0..2).map(|p| { let n = format!("count#{p}"); let b = storage.load(&n, w).unwrap(); (n, b) }).collect();
+    /// let sources: Vec<(&str, &[u8])> = sources.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    /// let (_, merged) = Snapshot::decode_rescaled::<Counter>(&sources, "count", groups.range_of_partition(0, 1), |op, id| storage.load_chunk(op, id))?;
+    /// assert_eq!(merged.counts.len(), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode_rescaled<T: Checkpoint>(
+        sources: &[(&str, &[u8])],
+        operator: &str,
+        owned: Range<u32>,
+        load: impl Fn(&str, ChunkId) -> Result<Vec<u8>, StorageError> + Sync,
+    ) -> Result<(SnapshotHeader, T), SnapshotError> {
+        if !T::KEYED_ONLY {
+            return Err(SnapshotError::NotRescalable {
+                type_name: T::TYPE_NAME,
+            });
+        }
+        let mut verified = Vec::with_capacity(sources.len());
+        for (name, bytes) in sources {
+            let (header, payload) = Snapshot::verified_parts(bytes)?;
+            if header.operator != *name {
+                return Err(SnapshotError::InvalidHeader(format!(
+                    "the snapshot given as {name:?}'s says it is {:?}'s",
+                    header.operator
+                )));
+            }
+            verified.push((header, payload));
+        }
+        let Some((first, _)) = verified.first() else {
+            return Err(SnapshotError::InvalidHeader(
+                "no snapshot to restore the partition from".to_owned(),
+            ));
+        };
+        for (header, _) in &verified[1..] {
+            if header.window != first.window || header.layout() != first.layout() {
+                return Err(SnapshotError::InvalidHeader(format!(
+                    "the partitions' snapshots differ: {} at {} ({} v{}) and {} at {} ({} v{})",
+                    first.operator,
+                    first.window,
+                    first.type_name,
+                    first.state_version,
+                    header.operator,
+                    header.window,
+                    header.type_name,
+                    header.state_version
+                )));
+            }
+        }
+        let mut thawer = Thawer::new(operator, Some(owned.clone()));
+        thawer.merging = true;
+        for (header, _) in &verified {
+            let wanted: Vec<ChunkRef> = header
+                .chunks
+                .iter()
+                .filter(|c| owned.contains(&c.id.group))
+                .copied()
+                .collect();
+            let loaded = load_all(&header.operator, &wanted, &load)?;
+            for (reference, bytes) in wanted.into_iter().zip(loaded) {
+                let key = (reference.id.map, reference.id.group);
+                if thawer.chunks.contains_key(&key) {
+                    return Err(SnapshotError::BadChunk {
+                        chunk: format!("{}/{}", header.operator, reference.id),
+                        detail: "another partition's snapshot at the same window holds the same key group".to_owned(),
+                    });
+                }
+                thawer.chunks.insert(key, (reference, header.operator.clone(), bytes));
+            }
+        }
+        let mut verified = verified.into_iter();
+        let Some((header, payload)) = verified.next() else {
+            unreachable!("checked above");
+        };
+        freeze::thawing(thawer, || Snapshot::decode_payload(header, payload))
+    }
+}
+
 /// One chunk's bytes, or why they could not be read.
 type Loaded = Result<Vec<u8>, StorageError>;
 

@@ -57,6 +57,7 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
             const STATELESS: bool = true;
         )
     });
+    let keyed_only = keyed_only(input, krate);
     let fingerprint = fingerprint::expr(input, krate);
     let (encode, decode) = match &input.data {
         Some(Data::Struct(data)) => (encode_struct(input, data, krate), decode_struct(input, data, krate)),
@@ -75,6 +76,7 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
                 const TYPE_NAME: &'static str = #type_name;
                 #version_const
                 #stateless_const
+                const KEYED_ONLY: bool = #keyed_only;
                 const FINGERPRINT: u64 = #fingerprint;
 
                 fn encode_state<__W: ::std::io::Write>(
@@ -97,6 +99,31 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
             #config_check
         };
     }
+}
+
+/// `KEYED_ONLY`: a stateless type, or a struct whose every persisted field
+/// is `keyed` (or `nested` in a type that is itself keyed only). An enum
+/// is not: a variant change is not a key-group change.
+fn keyed_only(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
+    if input.is_stateless() {
+        return quote!(true);
+    }
+    let Some(Data::Struct(_)) = &input.data else {
+        return quote!(false);
+    };
+    let terms =
+        input
+            .fields()
+            .filter(|field| field.is_persisted(input))
+            .map(|field| match FieldKind::of(input, field) {
+                FieldKind::Keyed => quote!(true),
+                FieldKind::Nested => {
+                    let ty = field.ty();
+                    quote!(<#ty as #krate::__private::NestedField>::NESTED_KEYED_ONLY)
+                }
+                _ => quote!(false),
+            });
+    quote!(true #(&& #terms)*)
 }
 
 /// The where clause's added bounds: the `bound = "..."` predicates if given,

@@ -60,6 +60,26 @@ pub struct JobManifest {
     /// edges sent a key to partition `stable_hash % partitions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_groups: Option<u32>,
+    /// Keyed operators whose partition count changed, by logical name,
+    /// until the job commits a window past the one they were split or
+    /// merged at: until then, a restart restores them from the old
+    /// partitions' snapshots again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rescaling: BTreeMap<String, ManifestRescale>,
+}
+
+/// A keyed operator restarted with another partition count, in the
+/// manifest until the job commits a window past `window`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRescale {
+    /// The window every old partition was restored at.
+    #[serde(with = "window_text")]
+    pub window: WindowId,
+    /// The old partition count.
+    pub partitions: usize,
+    /// The old partitions' physical names: their snapshots at `window`
+    /// hold the operator's state, each the key groups its partition owned.
+    pub physical: Vec<String>,
 }
 
 /// One logical operator in the manifest.
@@ -123,6 +143,19 @@ mod window_map {
         text.into_iter()
             .map(|(k, t)| t.parse().map(|w| (k, w)).map_err(serde::de::Error::custom))
             .collect()
+    }
+}
+
+mod window_text {
+    use checkpoint_core::WindowId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(window: &WindowId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&window.to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<WindowId, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 

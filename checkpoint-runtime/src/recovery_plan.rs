@@ -94,6 +94,11 @@ pub struct StoredOperator {
     /// An input restored from the final checkpoint of a stream that ended
     /// (or, stateless, from its final window): it opens no further window.
     pub ended: bool,
+    /// A partition of a keyed operator whose partition count changed and
+    /// that has not committed since: it restores at its restore point from
+    /// these old partitions' snapshots (`JobManifest::rescaling`), not from
+    /// its own.
+    pub rescaled_from: Option<Vec<String>>,
 }
 
 /// Where a restart resumes one operator.
@@ -241,6 +246,18 @@ impl StoredPlan {
 ///
 /// See [`StoredPlan`].
 pub fn plan_from_storage(storage: &dyn StorageAgent, manifest: &JobManifest) -> Result<StoredPlan, RunError> {
+    plan_aligned(storage, manifest, &BTreeSet::new())
+}
+
+/// [`plan_from_storage`], with the partitions of each logical operator in
+/// `align` restored at one common window (the newest all of them can
+/// take): they are about to be split or merged by key group, which needs
+/// every group at the same window.
+pub(crate) fn plan_aligned(
+    storage: &dyn StorageAgent,
+    manifest: &JobManifest,
+    align: &BTreeSet<String>,
+) -> Result<StoredPlan, RunError> {
     let bad_manifest = |detail: String| RunError::Manifest { detail };
     let base = manifest.window_base;
     let initial = WindowId::new(base, 0);
@@ -294,6 +311,7 @@ pub fn plan_from_storage(storage: &dyn StorageAgent, manifest: &JobManifest) -> 
                 good,
                 restore: None,
                 ended: false,
+                rescaled_from: None,
             });
         }
     }
@@ -337,7 +355,7 @@ pub fn plan_from_storage(storage: &dyn StorageAgent, manifest: &JobManifest) -> 
     // every operator can go back to the job's start: one that has no
     // checkpoint (a kill before its initial one was durable) resumes as new.
     let never_committed = manifest.committed.is_none();
-    let fresh: Vec<bool> = operators
+    let mut fresh: Vec<bool> = operators
         .iter()
         .map(|o| {
             !o.stateless
@@ -346,18 +364,50 @@ pub fn plan_from_storage(storage: &dyn StorageAgent, manifest: &JobManifest) -> 
                 && !unreadable.iter().any(|b: &BadCheckpoint| b.operator == o.name)
         })
         .collect();
-    let lists: Vec<OperatorCheckpoints> = operators
+    let mut durable: Vec<Vec<WindowId>> = operators
         .iter()
         .zip(&fresh)
         .map(|(o, &fresh)| {
+            let mut durable = o.good.clone();
+            if fresh {
+                durable.insert(0, initial);
+            }
+            durable
+        })
+        .collect();
+    for (logical, op) in manifest.operators.iter().enumerate() {
+        if op.stateless {
+            continue;
+        }
+        if let Some(rescale) = manifest.rescaling.get(&op.name) {
+            // Split or merged and not committed since: the old partitions'
+            // snapshots at the rescale window are the state, whatever the
+            // new partitions saved after it.
+            for node in physical_of(logical) {
+                durable[node] = vec![rescale.window];
+                fresh[node] = false;
+                operators[node].rescaled_from = Some(rescale.physical.clone());
+            }
+        } else if align.contains(&op.name) {
+            let range = physical_of(logical);
+            let common: Vec<WindowId> = durable[range.start]
+                .iter()
+                .copied()
+                .filter(|w| range.clone().all(|node| durable[node].contains(w)))
+                .collect();
+            for node in range {
+                durable[node] = common.clone();
+            }
+        }
+    }
+    let lists: Vec<OperatorCheckpoints> = operators
+        .iter()
+        .zip(durable)
+        .map(|(o, durable)| {
             if o.stateless {
                 // Checkpointed at every window, as far as a restart knows.
                 OperatorCheckpoints::stateless(WindowId::from_u64(u64::MAX))
             } else {
-                let mut durable = o.good.clone();
-                if fresh {
-                    durable.insert(0, initial);
-                }
                 OperatorCheckpoints::durable(durable)
             }
         })

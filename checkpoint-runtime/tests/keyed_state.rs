@@ -13,6 +13,8 @@ use checkpoint_runtime::{
 };
 use common::{Counting, Tagged, with_watchdog};
 
+// `config` and the rest are shared by every test below.
+
 const BASE: u32 = 0x6553_f100;
 const TUPLES: u64 = 3_000;
 const KEYS: u64 = 211;
@@ -164,4 +166,217 @@ fn more_partitions_than_key_groups_is_an_error() {
         "{message}"
     );
     assert!(storage.operators().expect("operators").is_empty(), "nothing written");
+}
+
+/// Counts per key in a `KeyedMap` and emits `(key, new count)` per tuple.
+#[derive(Default, Checkpoint)]
+struct EmittingCounter {
+    #[checkpoint(keyed)]
+    counts: KeyedMap<u64, u64>,
+}
+
+impl Operator for EmittingCounter {
+    type Input = Tagged;
+    type Output = (u64, u64);
+
+    fn process(&mut self, t: Tagged, out: Output<'_, (u64, u64)>) -> OperatorResult {
+        let key = t.value % KEYS;
+        let count = self.counts.entry(key).or_insert(0);
+        *count += 1;
+        out.emit((key, *count));
+        Ok(())
+    }
+}
+
+/// A window's lines in sorted order, whatever partitions they came from:
+/// the output of a run is then the same for any partition count.
+#[derive(Default, Checkpoint)]
+struct SortWindow {
+    #[checkpoint(transient)]
+    lines: Vec<String>,
+}
+
+impl Operator for SortWindow {
+    type Input = (u64, u64);
+    type Output = String;
+
+    fn process(&mut self, (key, count): (u64, u64), _out: Output<'_, String>) -> OperatorResult {
+        self.lines.push(format!("{key:03} {count}"));
+        Ok(())
+    }
+
+    fn end_window(&mut self, out: Output<'_, String>) -> OperatorResult {
+        self.lines.sort();
+        for line in self.lines.drain(..) {
+            out.emit(line);
+        }
+        Ok(())
+    }
+}
+
+/// source -> count (`partitions`, keyed) -> sort -> exactly-once sink.
+fn publishing_dag(partitions: usize, out: &std::path::Path) -> Dag {
+    let mut dag = Dag::new();
+    let source = dag.input("source", Counting::new(TUPLES, 7));
+    let count = dag.operator_partitioned("count", partitions, |_| EmittingCounter::default());
+    let sort = dag.operator("sort", SortWindow::default());
+    let sink = dag.operator("sink", checkpoint_runtime::io::ExactlyOnceFileSink::<String>::new(out));
+    dag.connect_by_key(&source, &count, |t: &Tagged| t.value % KEYS)
+        .connect(&count, &sort)
+        .connect(&sort, &sink)
+        .default_checkpoint_window_count(3);
+    dag
+}
+
+fn fs_storage(dir: &std::path::Path) -> Arc<dyn StorageAgent> {
+    Arc::new(checkpoint_core::FsStorageAgent::new(dir).expect("storage"))
+}
+
+fn publish(
+    storage: &Arc<dyn StorageAgent>,
+    partitions: usize,
+    out: &std::path::Path,
+    faults: &[Fault],
+    limit: u32,
+) -> Result<RunReport, RunError> {
+    let mut config = config(storage, groups(16)).restart_limit(limit);
+    for fault in faults {
+        config = config.inject(fault.clone());
+    }
+    let dag = publishing_dag(partitions, out);
+    with_watchdog(move || Runtime::new(config).run(dag))
+}
+
+/// Stops the job with an error at `window` (a fault that recurs, no
+/// restarts allowed): what a crash leaves in storage.
+fn stop_at(operator: &str, window: u32) -> Fault {
+    Fault::error(operator, window).at(FaultPoint::Tuple(2)).times(u32::MAX)
+}
+
+fn reference_output() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    publish(&fs_storage(&dir.path().join("ckpt")), 2, &out, &[], 0).expect("reference run");
+    checkpoint_runtime::io::read_output(&out).expect("output")
+}
+
+#[test]
+fn a_job_resumed_with_other_partition_counts_publishes_what_an_unchanged_run_does() {
+    let expected = reference_output();
+    assert!(!expected.is_empty());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
+    let storage = fs_storage(&ckpt);
+    publish(&storage, 2, &out, &[stop_at("sort", 9)], 0).expect_err("stopped at window 9");
+    // 2 -> 3: split; it runs on and stops again.
+    let report = publish(&storage, 3, &out, &[stop_at("sort", 19)], 0).expect_err("stopped at window 19");
+    drop(report);
+    // 3 -> 1: merged; it runs to the end.
+    let report = publish(&storage, 1, &out, &[], 0).expect("finished");
+    assert!(
+        report.notes.iter().any(|n| n.contains("another partition count")),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(checkpoint_runtime::io::read_output(&out).expect("output"), expected);
+    // The old partitions are gone once the merge was committed; only the
+    // one partition of now has checkpoints.
+    let operators = storage.operators().expect("operators");
+    assert!(operators.contains(&"count".to_owned()), "{operators:?}");
+    for old in ["count#0", "count#1", "count#2"] {
+        assert!(
+            storage.windows(old).expect("windows").is_empty(),
+            "{old} still has checkpoints"
+        );
+        assert!(
+            storage.chunks(old).expect("chunks").is_empty(),
+            "{old} still has chunks"
+        );
+    }
+    let manifest =
+        checkpoint_runtime::JobManifest::from_bytes(&storage.load_manifest().expect("load").expect("manifest"))
+            .expect("manifest");
+    assert!(manifest.rescaling.is_empty(), "{:?}", manifest.rescaling);
+}
+
+#[test]
+fn a_failure_right_after_a_rescale_restores_from_the_old_partitions() {
+    let expected = reference_output();
+    // In the run: a new partition fails in the first window after the
+    // split, before it has a checkpoint of its own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
+    let storage = fs_storage(&ckpt);
+    publish(&storage, 2, &out, &[stop_at("sort", 9)], 0).expect_err("stopped");
+    let report = publish(
+        &storage,
+        3,
+        &out,
+        &[Fault::panic("count#2", 9).at(FaultPoint::Tuple(1))],
+        5,
+    )
+    .expect("finished");
+    assert_eq!(report.recoveries.len(), 1, "{:?}", report.recoveries);
+    assert_eq!(checkpoint_runtime::io::read_output(&out).expect("output"), expected);
+
+    // A crash right after the split, before anything is committed past it:
+    // the next start (with yet another count) splits the old partitions
+    // again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
+    let storage = fs_storage(&ckpt);
+    publish(&storage, 2, &out, &[stop_at("sort", 9)], 0).expect_err("stopped");
+    publish(&storage, 3, &out, &[stop_at("count#1", 9)], 0).expect_err("crashed right after the split");
+    let manifest =
+        checkpoint_runtime::JobManifest::from_bytes(&storage.load_manifest().expect("load").expect("manifest"))
+            .expect("manifest");
+    let record = manifest.rescaling.get("count").expect("the split is pending");
+    assert_eq!(
+        (record.partitions, record.physical.as_slice()),
+        (2, &["count#0".to_owned(), "count#1".to_owned()][..])
+    );
+    publish(&storage, 4, &out, &[], 0).expect("finished");
+    assert_eq!(checkpoint_runtime::io::read_output(&out).expect("output"), expected);
+}
+
+#[test]
+fn only_keyed_operators_with_keyed_state_change_their_partition_count() {
+    /// Keyed, but with a plain field besides its map.
+    #[derive(Default, Checkpoint)]
+    struct Mixed {
+        #[checkpoint(keyed)]
+        counts: KeyedMap<u64, u64>,
+        tuples: u64,
+    }
+    impl Operator for Mixed {
+        type Input = Tagged;
+        type Output = ();
+        fn process(&mut self, t: Tagged, _out: Output<'_, ()>) -> OperatorResult {
+            *self.counts.entry(t.value % KEYS).or_insert(0) += 1;
+            self.tuples += 1;
+            Ok(())
+        }
+    }
+    let dag = |partitions: usize| {
+        let mut dag = Dag::new();
+        let source = dag.input("source", Counting::new(TUPLES, 7));
+        let count = dag.operator_partitioned("count", partitions, |_| Mixed::default());
+        dag.connect_by_key(&source, &count, |t: &Tagged| t.value % KEYS)
+            .default_checkpoint_window_count(3);
+        dag
+    };
+    let storage: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
+    let run = |partitions: usize, faults: &[Fault]| {
+        let mut config = config(&storage, groups(16)).restart_limit(0);
+        for fault in faults {
+            config = config.inject(fault.clone());
+        }
+        let dag = dag(partitions);
+        with_watchdog(move || Runtime::new(config).run(dag))
+    };
+    run(2, &[stop_at("count#0", 9)]).expect_err("stopped");
+    let err = run(3, &[]).expect_err("a plain field cannot be split");
+    assert!(err.to_string().contains("fields besides"), "{err}");
+    // Nothing changed: it resumes with its own count.
+    run(2, &[]).expect("finished");
 }

@@ -144,16 +144,22 @@ pub(super) fn decode_groups<K: StateKey, V: StateValue>(
 
 impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
     const TYPE_NAME: &'static str = "KeyedMap";
+    const KEYED_ONLY: bool = true;
     // The key and value types are not visible to a constant: the derive
     // fingerprints a `keyed` field by its written type, as any field.
     const FINGERPRINT: u64 = LayoutHasher::new().write_str("KeyedMap").write_u64(1).finish();
 
     fn encode_state<W: Write>(&self, out: &mut W) -> Result<(), PayloadError> {
+        // Every keyed map of a state takes its index, empty or not, so the
+        // same map has the same index in every partition's snapshot.
+        let map = freeze::with_freezer(|freezer| freezer.map(|f| f.next_map()));
         let Some(key_groups) = self.key_groups else {
             out.write_all(&[UNSET])?;
             return Ok(());
         };
-        if let Some(map) = self.freeze(key_groups) {
+        if let Some(map) = map
+            && self.freeze(key_groups, map)
+        {
             out.write_all(&[CHUNKED])?;
             payload::encode(&key_groups.count(), out)?;
             payload::encode(&map, out)?;
@@ -180,8 +186,14 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
             }
             None => return Err(PayloadError::custom("a keyed map's payload is empty")),
         };
+        // (index, merging) inside `decode_with_chunks` / `decode_rescaled`.
+        let thawing = freeze::with_thawer(|thawer| thawer.map(|t| (t.next_map(), t.merging)));
         match tag {
-            UNSET => Ok(KeyedMap::default()),
+            UNSET => match thawing {
+                // This source's map never held a key; other sources' may.
+                Some((index, true)) => Self::thaw(None, index),
+                _ => Ok(KeyedMap::default()),
+            },
             INLINE => {
                 let count: u32 = payload::decode(input)?;
                 let key_groups = KeyGroups::new(count).map_err(PayloadError::custom)?;
@@ -202,6 +214,18 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
                     parts.push((entries, bytes));
                     *input = rest;
                 }
+                if let Some((index, true)) = thawing {
+                    // Merging partitions: an inline map is an empty one
+                    // (a storage that keeps chunks writes every other map
+                    // as chunks); the groups come from the chunks.
+                    if parts.iter().any(|(entries, _)| *entries > 0) {
+                        return Err(PayloadError::custom(
+                            "a keyed map saved inline cannot be split or merged across partitions: it needs a \
+                             storage agent that keeps chunks",
+                        ));
+                    }
+                    return Self::thaw(Some(key_groups), index);
+                }
                 let groups = decode_groups(key_groups, &parts)?;
                 Ok(KeyedMap {
                     groups,
@@ -213,7 +237,16 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
                 let count: u32 = payload::decode(input)?;
                 let key_groups = KeyGroups::new(count).map_err(PayloadError::custom)?;
                 let map: u32 = payload::decode(input)?;
-                Self::thaw(key_groups, map)
+                match thawing {
+                    Some((index, _)) if index == map => Self::thaw(Some(key_groups), map),
+                    Some((index, _)) => Err(PayloadError::custom(format!(
+                        "the snapshot says this is keyed map {map}; it is the state's map {index}: the snapshot is \
+                         damaged"
+                    ))),
+                    None => Err(PayloadError::custom(
+                        "this keyed map is saved in chunks: decode the snapshot with `Snapshot::decode_with_chunks`",
+                    )),
+                }
             }
             other => Err(PayloadError::custom(format!(
                 "a keyed map's payload starts with layout {other}, which this version does not know"
@@ -226,18 +259,20 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
     /// Inside an incremental snapshot (a freezer on this thread): hands
     /// every group changed since its chunk to the freezer, to be written as
     /// a new chunk from a frozen reference (no copy now; the operator's
-    /// next write to it copies it), refers to the chunk of every other
-    /// group, and returns the map's index. `None` outside one.
-    fn freeze(&self, key_groups: KeyGroups) -> Option<u32> {
+    /// next write to it copies it), and refers to the chunk of every
+    /// other group; `false` outside one, or for an empty map (written
+    /// inline).
+    fn freeze(&self, key_groups: KeyGroups, map: u32) -> bool {
         // A map with no entry is written inline (a few bytes): then a
         // snapshot whose maps are all empty has no chunk table and decodes
         // anywhere.
         if self.is_empty() {
-            return None;
+            return false;
         }
         freeze::with_freezer(|freezer| {
-            let freezer = freezer?;
-            let map = freezer.next_map();
+            let Some(freezer) = freezer else {
+                return false;
+            };
             let mut chunks = self.chunks.lock().unwrap_or_else(PoisonError::into_inner);
             for (g, group) in self.groups.iter().enumerate() {
                 let Some(chunk) = chunks.get_mut(g) else {
@@ -265,7 +300,7 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
                     }
                 }
             }
-            Some(map)
+            true
         })
     }
 
@@ -273,22 +308,22 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
     /// the map's groups from their chunks, decoded in parallel. A group
     /// without a chunk is empty, and so is one this partition does not
     /// own.
-    fn thaw(key_groups: KeyGroups, map: u32) -> Result<Self, PayloadError> {
-        let count = key_groups.count();
+    fn thaw(key_groups: Option<KeyGroups>, map: u32) -> Result<Self, PayloadError> {
         let taken = freeze::with_thawer(|thawer| {
             let Some(thawer) = thawer else {
                 return Err(PayloadError::custom(
                     "this keyed map is saved in chunks: decode the snapshot with `Snapshot::decode_with_chunks`",
                 ));
             };
-            let index = thawer.next_map();
-            if index != map {
-                return Err(PayloadError::custom(format!(
-                    "the snapshot says this is keyed map {map}; it is the state's map {index}: the snapshot is damaged"
-                )));
-            }
             let mut taken = Vec::new();
-            for g in 0..count {
+            let mut groups: Vec<u32> = thawer
+                .chunks
+                .keys()
+                .filter(|(m, _)| *m == map)
+                .map(|(_, g)| *g)
+                .collect();
+            groups.sort_unstable();
+            for g in groups {
                 if thawer.owned.as_ref().is_some_and(|owned| !owned.contains(&g)) {
                     continue;
                 }
@@ -299,9 +334,28 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
             }
             Ok(taken)
         })?;
+        // The count the payload says, or (an empty map in the payload of
+        // one of several merged partitions) the one the chunks say.
+        let key_groups = match key_groups {
+            Some(key_groups) => key_groups,
+            None => match taken.first() {
+                Some((_, _, bytes, _)) => {
+                    let (header, _) = Chunk::decode(bytes).map_err(PayloadError::custom)?;
+                    KeyGroups::new(header.key_groups).map_err(PayloadError::custom)?
+                }
+                None => return Ok(KeyedMap::default()),
+            },
+        };
+        let count = key_groups.count();
         let mut parts: Vec<(u64, &[u8])> = vec![(0, &[][..]); count as usize];
         let mut chunks = vec![None; count as usize];
         for (reference, owner, bytes, ours) in &taken {
+            if reference.id.group >= count {
+                return Err(PayloadError::custom(format!(
+                    "chunk {owner}/{} is for key group {}, past the map's {count}",
+                    reference.id, reference.id.group
+                )));
+            }
             let (header, payload) =
                 Chunk::decode_expected(bytes, owner, reference, count).map_err(PayloadError::custom)?;
             let g = header.id.group as usize;

@@ -110,6 +110,10 @@ pub(crate) struct Thawer {
     pub(crate) chunks: HashMap<(u32, u32), (ChunkRef, String, Vec<u8>)>,
     /// The groups this partition owns; chunks of others are not loaded.
     pub(crate) owned: Option<Range<u32>>,
+    /// Several partitions' snapshots merged (a rescaled operator): a map
+    /// that is empty in the payload decoded takes its groups from the
+    /// chunks of the others.
+    pub(crate) merging: bool,
 }
 
 impl Thawer {
@@ -119,6 +123,7 @@ impl Thawer {
             next_map: 0,
             chunks: HashMap::new(),
             owned,
+            merging: false,
         }
     }
 

@@ -154,6 +154,7 @@ impl FsStorageAgent {
         let mut removed = 0;
         let mut dirs = vec![self.root.clone()];
         for operator in self.operators()? {
+            dirs.push(self.root.join(&operator).join(CHUNK_DIR));
             dirs.push(self.root.join(operator));
         }
         for dir in dirs {

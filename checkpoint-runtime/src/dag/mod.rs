@@ -76,6 +76,9 @@ pub(crate) struct NodeSpec {
     pub(crate) kind: NodeKind,
     pub(crate) partitions: usize,
     pub(crate) stateless: bool,
+    /// Whether its state is keyed maps only (`Checkpoint::KEYED_ONLY`):
+    /// then a restart may change its partition count.
+    pub(crate) keyed_only: bool,
     pub(crate) application_window_count: u32,
     checkpoint_window_count: Option<u32>,
     pub(crate) mode: ProcessingMode,
@@ -174,7 +177,7 @@ impl Dag {
         name: &str,
         kind: NodeKind,
         partitions: usize,
-        stateless: bool,
+        (stateless, keyed_only): (bool, bool),
         factory: Box<dyn NodeFactory>,
     ) -> usize {
         self.nodes.push(NodeSpec {
@@ -182,6 +185,7 @@ impl Dag {
             kind,
             partitions,
             stateless,
+            keyed_only,
             application_window_count: 1,
             checkpoint_window_count: None,
             mode: ProcessingMode::AtLeastOnce,
@@ -206,7 +210,13 @@ impl Dag {
     /// from `op`.
     pub fn input<I: InputOperator>(&mut self, name: &str, op: I) -> Node<NoInput, I::Output> {
         let factory = wiring::input_factory(op);
-        let index = self.add(name, NodeKind::Input, 1, <I as Checkpoint>::STATELESS, factory);
+        let index = self.add(
+            name,
+            NodeKind::Input,
+            1,
+            (<I as Checkpoint>::STATELESS, <I as Checkpoint>::KEYED_ONLY),
+            factory,
+        );
         self.handle(index)
     }
 
@@ -215,7 +225,13 @@ impl Dag {
     pub fn operator<O: Operator>(&mut self, name: &str, op: O) -> Node<O::Input, O::Output> {
         let mut slot = Some(op);
         let factory = wiring::operator_factory(move |_| slot.take());
-        let index = self.add(name, NodeKind::Operator, 1, <O as Checkpoint>::STATELESS, factory);
+        let index = self.add(
+            name,
+            NodeKind::Operator,
+            1,
+            (<O as Checkpoint>::STATELESS, <O as Checkpoint>::KEYED_ONLY),
+            factory,
+        );
         self.handle(index)
     }
 
@@ -237,7 +253,7 @@ impl Dag {
             name,
             NodeKind::Operator,
             partitions,
-            <O as Checkpoint>::STATELESS,
+            (<O as Checkpoint>::STATELESS, <O as Checkpoint>::KEYED_ONLY),
             factory,
         );
         self.handle(index)

@@ -51,6 +51,13 @@ pub(crate) enum Restore {
         bytes: Vec<u8>,
         storage: Option<Arc<dyn StorageAgent>>,
     },
+    /// A partition of a keyed operator whose partition count changed: the
+    /// old partitions' snapshots holding the key groups it owns.
+    Rescaled {
+        sources: Vec<(String, Vec<u8>)>,
+        owned: std::ops::Range<u32>,
+        storage: Option<Arc<dyn StorageAgent>>,
+    },
 }
 
 /// The configuration fields (`#[checkpoint(config)]`) of one partition,
@@ -79,20 +86,42 @@ fn instance<T: Checkpoint>(
     config: &mut RunConfig,
     fresh: impl FnOnce() -> Option<T>,
 ) -> Result<T, String> {
-    let (bytes, storage) = match restore {
-        Restore::Fresh => {
-            let value = fresh().ok_or_else(|| format!("operator {name:?} was already built"))?;
-            config.capture(&value);
-            return Ok(value);
-        }
-        Restore::Snapshot { bytes, storage } => (bytes, storage),
-    };
+    if let Restore::Fresh = restore {
+        let value = fresh().ok_or_else(|| format!("operator {name:?} was already built"))?;
+        config.capture(&value);
+        return Ok(value);
+    }
     if T::HAS_CONFIG && config.captured.is_none() {
         let value = fresh().ok_or_else(|| {
             format!("restoring {name:?}: the operator value handed to the DAG, which holds its configuration, is gone")
         })?;
         config.capture(&value);
     }
+    let (bytes, storage) = match restore {
+        Restore::Fresh => unreachable!("returned above"),
+        Restore::Snapshot { bytes, storage } => (bytes, storage),
+        Restore::Rescaled {
+            sources,
+            owned,
+            storage,
+        } => {
+            let Some(storage) = storage else {
+                return Err(format!("restoring {name:?} from its old partitions: no storage"));
+            };
+            let sources: Vec<(&str, &[u8])> = sources.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+            let mut value = if T::STATELESS {
+                T::decode_state(&mut &[][..]).map_err(|e| format!("rebuilding stateless {name:?}: {e}"))?
+            } else {
+                Snapshot::decode_rescaled::<T>(&sources, name, owned, |op, id| storage.load_chunk(op, id))
+                    .map(|(_, value)| value)
+                    .map_err(|e| format!("restoring {name:?} from its old partitions: {e}"))?
+            };
+            if let Some(Some(carrier)) = &config.captured {
+                value.restore_config(&**carrier);
+            }
+            return Ok(value);
+        }
+    };
     let mut value = if bytes.is_empty() && T::STATELESS {
         T::decode_state(&mut &[][..]).map_err(|e| format!("rebuilding stateless {name:?}: {e}"))?
     } else {

@@ -18,7 +18,7 @@ use crate::stream::{Cursors, Link, Resume};
 use crate::task::NodeEnv;
 use crate::window::WindowGenerator;
 
-use super::{Physical, Supervisor};
+use super::{Physical, Restored, Supervisor};
 
 impl Supervisor {
     /// Builds and starts `nodes` (all of them, or the ones a recovery
@@ -144,11 +144,19 @@ impl Supervisor {
                 save_timeout: self.config.save_timeout,
                 // The restored snapshot's chunks, which its next checkpoint
                 // refers to for the key groups that did not change.
-                chunks: restore
-                    .as_ref()
-                    .and_then(|bytes| checkpoint_core::Snapshot::read_header(bytes).ok())
-                    .map(|header| header.chunks)
-                    .unwrap_or_default(),
+                chunks: match &restore {
+                    Some(Restored::Snapshot(bytes)) => checkpoint_core::Snapshot::read_header(bytes)
+                        .map(|header| header.chunks)
+                        .unwrap_or_default(),
+                    // Only chunks of its own name are referred to again.
+                    Some(Restored::Rescaled { sources, .. }) => sources
+                        .iter()
+                        .filter(|(source, _)| *source == name)
+                        .filter_map(|(_, bytes)| checkpoint_core::Snapshot::read_header(bytes).ok())
+                        .flat_map(|header| header.chunks)
+                        .collect(),
+                    None => Vec::new(),
+                },
             };
             let spill = self.spill_dir.as_ref().map(|dir| SpillPolicy {
                 memory_cap: self.config.replay_memory_cap,
@@ -166,8 +174,13 @@ impl Supervisor {
                 stop: Arc::clone(&self.stop),
             };
             let restore = match restore {
-                Some(bytes) => Restore::Snapshot {
+                Some(Restored::Snapshot(bytes)) => Restore::Snapshot {
                     bytes,
+                    storage: self.storage.clone(),
+                },
+                Some(Restored::Rescaled { sources, owned }) => Restore::Rescaled {
+                    sources,
+                    owned,
                     storage: self.storage.clone(),
                 },
                 None => Restore::Fresh,

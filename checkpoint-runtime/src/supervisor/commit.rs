@@ -68,8 +68,18 @@ impl Supervisor {
                     continue;
                 };
                 let old: Vec<WindowId> = ops.durable.iter().copied().take_while(|w| *w < keep_from).collect();
+                let name = &self.physical[node].name;
                 for window in &old {
-                    storage.delete(&self.physical[node].name, *window)?;
+                    // An old partition's snapshot at a pending rescale's
+                    // window is what every new partition restores from.
+                    let source = self
+                        .manifest
+                        .rescaling
+                        .values()
+                        .any(|r| r.window == *window && r.physical.contains(name));
+                    if !source {
+                        storage.delete(name, *window)?;
+                    }
                 }
                 ops.durable.drain(..old.len());
                 if !old.is_empty() {
@@ -80,8 +90,70 @@ impl Supervisor {
                 }
             }
             self.retain_from = planned.recovery;
+            self.finish_rescales(&*storage, new)?;
             self.manifest.committed = Some(new);
             storage.save_manifest(&self.manifest.to_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl Supervisor {
+    /// Removes every operator's chunks that no stored snapshot names (see
+    /// [`collect_chunks`]); at the start and at the end of a job, when no
+    /// save is in flight. A failure here only leaves garbage: logged, not
+    /// returned.
+    pub(super) fn collect_all_chunks(&self) {
+        let Some(storage) = &self.storage else {
+            return;
+        };
+        let mut names: Vec<&str> = self.physical.iter().map(|p| p.name.as_str()).collect();
+        for record in self.manifest.rescaling.values() {
+            names.extend(record.physical.iter().map(String::as_str));
+        }
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            match collect_chunks(&**storage, name) {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(operator = %name, removed, "chunks no checkpoint refers to removed"),
+                Err(e) => tracing::warn!(operator = %name, error = %e, "could not remove unreferenced chunks"),
+            }
+        }
+    }
+
+    /// A rescale is over once a window past it is committed: every new
+    /// partition then has a checkpoint of its own to recover from. Its
+    /// record leaves the manifest (saved by the caller), and the old
+    /// partitions' snapshots at the rescale window go, with every
+    /// checkpoint and chunk of an old partition whose name the job no
+    /// longer has.
+    fn finish_rescales(&mut self, storage: &dyn StorageAgent, committed: WindowId) -> Result<(), StorageError> {
+        let done: Vec<String> = self
+            .manifest
+            .rescaling
+            .iter()
+            .filter(|(_, r)| r.window < committed)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in done {
+            let Some(record) = self.manifest.rescaling.remove(&name) else {
+                continue;
+            };
+            for source in &record.physical {
+                if self.physical.iter().any(|p| p.name == *source) {
+                    storage.delete(source, record.window)?;
+                    collect_chunks(storage, source)?;
+                } else {
+                    for window in storage.windows(source)? {
+                        storage.delete(source, window)?;
+                    }
+                    for chunk in storage.chunks(source)? {
+                        storage.delete_chunk(source, chunk)?;
+                    }
+                }
+            }
+            tracing::info!(operator = %name, window = %record.window, "rescale committed; old partitions removed");
         }
         Ok(())
     }

@@ -36,6 +36,26 @@ struct Physical {
     name: String,
 }
 
+/// What a node is restored from.
+pub(crate) enum Restored {
+    /// Its own snapshot (empty for a stateless node).
+    Snapshot(Vec<u8>),
+    /// The snapshots of the old partitions holding the key groups it owns,
+    /// `(name, bytes)`.
+    Rescaled {
+        sources: Vec<(String, Vec<u8>)>,
+        owned: std::ops::Range<u32>,
+    },
+}
+
+/// Where a partition of a rescaled operator restores from at `window`.
+#[derive(Debug, Clone)]
+pub(crate) struct Rescaled {
+    window: WindowId,
+    /// The old partitions' names, in partition order.
+    sources: Vec<String>,
+}
+
 pub(crate) struct Supervisor {
     config: Config,
     dag: Dag,
@@ -65,7 +85,11 @@ pub(crate) struct Supervisor {
     modes: Vec<ProcessingMode>,
     stateless: Vec<bool>,
     activation: Vec<WindowId>,
-    restore: Vec<Option<Vec<u8>>>,
+    restore: Vec<Option<Restored>>,
+    /// Partitions of a keyed operator whose partition count changed, not
+    /// committed since: restored at the rescale window from the old
+    /// partitions (`JobManifest::rescaling`).
+    rescaled: Vec<Option<Rescaled>>,
     /// Inputs restored from the final checkpoint of a stream that ended.
     ended: Vec<bool>,
     epoch: Vec<u32>,
@@ -200,6 +224,7 @@ impl Supervisor {
             window_mode: Some(config.window_mode.describe()),
             ended: BTreeMap::new(),
             key_groups: Some(config.key_groups.count()),
+            rescaling: BTreeMap::new(),
         };
 
         let template = manifest_now(0);
@@ -244,6 +269,7 @@ impl Supervisor {
             stateless,
             activation: Vec::new(),
             restore: (0..n).map(|_| None).collect(),
+            rescaled: (0..n).map(|_| None).collect(),
             ended: vec![false; n],
             epoch: vec![0; n],
             kill: (0..n).map(|_| None).collect(),
@@ -374,6 +400,9 @@ impl Supervisor {
                         });
                     }
                 }
+                // Every save is over: chunks no snapshot names (of saves a
+                // crash or a failure cut short) go now, not at a next run.
+                self.collect_all_chunks();
                 Ok(self.report())
             }
             Err(e) => {

@@ -47,11 +47,7 @@ impl Supervisor {
         let mut stale_end = false;
         for (&node, &window) in &chosen {
             let name = self.physical[node].name.clone();
-            self.restore[node] = if self.stateless[node] {
-                Some(Vec::new())
-            } else {
-                Some(self.load_verified(&name, window)?)
-            };
+            self.restore[node] = Some(self.load_restore(node, window)?);
             self.activation[node] = window;
             self.ended[node] = self.manifest.ended.get(&name) == Some(&window);
             if !self.ended[node] && self.manifest.ended.remove(&name).is_some() {

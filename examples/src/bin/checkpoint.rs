@@ -182,6 +182,9 @@ struct Entry {
     name: String,
     /// Ascending by window.
     files: Vec<SnapshotFile>,
+    /// Files in its `chunks/` directory (keyed state saved by key group)
+    /// and their bytes.
+    chunks: (usize, u64),
 }
 
 impl Entry {
@@ -285,9 +288,17 @@ fn scan(root: &Path) -> Result<Inventory, Failure> {
             continue;
         }
         let mut files = Vec::new();
+        let mut chunks = (0, 0);
         for file in read_dir_sorted(&path)? {
             let file_path = file.path();
             let file_name = file.file_name().to_string_lossy().into_owned();
+            if file_name == "chunks" && file_path.is_dir() {
+                for chunk in read_dir_sorted(&file_path)? {
+                    chunks.0 += 1;
+                    chunks.1 += chunk.metadata().map_or(0, |m| m.len());
+                }
+                continue;
+            }
             match parse_file_name(&file_name) {
                 Some(window) => {
                     let meta = file.metadata().map_err(|e| io_failure("cannot read", &file_path, &e))?;
@@ -320,7 +331,7 @@ fn scan(root: &Path) -> Result<Inventory, Failure> {
             }
         }
         files.sort_by_key(|f| f.window);
-        inventory.entries.push(Entry { name, files });
+        inventory.entries.push(Entry { name, files, chunks });
     }
     Ok(inventory)
 }
@@ -639,8 +650,30 @@ fn ls_job(out: &mut String, manifest: &JobManifest, view: &JobView, inventory: &
             plural(op.partitions, "partition", "partitions"),
             plural(op.checkpoint_window_count as usize, "window", "windows"),
         );
-        for physical in view.operators.iter().filter(|p| p.logical == logical) {
+        let keyed = manifest.edges.iter().any(|e| e.to == op.name && e.kind == "keyed");
+        if let Some(rescale) = manifest.rescaling.get(&op.name) {
+            say!(
+                out,
+                "  rescaled from {} at {}: until a later window is committed, a restart restores it from {}",
+                plural(rescale.partitions, "partition", "partitions"),
+                window_text(rescale.window),
+                rescale.physical.join(", ")
+            );
+        }
+        for (partition, physical) in view.operators.iter().filter(|p| p.logical == logical).enumerate() {
             let entry = inventory.entries.iter().find(|e| e.name == physical.name);
+            if let (true, Some(count)) = (keyed, manifest.key_groups)
+                && let Ok(groups) = checkpoint_core::KeyGroups::new(count)
+            {
+                let range = groups.range_of_partition(partition, op.partitions);
+                say!(
+                    out,
+                    "  {}: key groups {}..{} of {count}",
+                    physical.name,
+                    range.start,
+                    range.end
+                );
+            }
             if physical.stateless {
                 say!(
                     out,
@@ -677,6 +710,14 @@ fn ls_job(out: &mut String, manifest: &JobManifest, view: &JobView, inventory: &
                         marks
                     };
                     list_files(out, entry, health, marks);
+                    if entry.chunks.0 > 0 {
+                        say!(
+                            out,
+                            "    {} of keyed state, {}",
+                            plural(entry.chunks.0, "chunk", "chunks"),
+                            size_text(entry.chunks.1)
+                        );
+                    }
                 }
                 _ => {
                     say!(out, "    (no checkpoints)");
