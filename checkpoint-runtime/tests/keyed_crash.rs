@@ -585,7 +585,7 @@ fn finish_and_check(dir: &Path, context: &str) -> RunStats {
         "{context}: tuples counted"
     );
     // (3) Retention collected what the crash left.
-    check_no_garbage(&agent, dir, context);
+    check_no_garbage(&agent, dir, &format!("{context} (the run that finished: {stats:?})"));
     stats
 }
 
@@ -797,4 +797,69 @@ fn keyed_checkpoints_survive_sigkill() {
         println!("chain {chain}: {done:?} ok in {:?}", t.elapsed());
     }
     println!("all crashes survived in {:?}", started.elapsed());
+}
+
+/// Kills at the end of the job: in its last retention passes, when the
+/// rerun has little or nothing left to do (so it may run no retention pass
+/// of its own to collect what the kill left).
+///
+/// Fails today: the runtime collects unreferenced chunks only in a commit
+/// that deletes an old snapshot of the operator (`advance_commit` calls
+/// `collect_chunks` only when `old` is not empty), never when a job starts
+/// or resumes. A kill between deleting a snapshot and deleting its chunks
+/// (or half way through the chunks) in one of the job's last retention
+/// passes leaves chunks that no snapshot refers to, at windows below the
+/// newest snapshot, and no later run removes them: a rerun of the finished
+/// job saves and deletes nothing. Only disk space is lost; every snapshot
+/// still restores.
+#[test]
+#[ignore = "known leak: chunks orphaned by a kill in a job's last retention pass are never collected (see doc)"]
+fn kills_in_the_last_retention_passes() {
+    let clean = tempfile::tempdir().expect("tempdir");
+    let stats = finish_and_check(clean.path(), "clean run");
+    let mut kills = Vec::new();
+    for back in 0..3 {
+        kills.push(Kill::At(CrashAt::Delete {
+            after: true,
+            k: stats.deletes - back,
+        }));
+        kills.push(Kill::At(CrashAt::DeleteChunk {
+            after: false,
+            k: stats.chunk_deletes - back,
+        }));
+        kills.push(Kill::At(CrashAt::DeleteChunk {
+            after: true,
+            k: stats.chunk_deletes - back,
+        }));
+    }
+    let mut failures = Vec::new();
+    for kill in kills {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let context = format!("late {} (clean run: {stats:?})", kill.describe());
+        match kill_child(dir.path(), kill, &context) {
+            Some(how) => {
+                let checked = std::panic::catch_unwind(|| finish_and_check(dir.path(), &format!("late {how}")));
+                match checked {
+                    Ok(rerun) => println!("{how}: ok, rerun {rerun:?}"),
+                    Err(panic) => {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_default();
+                        // Would yet another run collect it?
+                        let again = std::panic::catch_unwind(|| finish_and_check(dir.path(), "another run"));
+                        failures.push(format!("{message}; another run collects it: {}", again.is_ok()));
+                    }
+                }
+            }
+            None => println!("{context}: the job finished first"),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} late kills failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
