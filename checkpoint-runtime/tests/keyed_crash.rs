@@ -76,7 +76,7 @@ fn splitmix64(i: u64) -> u64 {
 /// tuples) the hot keys' groups and a few cold groups change; the other
 /// groups' chunks are referred to again.
 fn key_of(v: u64) -> u64 {
-    if v % 23 == 0 {
+    if v.is_multiple_of(23) {
         1_000 + splitmix64(v) % 300
     } else {
         v % 3
