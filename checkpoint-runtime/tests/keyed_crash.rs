@@ -863,3 +863,46 @@ fn kills_in_the_last_retention_passes() {
         failures.join("\n")
     );
 }
+
+/// A kill at `ChunksWritten` leaves the batch's chunk temp files
+/// (`<operator>/chunks/.<id>.tmp`). In the main test the rerun writes the
+/// same chunks again (its windows are deterministic), which consumes them;
+/// a job whose windows differ on the rerun (`WindowMode::Time`) never
+/// writes those ids again, so only the sweep a job is told to run before
+/// it starts, `FsStorageAgent::remove_stale_temp_files`, could remove them.
+///
+/// Fails today: the sweep looks at the root and the operator directories,
+/// not at `<operator>/chunks/`, and `delete_chunk` removes a chunk's temp
+/// file only along with a chunk of the same id that exists.
+#[test]
+#[ignore = "known leak: remove_stale_temp_files does not sweep <operator>/chunks/ (see doc)"]
+fn the_stale_temp_sweep_removes_chunk_temp_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kill = Kill::At(CrashAt::Phase(SavePhase::ChunksWritten, 3));
+    kill_child(dir.path(), kill, "sweep").expect("killed at chunks-written");
+    let temp_files = || -> Vec<String> {
+        partitions()
+            .flat_map(|name| {
+                std::fs::read_dir(dir.path().join(&name).join("chunks"))
+                    .map(|entries| {
+                        entries
+                            .map(|e| format!("{name}/chunks/{}", e.expect("entry").file_name().to_string_lossy()))
+                            .filter(|n| n.ends_with(".tmp"))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let before = temp_files();
+    assert!(!before.is_empty(), "the kill left chunk temp files");
+    let swept = FsStorageAgent::new(dir.path())
+        .expect("agent")
+        .remove_stale_temp_files()
+        .expect("sweep");
+    assert_eq!(
+        temp_files(),
+        Vec::<String>::new(),
+        "swept {swept} files; before: {before:?}"
+    );
+}
