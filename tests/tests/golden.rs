@@ -506,3 +506,248 @@ fn file_sink_v1_snapshot_restores_with_this_runs_directory() {
     let restored = with_config_of(restored, &ExactlyOnceFileSink::<String>::new("/jobs/new/out"));
     assert_eq!(restored.dir(), std::path::Path::new("/jobs/new/out"));
 }
+
+// ---------------------------------------------------------------------------
+// Keyed state. `keyed-inline-v1.snap` is a state with a `KeyedMap` written
+// by `Snapshot::encode`: the map's groups inline in the payload (layout
+// byte 1, `docs/FORMAT.md`, "Keyed state"). `keyed-incremental-v1.snap` is
+// the second incremental snapshot (`Snapshot::freeze` + `finish`) of the
+// same kind of state: its header has the chunk table (flag bit 0), and its
+// chunks are `keyed-incremental-v1.chunk-<chunk id>`, some written by the
+// first checkpoint and referred to again, one written by the second. They
+// are written by `write_keyed_golden_snapshots` (same convention as above:
+// ignored, and a no-op without `CHECKPOINT_WRITE_GOLDEN=1`):
+//
+// ```text
+// CHECKPOINT_WRITE_GOLDEN=1 cargo test -p checkpoint-tests --test golden -- --ignored write_keyed_golden_snapshots
+// ```
+
+mod keyed {
+    use super::*;
+    use checkpoint_core::{ChunkId, KeyGroups, KeyedMap, MemoryStorageAgent, StorageAgent, StorageError};
+
+    /// A keyed state as an operator would hold it: word counts and a label.
+    #[derive(Debug, PartialEq, Checkpoint)]
+    pub(crate) struct WordCounts {
+        #[checkpoint(keyed)]
+        pub(crate) counts: KeyedMap<String, u64>,
+        pub(crate) label: String,
+    }
+
+    pub(crate) const OPERATOR: &str = "words";
+    pub(crate) const INLINE: &str = "keyed-inline-v1.snap";
+    pub(crate) const INCREMENTAL: &str = "keyed-incremental-v1.snap";
+    pub(crate) const FIRST: WindowId = WindowId::new(1_700_000_000, 60);
+    pub(crate) const SECOND: WindowId = WindowId::new(1_700_000_000, 63);
+
+    pub(crate) fn key_groups() -> KeyGroups {
+        KeyGroups::new(4).expect("valid")
+    }
+
+    pub(crate) const WORDS: [(&str, u64); 7] = [
+        ("apex", 3),
+        ("flink", 5),
+        ("kafka", 1),
+        ("spark", 8),
+        ("storm", 2),
+        ("beam", 13),
+        ("samza", 21),
+    ];
+
+    /// The state of the inline file, and of the first incremental checkpoint.
+    pub(crate) fn sample() -> WordCounts {
+        let mut counts = KeyedMap::with_key_groups(key_groups());
+        counts.extend(WORDS.iter().map(|(w, n)| ((*w).to_owned(), *n)));
+        WordCounts {
+            counts,
+            label: "word counts".into(),
+        }
+    }
+
+    /// The change between the two incremental checkpoints: one key.
+    pub(crate) fn change(state: &mut WordCounts) {
+        *state.counts.get_mut("flink").expect("present") += 100;
+        state.label = "word counts, later".into();
+    }
+
+    /// The expected state of the incremental file.
+    pub(crate) fn changed_sample() -> WordCounts {
+        let mut state = sample();
+        change(&mut state);
+        state
+    }
+
+    pub(crate) fn chunk_file(id: ChunkId) -> String {
+        format!("keyed-incremental-v1.chunk-{id}")
+    }
+
+    /// What today's code writes for the incremental file: two checkpoints
+    /// into a memory store; the second snapshot and the chunks it refers to.
+    pub(crate) fn incremental_today() -> (Vec<u8>, Vec<(ChunkId, Vec<u8>)>) {
+        let storage = MemoryStorageAgent::new();
+        let mut state = sample();
+        let frozen = Snapshot::freeze(&state, SnapshotMeta::new(OPERATOR, FIRST), Vec::new()).expect("freeze");
+        let first = frozen
+            .finish(&[], |chunks| storage.save_chunks(OPERATOR, chunks))
+            .expect("finish");
+        storage.save(OPERATOR, FIRST, &first.bytes).expect("save");
+        change(&mut state);
+        let frozen =
+            Snapshot::freeze(&state, SnapshotMeta::new(OPERATOR, SECOND), first.payload_buffer).expect("freeze");
+        let second = frozen
+            .finish(&first.chunks, |chunks| storage.save_chunks(OPERATOR, chunks))
+            .expect("finish");
+        assert_eq!(second.written_chunks, 1, "one group changed");
+        let chunks = second
+            .chunks
+            .iter()
+            .map(|c| (c.id, storage.load_chunk(OPERATOR, c.id).expect("chunk")))
+            .collect();
+        (second.bytes, chunks)
+    }
+
+    /// Loads a chunk from its golden file.
+    pub(crate) fn load_golden_chunk(operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
+        std::fs::read(data(&chunk_file(id))).map_err(|_| StorageError::ChunkNotFound {
+            operator: operator.to_owned(),
+            chunk: id.to_string(),
+        })
+    }
+}
+
+/// Writes the keyed golden files. Ignored, and a no-op without
+/// `CHECKPOINT_WRITE_GOLDEN=1`: see the section above.
+#[test]
+#[ignore = "writes tests/data/; run only to deliberately replace the keyed golden snapshots"]
+fn write_keyed_golden_snapshots() {
+    if std::env::var_os("CHECKPOINT_WRITE_GOLDEN").is_none_or(|v| v != "1") {
+        eprintln!("set CHECKPOINT_WRITE_GOLDEN=1 to write the golden snapshots");
+        return;
+    }
+    // Old chunk files would be left behind by a changed chunk table.
+    for entry in std::fs::read_dir(data("")).expect("data dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("keyed-incremental-v1.chunk-") {
+            std::fs::remove_file(&path).expect("remove old chunk file");
+        }
+    }
+    let inline = Snapshot::encode(&keyed::sample(), SnapshotMeta::new(keyed::OPERATOR, keyed::FIRST)).expect("encode");
+    std::fs::write(data(keyed::INLINE), inline).expect("write golden snapshot");
+    let (snapshot, chunks) = keyed::incremental_today();
+    std::fs::write(data(keyed::INCREMENTAL), snapshot).expect("write golden snapshot");
+    for (id, bytes) in chunks {
+        std::fs::write(data(&keyed::chunk_file(id)), bytes).expect("write golden chunk");
+    }
+}
+
+#[test]
+fn keyed_inline_snapshot_is_stable_and_restores() {
+    let bytes = read(keyed::INLINE);
+    let header = Snapshot::verify(&bytes).expect("valid snapshot");
+    assert_eq!(header.operator, keyed::OPERATOR);
+    assert_eq!(header.window, keyed::FIRST);
+    assert_eq!(header.type_name, "WordCounts");
+    assert_eq!(header.state_version, 1);
+    assert_eq!(header.fingerprint, keyed::WordCounts::FINGERPRINT);
+    assert!(header.chunks.is_empty(), "inline: no chunk table");
+    // The payload starts with the map: layout byte 1 (inline), then the
+    // key-group count 4 as a varint.
+    let payload = &bytes[bytes.len() - 4 - header.payload_len as usize..bytes.len() - 4];
+    assert_eq!(&payload[..2], &[1, 4], "inline layout, 4 key groups");
+
+    let (_, restored) = Snapshot::decode::<keyed::WordCounts>(&bytes).expect("decode");
+    assert_eq!(restored, keyed::sample());
+    assert_eq!(restored.counts.key_groups(), Some(keyed::key_groups()));
+    assert_eq!(restored.counts.len(), keyed::WORDS.len());
+    for (word, count) in keyed::WORDS {
+        assert_eq!(restored.counts.get(word), Some(&count), "{word}");
+    }
+    assert_eq!(restored.label, "word counts");
+    // Through the chunk-aware decoder too (no chunks to load).
+    let (_, restored) = Snapshot::decode_with_chunks::<keyed::WordCounts>(&bytes, keyed::OPERATOR, None, |_, id| {
+        panic!("an inline snapshot loads no chunk ({id})")
+    })
+    .expect("decode_with_chunks");
+    assert_eq!(restored, keyed::sample());
+
+    // Today's encoder writes the same bytes as the committed file.
+    assert_eq!(
+        Snapshot::encode(&keyed::sample(), SnapshotMeta::new(keyed::OPERATOR, keyed::FIRST)).expect("encode"),
+        bytes
+    );
+}
+
+#[test]
+fn keyed_incremental_snapshot_is_stable_and_restores() {
+    let bytes = read(keyed::INCREMENTAL);
+    let header = Snapshot::verify(&bytes).expect("valid snapshot");
+    assert_eq!(header.operator, keyed::OPERATOR);
+    assert_eq!(header.window, keyed::SECOND);
+    assert_eq!(header.type_name, "WordCounts");
+    assert_eq!(header.fingerprint, keyed::WordCounts::FINGERPRINT);
+    // The header's flags (after the 8 magic bytes and the format version)
+    // have bit 0 set: a chunk table follows.
+    let flags = u16::from_le_bytes([bytes[10], bytes[11]]);
+    assert_eq!(flags, checkpoint_core::FLAG_CHUNKS, "flags");
+    // Every non-empty group is a chunk; the changed one ("flink"'s) was
+    // written by the second checkpoint, the others by the first.
+    let groups: std::collections::BTreeSet<u32> = keyed::WORDS
+        .iter()
+        .map(|(w, _)| keyed::key_groups().group_of(&(*w).to_owned()))
+        .collect();
+    assert_eq!(
+        header.chunks.iter().map(|c| c.id.group).collect::<Vec<_>>(),
+        groups.iter().copied().collect::<Vec<_>>()
+    );
+    let flink = keyed::key_groups().group_of(&"flink".to_owned());
+    for chunk in &header.chunks {
+        assert_eq!(chunk.id.map, 0);
+        let expected_window = if chunk.id.group == flink {
+            keyed::SECOND
+        } else {
+            keyed::FIRST
+        };
+        assert_eq!(chunk.id.window, expected_window, "{}", chunk.id);
+    }
+    assert!(header.chunks.len() >= 2, "some chunks are referred to again");
+    // The chunk files are exactly the table's, and each is the chunk the
+    // table describes.
+    let mut files: Vec<String> = std::fs::read_dir(data(""))
+        .expect("data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("keyed-incremental-v1.chunk-"))
+        .collect();
+    files.sort();
+    let mut expected_files: Vec<String> = header.chunks.iter().map(|c| keyed::chunk_file(c.id)).collect();
+    expected_files.sort();
+    assert_eq!(files, expected_files);
+    for chunk in &header.chunks {
+        let chunk_bytes = read(&keyed::chunk_file(chunk.id));
+        assert_eq!(&chunk_bytes[..8], b"CKPTCHNK", "{}", chunk.id);
+        assert_eq!(chunk_bytes.len() as u64, chunk.len, "{}", chunk.id);
+        let (chunk_header, _) = checkpoint_core::Chunk::decode(&chunk_bytes).expect("valid chunk");
+        assert_eq!(chunk_header.operator, keyed::OPERATOR);
+        assert_eq!(chunk_header.id, chunk.id);
+        assert_eq!(chunk_header.key_groups, 4);
+        assert_eq!(chunk_header.entries, chunk.entries);
+    }
+
+    let (_, restored) =
+        Snapshot::decode_with_chunks::<keyed::WordCounts>(&bytes, keyed::OPERATOR, None, keyed::load_golden_chunk)
+            .expect("decode_with_chunks");
+    let expected = keyed::changed_sample();
+    assert_eq!(restored, expected);
+    assert_eq!(restored.counts.get("flink"), Some(&105));
+    assert_eq!(restored.counts.get("samza"), Some(&21));
+    assert_eq!(restored.label, "word counts, later");
+    assert_eq!(restored.counts.key_groups(), Some(keyed::key_groups()));
+
+    // Today's code writes the same snapshot and the same chunks.
+    let (snapshot, chunks) = keyed::incremental_today();
+    assert_eq!(snapshot, bytes, "snapshot bytes");
+    assert_eq!(chunks.len(), header.chunks.len());
+    for (id, chunk_bytes) in chunks {
+        assert_eq!(chunk_bytes, read(&keyed::chunk_file(id)), "chunk {id}");
+    }
+}
