@@ -801,19 +801,12 @@ fn keyed_checkpoints_survive_sigkill() {
 
 /// Kills at the end of the job: in its last retention passes, when the
 /// rerun has little or nothing left to do (so it may run no retention pass
-/// of its own to collect what the kill left).
-///
-/// Fails today: the runtime collects unreferenced chunks only in a commit
-/// that deletes an old snapshot of the operator (`advance_commit` calls
-/// `collect_chunks` only when `old` is not empty), never when a job starts
-/// or resumes. A kill between deleting a snapshot and deleting its chunks
-/// (or half way through the chunks) in one of the job's last retention
-/// passes leaves chunks that no snapshot refers to, at windows below the
-/// newest snapshot, and no later run removes them: a rerun of the finished
-/// job saves and deletes nothing. Only disk space is lost; every snapshot
-/// still restores.
+/// of its own to collect what the kill left). A kill between deleting a
+/// snapshot and deleting its chunks (or half way through the chunks)
+/// leaves chunks no snapshot refers to; the runtime collects them when a
+/// job resumes and when it ends (`collect_all_chunks`), so the rerun
+/// leaves none.
 #[test]
-#[ignore = "known leak: chunks orphaned by a kill in a job's last retention pass are never collected (see doc)"]
 fn kills_in_the_last_retention_passes() {
     let clean = tempfile::tempdir().expect("tempdir");
     let stats = finish_and_check(clean.path(), "clean run");
@@ -868,14 +861,9 @@ fn kills_in_the_last_retention_passes() {
 /// (`<operator>/chunks/.<id>.tmp`). In the main test the rerun writes the
 /// same chunks again (its windows are deterministic), which consumes them;
 /// a job whose windows differ on the rerun (`WindowMode::Time`) never
-/// writes those ids again, so only the sweep a job is told to run before
-/// it starts, `FsStorageAgent::remove_stale_temp_files`, could remove them.
-///
-/// Fails today: the sweep looks at the root and the operator directories,
-/// not at `<operator>/chunks/`, and `delete_chunk` removes a chunk's temp
-/// file only along with a chunk of the same id that exists.
+/// writes those ids again, so the sweep a job runs before it starts,
+/// `FsStorageAgent::remove_stale_temp_files`, removes them.
 #[test]
-#[ignore = "known leak: remove_stale_temp_files does not sweep <operator>/chunks/ (see doc)"]
 fn the_stale_temp_sweep_removes_chunk_temp_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kill = Kill::At(CrashAt::Phase(SavePhase::ChunksWritten, 3));
