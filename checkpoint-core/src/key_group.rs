@@ -89,7 +89,13 @@ impl KeyGroups {
     /// The group of a key hash.
     #[inline]
     pub fn group_of_hash(self, hash: u64) -> u32 {
-        (hash % u64::from(self.0)) as u32
+        // A power of two (the default 128) needs no division, which costs
+        // more than the rest of a lookup on the hot path.
+        if self.0.is_power_of_two() {
+            (hash & u64::from(self.0 - 1)) as u32
+        } else {
+            (hash % u64::from(self.0)) as u32
+        }
     }
 
     /// The group of `key`: `key.stable_hash() % count`.

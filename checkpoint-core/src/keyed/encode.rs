@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::freeze::{self, PendingChunk};
-use super::{Group, GroupHasher, KeyedMap, StateKey, StateValue};
+use super::{Group, GroupHasher, KeyedMap, Mark, StateKey, StateValue};
 use crate::checkpoint::{Checkpoint, LayoutHasher, payload};
 use crate::chunk::{Chunk, ChunkId};
 use crate::error::PayloadError;
@@ -230,7 +230,7 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
                 Ok(KeyedMap {
                     groups,
                     key_groups: Some(key_groups),
-                    chunks: Mutex::new(vec![None; count as usize]),
+                    marks: Mutex::new(vec![Mark::default(); count as usize]),
                 })
             }
             CHUNKED => {
@@ -273,16 +273,16 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
             let Some(freezer) = freezer else {
                 return false;
             };
-            let mut chunks = self.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
             for (g, group) in self.groups.iter().enumerate() {
-                let Some(chunk) = chunks.get_mut(g) else {
+                let Some(mark) = marks.get_mut(g) else {
                     break;
                 };
                 if group.is_empty() {
-                    *chunk = None;
+                    mark.chunk = None;
                     continue;
                 }
-                match *chunk {
+                match mark.chunk {
                     Some(id) if id.map == map => freezer.reused.push(id),
                     _ => {
                         let id = ChunkId {
@@ -290,13 +290,15 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
                             map,
                             group: g as u32,
                         };
+                        // The map's next write to the group copies it first.
+                        mark.shared = true;
                         let frozen = Arc::clone(group);
                         freezer.pending.push(PendingChunk {
                             id,
                             key_groups: key_groups.count(),
                             encode: Box::new(move |out| encode_group(&frozen, out)),
                         });
-                        *chunk = Some(id);
+                        mark.chunk = Some(id);
                     }
                 }
             }
@@ -348,7 +350,7 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         };
         let count = key_groups.count();
         let mut parts: Vec<(u64, &[u8])> = vec![(0, &[][..]); count as usize];
-        let mut chunks = vec![None; count as usize];
+        let mut marks = vec![Mark::default(); count as usize];
         for (reference, owner, bytes, ours) in &taken {
             if reference.id.group >= count {
                 return Err(PayloadError::custom(format!(
@@ -361,14 +363,14 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
             let g = header.id.group as usize;
             parts[g] = (header.entries, payload);
             if *ours {
-                chunks[g] = Some(reference.id);
+                marks[g].chunk = Some(reference.id);
             }
         }
         let groups = decode_groups(key_groups, &parts)?;
         Ok(KeyedMap {
             groups,
             key_groups: Some(key_groups),
-            chunks: Mutex::new(chunks),
+            marks: Mutex::new(marks),
         })
     }
 }

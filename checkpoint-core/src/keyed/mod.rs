@@ -96,11 +96,22 @@ pub struct KeyedMap<K, V> {
     /// Empty until the map first holds a key (or is given its count).
     groups: Vec<Arc<Group<K, V>>>,
     key_groups: Option<KeyGroups>,
-    /// Per group: which chunk holds its entries as they are, if one does.
-    /// Behind a lock because a snapshot is encoded through `&self`; the
-    /// writes of the operator's thread reach it through `&mut self`
-    /// (`Mutex::get_mut`), with no locking.
-    chunks: Mutex<Vec<Option<ChunkId>>>,
+    /// Per group: which chunk holds its entries as they are, and whether
+    /// another reference to it may exist. Behind a lock because a snapshot
+    /// is encoded through `&self`; the writes of the operator's thread
+    /// reach it through `&mut self` (`Mutex::get_mut`), with no locking.
+    marks: Mutex<Vec<Mark>>,
+}
+
+/// What a [`KeyedMap`] knows of one of its groups.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Mark {
+    /// The chunk that holds the group's entries as they are, if one does.
+    pub(crate) chunk: Option<ChunkId>,
+    /// Whether the group's `Arc` was cloned (by a freeze or a `clone`) since
+    /// the map last made it unique. While `false` the map holds the only
+    /// reference, so a write needs no atomic operation.
+    pub(crate) shared: bool,
 }
 
 impl<K, V> Default for KeyedMap<K, V> {
@@ -108,7 +119,7 @@ impl<K, V> Default for KeyedMap<K, V> {
         KeyedMap {
             groups: Vec::new(),
             key_groups: None,
-            chunks: Mutex::new(Vec::new()),
+            marks: Mutex::new(Vec::new()),
         }
     }
 }
@@ -116,10 +127,14 @@ impl<K, V> Default for KeyedMap<K, V> {
 impl<K: Clone, V: Clone> Clone for KeyedMap<K, V> {
     /// Shares every group with the original until either writes to it.
     fn clone(&self) -> Self {
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        for mark in marks.iter_mut() {
+            mark.shared = true;
+        }
         KeyedMap {
             groups: self.groups.clone(),
             key_groups: self.key_groups,
-            chunks: Mutex::new(self.chunks.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+            marks: Mutex::new(marks.clone()),
         }
     }
 }
@@ -172,21 +187,32 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         self.groups = (0..key_groups.count())
             .map(|_| Arc::new(Group::with_hasher(GroupHasher::default())))
             .collect();
-        *self.chunks.get_mut().unwrap_or_else(PoisonError::into_inner) = vec![None; key_groups.count() as usize];
+        *self.marks.get_mut().unwrap_or_else(PoisonError::into_inner) =
+            vec![Mark::default(); key_groups.count() as usize];
     }
 
     /// Group `index`, to change: it no longer matches its chunk, and it is
     /// copied first if a snapshot still shares it.
     fn write_group(&mut self, index: usize) -> &mut Group<K, V> {
-        if let Some(chunk) = self
-            .chunks
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(index)
-        {
-            *chunk = None;
+        let mark = &mut self.marks.get_mut().unwrap_or_else(PoisonError::into_inner)[index];
+        mark.chunk = None;
+        if std::mem::take(&mut mark.shared) {
+            return Arc::make_mut(&mut self.groups[index]);
         }
-        Arc::make_mut(&mut self.groups[index])
+        self.unique_group(index)
+    }
+
+    /// Group `index`, which no snapshot shares (its mark says so).
+    fn unique_group(&mut self, index: usize) -> &mut Group<K, V> {
+        debug_assert!(!self.marks.get_mut().unwrap_or_else(PoisonError::into_inner)[index].shared);
+        // SAFETY: the group's mark is not `shared`, so this map holds the
+        // only reference to it: every `Arc::clone` of a group (in
+        // `freeze` and in `clone`) marks it `shared`, which only
+        // `write_group`'s `Arc::make_mut` (after which the reference is
+        // unique) clears; no `Weak` is ever made, and the field is private.
+        // `&mut self` excludes every other access through the map. This
+        // spares the hot path `Arc::make_mut`'s atomic compare-and-swap.
+        unsafe { &mut *Arc::as_ptr(&self.groups[index]).cast_mut() }
     }
 
     /// The map's key-group count, once it has one.
@@ -250,11 +276,22 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         Q: StableHash + Hash + Eq + ?Sized,
     {
         let index = self.group_index(key)?;
-        // Looked up first: a read that finds nothing copies nothing.
-        if !self.groups[index].contains_key(key) {
-            return None;
+        let mark = self.marks.get_mut().unwrap_or_else(PoisonError::into_inner)[index];
+        if mark.shared {
+            // Looked up first: a lookup that finds nothing copies nothing.
+            if !self.groups[index].contains_key(key) {
+                return None;
+            }
+            return self.write_group(index).get_mut(key);
         }
-        self.write_group(index).get_mut(key)
+        // One lookup; only a key found changes the group.
+        let marks = self.marks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: as in `unique_group` (not shared, checked just above);
+        // written out to borrow `marks` and the group side by side.
+        let group = unsafe { &mut *Arc::as_ptr(&self.groups[index]).cast_mut() };
+        let value = group.get_mut(key)?;
+        marks[index].chunk = None;
+        Some(value)
     }
 
     /// Sets `key`'s value; returns the previous one.
@@ -300,36 +337,29 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
     /// Every value, to change in place (copies every group a snapshot
     /// still shares).
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
-        self.forget_chunks(|_| true);
+        for index in 0..self.groups.len() {
+            self.write_group(index);
+        }
         self.groups.iter_mut().flat_map(|g| Arc::make_mut(g).values_mut())
     }
 
     /// Keeps the entries `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        self.forget_chunks(|g| !g.is_empty());
-        for group in &mut self.groups {
-            if !group.is_empty() {
-                Arc::make_mut(group).retain(|k, v| keep(k, v));
+        for index in 0..self.groups.len() {
+            if !self.groups[index].is_empty() {
+                self.write_group(index).retain(|k, v| keep(k, v));
             }
         }
     }
 
     /// Removes every entry (the key-group count stays).
     pub fn clear(&mut self) {
-        self.forget_chunks(|g| !g.is_empty());
-        for group in &mut self.groups {
+        let marks = self.marks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for (group, mark) in self.groups.iter_mut().zip(marks.iter_mut()) {
             if !group.is_empty() {
+                // A new, unique group; a snapshot sharing the old one keeps it.
                 *group = Arc::new(Group::with_hasher(GroupHasher::default()));
-            }
-        }
-    }
-
-    /// The groups `changed` picks no longer match their chunks.
-    fn forget_chunks(&mut self, changed: impl Fn(&Group<K, V>) -> bool) {
-        let chunks = self.chunks.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for (chunk, group) in chunks.iter_mut().zip(&self.groups) {
-            if changed(group) {
-                *chunk = None;
+                *mark = Mark::default();
             }
         }
     }
