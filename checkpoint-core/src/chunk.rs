@@ -203,7 +203,11 @@ impl Chunk {
         }
         let name_len = usize::from(u16_at(40));
         let payload_len = u64_at(42);
-        let expected = (CHUNK_HEADER_LEN + name_len + 4) as u64 + payload_len;
+        let Some(expected) = ((CHUNK_HEADER_LEN + name_len + 4) as u64).checked_add(payload_len) else {
+            return Err(SnapshotError::InvalidHeader(format!(
+                "chunk payload length {payload_len} is not a possible length"
+            )));
+        };
         let found = bytes.len() as u64;
         if found < expected {
             return Err(SnapshotError::Truncated { expected, found });
@@ -315,6 +319,13 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(Chunk::decode(&bytes[..len]).is_err(), "cut at {len}");
         }
+    }
+
+    #[test]
+    fn a_huge_payload_length_is_an_error_not_an_overflow() {
+        let (mut bytes, _) = Chunk::encode("op", id(), 4, 1, b"x").expect("encodes");
+        bytes[42..50].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(Chunk::decode(&bytes), Err(SnapshotError::InvalidHeader(_))));
     }
 
     #[test]

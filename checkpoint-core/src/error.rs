@@ -165,13 +165,12 @@ pub enum SnapshotError {
     },
     /// A state with fields besides keyed maps cannot be split across
     /// partitions.
-    #[error(
-        "{type_name} keeps state outside `#[checkpoint(keyed)]` maps, so it cannot be split or merged across \
-         partitions: make its other fields keyed maps or transient, or keep the partition count"
-    )]
+    #[error("{type_name} cannot be split or merged across partitions: {reason}")]
     NotRescalable {
         /// The state type.
         type_name: &'static str,
+        /// Why not, and what to do.
+        reason: String,
     },
     /// A snapshot whose keyed state is in chunks was decoded without a way
     /// to load them.

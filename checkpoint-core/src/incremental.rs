@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use crate::checkpoint::{Checkpoint, StateLayout};
 use crate::chunk::{Chunk, ChunkId, ChunkRef};
 use crate::error::{SnapshotError, StorageError};
+use crate::key_group::KeyGroups;
 use crate::keyed::freeze::{self, PendingChunk, Thawer};
 use crate::snapshot::{MAX_OPERATOR_NAME_LEN, Snapshot, SnapshotHeader, SnapshotMeta};
 use crate::window::WindowId;
@@ -36,7 +37,7 @@ pub struct FrozenSnapshot {
     fingerprint: u64,
     payload: Vec<u8>,
     pending: Vec<PendingChunk>,
-    reused: Vec<ChunkId>,
+    reused: Vec<ChunkRef>,
 }
 
 impl std::fmt::Debug for FrozenSnapshot {
@@ -71,8 +72,11 @@ impl Snapshot {
     /// payload is encoded now, into `buffer` (reused), with every
     /// [`KeyedMap`](crate::KeyedMap) writing only its index and key-group
     /// count; the groups changed since their last chunk are kept by
-    /// reference for [`FrozenSnapshot::finish`]. O(key groups) for the
-    /// maps, whatever their size.
+    /// reference for [`FrozenSnapshot::finish`]. `previous` is the
+    /// operator's previous snapshot's chunk table (empty for its first):
+    /// an unchanged group whose chunk it lists is referred to again; any
+    /// other is written anew. O(key groups) for the maps, whatever their
+    /// size.
     ///
     /// # Examples
     ///
@@ -91,16 +95,16 @@ impl Snapshot {
     ///
     /// // First checkpoint: every non-empty group is written.
     /// let w1 = WindowId::new(1, 1);
-    /// let frozen = Snapshot::freeze(&counter, SnapshotMeta::new("count", w1), Vec::new())?;
-    /// let first = frozen.finish(&[], |chunks| storage.save_chunks("count", chunks))?;
+    /// let frozen = Snapshot::freeze(&counter, SnapshotMeta::new("count", w1), Vec::new(), &[])?;
+    /// let first = frozen.finish(|chunks| storage.save_chunks("count", chunks))?;
     /// storage.save("count", w1, &first.bytes)?;
     /// assert_eq!(first.written_chunks, 8);
     ///
     /// // One key changes: only its group is written again.
     /// *counter.counts.get_mut(&7).unwrap() += 1;
     /// let w2 = WindowId::new(1, 2);
-    /// let frozen = Snapshot::freeze(&counter, SnapshotMeta::new("count", w2), first.payload_buffer)?;
-    /// let second = frozen.finish(&first.chunks, |chunks| storage.save_chunks("count", chunks))?;
+    /// let frozen = Snapshot::freeze(&counter, SnapshotMeta::new("count", w2), first.payload_buffer, &first.chunks)?;
+    /// let second = frozen.finish(|chunks| storage.save_chunks("count", chunks))?;
     /// storage.save("count", w2, &second.bytes)?;
     /// assert_eq!(second.written_chunks, 1);
     ///
@@ -113,6 +117,7 @@ impl Snapshot {
         state: &T,
         meta: SnapshotMeta<'_>,
         mut buffer: Vec<u8>,
+        previous: &[ChunkRef],
     ) -> Result<FrozenSnapshot, SnapshotError> {
         if meta.operator.len() > MAX_OPERATOR_NAME_LEN {
             return Err(SnapshotError::InvalidHeader(format!(
@@ -121,7 +126,8 @@ impl Snapshot {
             )));
         }
         buffer.clear();
-        let (encoded, frozen) = freeze::freezing(meta.window, || state.encode_state(&mut buffer));
+        let known: HashMap<ChunkId, ChunkRef> = previous.iter().map(|c| (c.id, *c)).collect();
+        let (encoded, frozen) = freeze::freezing(meta.window, known, || state.encode_state(&mut buffer));
         encoded.map_err(|source| SnapshotError::Payload {
             type_name: T::TYPE_NAME,
             source,
@@ -174,7 +180,8 @@ impl Snapshot {
 
 impl Snapshot {
     /// Decodes the state of a partition of a keyed operator whose
-    /// partition count changed: it owns the key groups `owned`, and
+    /// partition count changed: of the job's `key_groups`, it owns
+    /// `owned`, and
     /// `sources` are the snapshots, all at one window, of the old
     /// partitions (`(name, bytes)`) that held any of them. Each group comes
     /// from the chunk of whichever source held it; the state must be keyed
@@ -201,27 +208,34 @@ impl Snapshot {
     ///     let mut state = Counter { counts: KeyedMap::with_key_groups(groups) };
     ///     state.counts.extend((0..100u64).filter(|k| owned.contains(&groups.group_of(k))).map(|k| (k, k)));
     ///     let name = format!("count#{p}");
-    ///     let frozen = Snapshot::freeze(&state, SnapshotMeta::new(&name, w), Vec::new())?;
-    ///     let done = frozen.finish(&[], |chunks| storage.save_chunks(&name, chunks))?;
+    ///     let frozen = Snapshot::freeze(&state, SnapshotMeta::new(&name, w), Vec::new(), &[])?;
+    ///     let done = frozen.finish(|chunks| storage.save_chunks(&name, chunks))?;
     ///     storage.save(&name, w, &done.bytes)?;
     /// }
     /// // One partition now: it owns every group, from both old ones.
     /// let sources: Vec<(String, Vec<u8>)> = (0..2).map(|p| { let n = format!("count#{p}"); let b = storage.load(&n, w).unwrap(); (n, b) }).collect();
     /// let sources: Vec<(&str, &[u8])> = sources.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    /// let (_, merged) = Snapshot::decode_rescaled::<Counter>(&sources, "count", groups.range_of_partition(0, 1), |op, id| storage.load_chunk(op, id))?;
+    /// let (_, merged) = Snapshot::decode_rescaled::<Counter>(&sources, "count", groups, groups.range_of_partition(0, 1), |op, id| storage.load_chunk(op, id))?;
     /// assert_eq!(merged.counts.len(), 100);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decode_rescaled<T: Checkpoint>(
         sources: &[(&str, &[u8])],
         operator: &str,
+        key_groups: KeyGroups,
         owned: Range<u32>,
         load: impl Fn(&str, ChunkId) -> Result<Vec<u8>, StorageError> + Sync,
     ) -> Result<(SnapshotHeader, T), SnapshotError> {
+        let refuse = |reason: String| SnapshotError::NotRescalable {
+            type_name: T::TYPE_NAME,
+            reason,
+        };
         if !T::KEYED_ONLY {
-            return Err(SnapshotError::NotRescalable {
-                type_name: T::TYPE_NAME,
-            });
+            return Err(refuse(
+                "it keeps state outside `#[checkpoint(keyed)]` maps; make its other fields keyed maps or \
+                 transient, or keep the partition count"
+                    .to_owned(),
+            ));
         }
         let mut verified = Vec::with_capacity(sources.len());
         for (name, bytes) in sources {
@@ -239,6 +253,17 @@ impl Snapshot {
                 "no snapshot to restore the partition from".to_owned(),
             ));
         };
+        // An older version decodes as its own type, which may hold the
+        // keys in a plain map: only the current version's maps are split.
+        if first.state_version != T::VERSION {
+            return Err(refuse(format!(
+                "its snapshots were saved by version {} and it is version {} now; run it once with the old \
+                 partition count, so a checkpoint of version {} is committed, then change the count",
+                first.state_version,
+                T::VERSION,
+                T::VERSION
+            )));
+        }
         for (header, _) in &verified[1..] {
             if header.window != first.window || header.layout() != first.layout() {
                 return Err(SnapshotError::InvalidHeader(format!(
@@ -255,7 +280,7 @@ impl Snapshot {
             }
         }
         let mut thawer = Thawer::new(operator, Some(owned.clone()));
-        thawer.merging = true;
+        thawer.merging = Some(key_groups);
         for (header, _) in &verified {
             let wanted: Vec<ChunkRef> = header
                 .chunks
@@ -360,23 +385,15 @@ impl FrozenSnapshot {
     /// them to `save` in batches of about 32 MiB (each batch must be
     /// durable when `save` returns), and assembles the snapshot, whose
     /// table refers to the new chunks and, for unchanged groups, to the
-    /// chunks `previous` (the operator's previous snapshot's table) lists.
+    /// chunks of the previous snapshot given to [`Snapshot::freeze`].
     /// The snapshot is to be saved only after this returns: a snapshot
     /// never refers to a chunk that is not durable.
     pub fn finish(
         self,
-        previous: &[ChunkRef],
         mut save: impl FnMut(&[(ChunkId, Vec<u8>)]) -> Result<(), StorageError>,
     ) -> Result<FinishedSnapshot, SnapshotError> {
-        let known: HashMap<ChunkId, ChunkRef> = previous.iter().map(|c| (c.id, *c)).collect();
         let mut table: Vec<ChunkRef> = Vec::with_capacity(self.pending.len() + self.reused.len());
-        for id in &self.reused {
-            let reference = known.get(id).copied().ok_or_else(|| SnapshotError::BadChunk {
-                chunk: format!("{}/{id}", self.operator),
-                detail: "the state refers to it again, but the previous snapshot does not list it".to_owned(),
-            })?;
-            table.push(reference);
-        }
+        table.extend_from_slice(&self.reused);
         let operator = self.operator.as_str();
         let mut written_bytes = 0u64;
         let written_chunks = self.pending.len();

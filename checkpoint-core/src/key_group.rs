@@ -127,6 +127,12 @@ impl KeyGroups {
         AMBIENT.with(Cell::get).unwrap_or_default()
     }
 
+    /// The count entered on this thread, if any (the runtime's operator
+    /// threads): unlike [`current`](KeyGroups::current), no default.
+    pub(crate) fn ambient() -> Option<KeyGroups> {
+        AMBIENT.with(Cell::get)
+    }
+
     /// Makes `self` what [`current`](KeyGroups::current) returns on this
     /// thread until the guard is dropped (the runtime does this on every
     /// operator thread; tests may too).

@@ -418,14 +418,19 @@ impl Snapshot {
         let mut table_count = 0usize;
         if flags & FLAG_CHUNKS != 0 {
             let at = expected - TRAILER_LEN as u64;
-            if found < at + 4 + TRAILER_LEN as u64 {
+            let count_end = at.checked_add(4 + TRAILER_LEN as u64).ok_or_else(|| {
+                SnapshotError::InvalidHeader(format!("payload length {payload_len} is not a possible length"))
+            })?;
+            if found < count_end {
                 return Err(SnapshotError::Truncated {
-                    expected: at + 4 + TRAILER_LEN as u64,
+                    expected: count_end,
                     found,
                 });
             }
             table_count = le_u32(bytes, at as usize) as usize;
-            expected += 4 + (CHUNK_ENTRY_LEN * table_count) as u64;
+            expected = expected
+                .checked_add(4 + (CHUNK_ENTRY_LEN as u64) * table_count as u64)
+                .ok_or_else(|| SnapshotError::InvalidHeader("the chunk table's length is not possible".to_owned()))?;
         }
         if found < expected {
             return Err(SnapshotError::Truncated { expected, found });

@@ -256,6 +256,18 @@ fn huge_lengths_behind_a_valid_crc_are_rejected_without_allocating() {
                 assert!(!decode_all(&bytes), "length field at {at} = {value} was accepted");
             }
         }
+        // With the chunk-table flag: lengths that overflow when the table's
+        // count is added to them.
+        for back in 0..12u64 {
+            let mut bytes = sample.clone();
+            bytes[10..12].copy_from_slice(&1u16.to_le_bytes());
+            bytes[36..44].copy_from_slice(&(u64::MAX - back).to_le_bytes());
+            recompute_crc(&mut bytes);
+            assert!(
+                !decode_all(&bytes),
+                "payload length u64::MAX - {back} with a chunk table was accepted"
+            );
+        }
     }
 }
 

@@ -53,9 +53,9 @@ fn save(
     window: WindowId,
     previous: &[ChunkRef],
 ) -> checkpoint_core::FinishedSnapshot {
-    let frozen = Snapshot::freeze(s, SnapshotMeta::new("op", window), Vec::new()).expect("freeze");
+    let frozen = Snapshot::freeze(s, SnapshotMeta::new("op", window), Vec::new(), previous).expect("freeze");
     let finished = frozen
-        .finish(previous, |chunks| storage.save_chunks("op", chunks))
+        .finish(|chunks| storage.save_chunks("op", chunks))
         .expect("finish");
     storage.save("op", window, &finished.bytes).expect("save");
     finished
@@ -102,7 +102,7 @@ proptest! {
         let mut saved: Vec<(WindowId, Content)> = Vec::new();
         let finish = |frozen: checkpoint_core::FrozenSnapshot, previous: &mut Vec<ChunkRef>| {
             let window = frozen.window();
-            let finished = frozen.finish(previous, |chunks| storage.save_chunks("op", chunks)).expect("finish");
+            let finished = frozen.finish(|chunks| storage.save_chunks("op", chunks)).expect("finish");
             storage.save("op", window, &finished.bytes).expect("save");
             *previous = finished.chunks;
         };
@@ -125,7 +125,7 @@ proptest! {
                     }
                     seq += 1;
                     saved.push((w(seq), content(&s)));
-                    in_flight = Some(Snapshot::freeze(&s, SnapshotMeta::new("op", w(seq)), Vec::new()).expect("freeze"));
+                    in_flight = Some(Snapshot::freeze(&s, SnapshotMeta::new("op", w(seq)), Vec::new(), &previous).expect("freeze"));
                 }
                 Op::Finish => {
                     if let Some(frozen) = in_flight.take() {
@@ -250,6 +250,6 @@ fn a_partition_restores_only_the_groups_it_owns() {
     assert_eq!(got, expected);
     // Another operator's chunks are never referred to: its first
     // snapshot writes every group it holds again, under its own name.
-    let frozen = Snapshot::freeze(&part, SnapshotMeta::new("op#1", w(2)), Vec::new()).expect("freeze");
+    let frozen = Snapshot::freeze(&part, SnapshotMeta::new("op#1", w(2)), Vec::new(), &[]).expect("freeze");
     assert_eq!(frozen.changed_groups(), owned.len());
 }

@@ -80,6 +80,10 @@ pub struct ManifestRescale {
     /// The old partitions' physical names: their snapshots at `window`
     /// hold the operator's state, each the key groups its partition owned.
     pub physical: Vec<String>,
+    /// A window past `window` is committed: the old partitions' files are
+    /// being removed, and a restart never restores from them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
 }
 
 /// One logical operator in the manifest.

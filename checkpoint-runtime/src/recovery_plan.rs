@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use checkpoint_core::{Snapshot, StorageAgent, StorageError, WindowId};
+use checkpoint_core::{ChunkId, Snapshot, StorageAgent, StorageError, WindowId};
 
 use crate::coordinator::{OperatorCheckpoints, Topology, plan};
 use crate::error::RunError;
@@ -277,13 +277,22 @@ pub(crate) fn plan_aligned(
         for name in &op.physical {
             let mut good = Vec::new();
             if !op.stateless {
+                // Listed once: a snapshot naming a chunk that is not there
+                // is as unusable as a corrupt one.
+                let chunks: BTreeSet<ChunkId> = storage.chunks(name)?.into_iter().collect();
                 for window in storage.windows(name)? {
                     let problem = match storage.load(name, window) {
                         Ok(bytes) => match Snapshot::verify(&bytes) {
-                            Ok(_) => {
-                                good.push(window);
-                                continue;
-                            }
+                            Ok(header) => match header.chunks.iter().find(|c| !chunks.contains(&c.id)) {
+                                None => {
+                                    good.push(window);
+                                    continue;
+                                }
+                                Some(missing) => Ok(format!(
+                                    "it names chunk {} of keyed state, which is missing",
+                                    missing.id
+                                )),
+                            },
                             Err(e) => Ok(e.to_string()),
                         },
                         // Deleted since it was listed: not there.
@@ -379,7 +388,7 @@ pub(crate) fn plan_aligned(
         if op.stateless {
             continue;
         }
-        if let Some(rescale) = manifest.rescaling.get(&op.name) {
+        if let Some(rescale) = manifest.rescaling.get(&op.name).filter(|r| !r.finished) {
             // Split or merged and not committed since: the old partitions'
             // snapshots at the rescale window are the state, whatever the
             // new partitions saved after it.

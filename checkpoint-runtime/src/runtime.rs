@@ -121,6 +121,9 @@ impl Runtime {
             });
         }
         check_faults(&self.config.faults, &dag)?;
+        // Operators built (and restored) on this thread take the job's
+        // key-group count, as those on their own threads do.
+        let _key_groups = self.config.key_groups.enter();
         Supervisor::new(&self.config, dag, Arc::clone(&self.stop), &self.progress)?.run()
     }
 }

@@ -380,3 +380,49 @@ fn only_keyed_operators_with_keyed_state_change_their_partition_count() {
     // Nothing changed: it resumes with its own count.
     run(2, &[]).expect("finished");
 }
+
+#[test]
+fn a_failure_while_removing_the_old_partitions_is_finished_by_the_next_start() {
+    let expected = reference_output();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ckpt, out) = (dir.path().join("ckpt"), dir.path().join("out"));
+    let storage = fs_storage(&ckpt);
+    publish(&storage, 2, &out, &[stop_at("sort", 9)], 0).expect_err("stopped");
+    // 2 -> 3; once the split is committed past, the first delete of an
+    // old partition's snapshot at the split window fails, as a crash there
+    // would stop it.
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let flaky: Arc<dyn StorageAgent> = Arc::new(
+        common::Intercept::new(checkpoint_core::FsStorageAgent::new(&ckpt).expect("storage")).before(
+            move |inner, op| {
+                let common::Op::Delete(operator, window) = op else {
+                    return None;
+                };
+                // The old partitions' removal: the stored record says finished.
+                let manifest = checkpoint_runtime::JobManifest::from_bytes(&inner.load_manifest().ok()??).ok()?;
+                let record = manifest.rescaling.get("count")?;
+                let removal =
+                    record.finished && record.window == window && record.physical.iter().any(|p| p == operator);
+                (removal && !failed.swap(true, std::sync::atomic::Ordering::SeqCst)).then(|| common::eio("deleting"))
+            },
+        ),
+    );
+    publish(&flaky, 3, &out, &[], 0).expect_err("the delete failed");
+    let manifest =
+        checkpoint_runtime::JobManifest::from_bytes(&storage.load_manifest().expect("load").expect("manifest"))
+            .expect("manifest");
+    let record = manifest.rescaling.get("count").expect("the split's record");
+    assert!(record.finished, "recorded as finished before its files go: {record:?}");
+    assert!(
+        storage.windows("count#0").expect("windows").contains(&record.window),
+        "the old snapshot is still there"
+    );
+    // The next start removes what is left and never restores from it.
+    publish(&storage, 3, &out, &[], 0).expect("finished");
+    assert_eq!(checkpoint_runtime::io::read_output(&out).expect("output"), expected);
+    let manifest =
+        checkpoint_runtime::JobManifest::from_bytes(&storage.load_manifest().expect("load").expect("manifest"))
+            .expect("manifest");
+    assert!(manifest.rescaling.is_empty(), "{:?}", manifest.rescaling);
+    assert!(!storage.windows("count#0").expect("windows").contains(&record.window));
+}

@@ -586,16 +586,21 @@ mod keyed {
     pub(crate) fn incremental_today() -> (Vec<u8>, Vec<(ChunkId, Vec<u8>)>) {
         let storage = MemoryStorageAgent::new();
         let mut state = sample();
-        let frozen = Snapshot::freeze(&state, SnapshotMeta::new(OPERATOR, FIRST), Vec::new()).expect("freeze");
+        let frozen = Snapshot::freeze(&state, SnapshotMeta::new(OPERATOR, FIRST), Vec::new(), &[]).expect("freeze");
         let first = frozen
-            .finish(&[], |chunks| storage.save_chunks(OPERATOR, chunks))
+            .finish(|chunks| storage.save_chunks(OPERATOR, chunks))
             .expect("finish");
         storage.save(OPERATOR, FIRST, &first.bytes).expect("save");
         change(&mut state);
-        let frozen =
-            Snapshot::freeze(&state, SnapshotMeta::new(OPERATOR, SECOND), first.payload_buffer).expect("freeze");
+        let frozen = Snapshot::freeze(
+            &state,
+            SnapshotMeta::new(OPERATOR, SECOND),
+            first.payload_buffer,
+            &first.chunks,
+        )
+        .expect("freeze");
         let second = frozen
-            .finish(&first.chunks, |chunks| storage.save_chunks(OPERATOR, chunks))
+            .finish(|chunks| storage.save_chunks(OPERATOR, chunks))
             .expect("finish");
         assert_eq!(second.written_chunks, 1, "one group changed");
         let chunks = second

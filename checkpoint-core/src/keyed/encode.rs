@@ -157,6 +157,17 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
             out.write_all(&[UNSET])?;
             return Ok(());
         };
+        // On an operator's thread the job's count is known: a map of
+        // another count holds keys in groups the routing does not use.
+        if let Some(job) = KeyGroups::ambient()
+            && job != key_groups
+        {
+            return Err(PayloadError::custom(format!(
+                "a KeyedMap has {key_groups} but the job has {job} (`Config::key_groups`): make it with \
+                 `KeyedMap::new()`, which takes the job's count when it first holds a key on the operator's \
+                 thread, not `with_key_groups`, and do not fill it before the job runs"
+            )));
+        }
         if let Some(map) = map
             && self.freeze(key_groups, map)
         {
@@ -187,7 +198,7 @@ impl<K: StateKey, V: StateValue> Checkpoint for KeyedMap<K, V> {
             None => return Err(PayloadError::custom("a keyed map's payload is empty")),
         };
         // (index, merging) inside `decode_with_chunks` / `decode_rescaled`.
-        let thawing = freeze::with_thawer(|thawer| thawer.map(|t| (t.next_map(), t.merging)));
+        let thawing = freeze::with_thawer(|thawer| thawer.map(|t| (t.next_map(), t.merging.is_some())));
         match tag {
             UNSET => match thawing {
                 // This source's map never held a key; other sources' may.
@@ -282,9 +293,15 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
                     mark.chunk = None;
                     continue;
                 }
-                match mark.chunk {
-                    Some(id) if id.map == map => freezer.reused.push(id),
-                    _ => {
+                // Referred to again only if the previous snapshot lists
+                // it (a map restored from elsewhere, or put back from an
+                // older copy, may carry a mark of a chunk that is gone).
+                match mark
+                    .chunk
+                    .and_then(|id| freezer.known.get(&id).filter(|_| id.map == map))
+                {
+                    Some(reference) => freezer.reused.push(*reference),
+                    None => {
                         let id = ChunkId {
                             window: freezer.window,
                             map,
@@ -349,6 +366,15 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
             },
         };
         let count = key_groups.count();
+        let job = freeze::with_thawer(|thawer| thawer.and_then(|t| t.merging));
+        if let Some(job) = job
+            && job != key_groups
+        {
+            return Err(PayloadError::custom(format!(
+                "the keyed map has {key_groups} and the job has {job}: its groups cannot be split by the job's \
+                 partitions (was it filled before the job ran, with another count?)"
+            )));
+        }
         let mut parts: Vec<(u64, &[u8])> = vec![(0, &[][..]); count as usize];
         let mut marks = vec![Mark::default(); count as usize];
         for (reference, owner, bytes, ours) in &taken {

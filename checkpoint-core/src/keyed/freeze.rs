@@ -30,7 +30,10 @@ pub(crate) struct Freezer {
     /// Groups changed since their last chunk, to write.
     pub(crate) pending: Vec<PendingChunk>,
     /// Groups unchanged since their chunk was written: referred to again.
-    pub(crate) reused: Vec<ChunkId>,
+    pub(crate) reused: Vec<ChunkRef>,
+    /// The chunks the previous snapshot lists: only these can be referred
+    /// to again.
+    pub(crate) known: HashMap<ChunkId, ChunkRef>,
 }
 
 impl Freezer {
@@ -48,12 +51,13 @@ thread_local! {
 }
 
 impl Freezer {
-    fn new(window: WindowId) -> Self {
+    fn new(window: WindowId, known: HashMap<ChunkId, ChunkRef>) -> Self {
         Freezer {
             window,
             next_map: 0,
             pending: Vec::new(),
             reused: Vec::new(),
+            known,
         }
     }
 }
@@ -74,8 +78,12 @@ impl<T: 'static> Drop for Restore<T> {
 
 /// Runs `encode` with a freezer for `window` on this thread; returns what
 /// it returned and what the keyed maps it encoded froze.
-pub(crate) fn freezing<R>(window: WindowId, encode: impl FnOnce() -> R) -> (R, Freezer) {
-    let previous = FREEZER.with(|f| f.replace(Some(Freezer::new(window))));
+pub(crate) fn freezing<R>(
+    window: WindowId,
+    known: HashMap<ChunkId, ChunkRef>,
+    encode: impl FnOnce() -> R,
+) -> (R, Freezer) {
+    let previous = FREEZER.with(|f| f.replace(Some(Freezer::new(window, known))));
     let restore = Restore {
         key: &FREEZER,
         previous,
@@ -83,7 +91,7 @@ pub(crate) fn freezing<R>(window: WindowId, encode: impl FnOnce() -> R) -> (R, F
     let result = encode();
     let frozen = FREEZER
         .with(|f| f.borrow_mut().take())
-        .unwrap_or_else(|| Freezer::new(window));
+        .unwrap_or_else(|| Freezer::new(window, HashMap::new()));
     drop(restore);
     (result, frozen)
 }
@@ -110,10 +118,11 @@ pub(crate) struct Thawer {
     pub(crate) chunks: HashMap<(u32, u32), (ChunkRef, String, Vec<u8>)>,
     /// The groups this partition owns; chunks of others are not loaded.
     pub(crate) owned: Option<Range<u32>>,
-    /// Several partitions' snapshots merged (a rescaled operator): a map
-    /// that is empty in the payload decoded takes its groups from the
-    /// chunks of the others.
-    pub(crate) merging: bool,
+    /// Several partitions' snapshots merged (a rescaled operator), for a
+    /// job of these key groups: a map that is empty in the payload decoded
+    /// takes its groups from the chunks of the others, and a map of
+    /// another key-group count is refused.
+    pub(crate) merging: Option<crate::key_group::KeyGroups>,
 }
 
 impl Thawer {
@@ -123,7 +132,7 @@ impl Thawer {
             next_map: 0,
             chunks: HashMap::new(),
             owned,
-            merging: false,
+            merging: None,
         }
     }
 

@@ -66,6 +66,15 @@ impl<V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateValue
 /// Iteration visits groups in order and the entries of a group in no
 /// particular order.
 ///
+/// Values are changed through the map (`get_mut`, `entry`, `insert`, ...),
+/// which is how it knows a group changed and copies a group a snapshot
+/// still shares: a value with interior mutability (`Cell`, `Mutex`, an
+/// `Arc` shared elsewhere) changed through `get` would escape both, and a
+/// snapshot could hold it half-changed. Keep such values out of keyed
+/// state. A partition should only hold keys of the groups it owns (the
+/// keys `connect_by_key` sends it): a key stored under another key than
+/// the routing one lands in a group another partition owns.
+///
 /// [`with_key_groups`]: KeyedMap::with_key_groups
 ///
 /// # Examples

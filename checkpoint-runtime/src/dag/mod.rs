@@ -79,6 +79,8 @@ pub(crate) struct NodeSpec {
     /// Whether its state is keyed maps only (`Checkpoint::KEYED_ONLY`):
     /// then a restart may change its partition count.
     pub(crate) keyed_only: bool,
+    /// Its state type's `Checkpoint::VERSION`.
+    pub(crate) version: u32,
     pub(crate) application_window_count: u32,
     checkpoint_window_count: Option<u32>,
     pub(crate) mode: ProcessingMode,
@@ -177,7 +179,7 @@ impl Dag {
         name: &str,
         kind: NodeKind,
         partitions: usize,
-        (stateless, keyed_only): (bool, bool),
+        (stateless, keyed_only, version): (bool, bool, u32),
         factory: Box<dyn NodeFactory>,
     ) -> usize {
         self.nodes.push(NodeSpec {
@@ -186,6 +188,7 @@ impl Dag {
             partitions,
             stateless,
             keyed_only,
+            version,
             application_window_count: 1,
             checkpoint_window_count: None,
             mode: ProcessingMode::AtLeastOnce,
@@ -214,7 +217,11 @@ impl Dag {
             name,
             NodeKind::Input,
             1,
-            (<I as Checkpoint>::STATELESS, <I as Checkpoint>::KEYED_ONLY),
+            (
+                <I as Checkpoint>::STATELESS,
+                <I as Checkpoint>::KEYED_ONLY,
+                <I as Checkpoint>::VERSION,
+            ),
             factory,
         );
         self.handle(index)
@@ -229,7 +236,11 @@ impl Dag {
             name,
             NodeKind::Operator,
             1,
-            (<O as Checkpoint>::STATELESS, <O as Checkpoint>::KEYED_ONLY),
+            (
+                <O as Checkpoint>::STATELESS,
+                <O as Checkpoint>::KEYED_ONLY,
+                <O as Checkpoint>::VERSION,
+            ),
             factory,
         );
         self.handle(index)
@@ -253,7 +264,11 @@ impl Dag {
             name,
             NodeKind::Operator,
             partitions,
-            (<O as Checkpoint>::STATELESS, <O as Checkpoint>::KEYED_ONLY),
+            (
+                <O as Checkpoint>::STATELESS,
+                <O as Checkpoint>::KEYED_ONLY,
+                <O as Checkpoint>::VERSION,
+            ),
             factory,
         );
         self.handle(index)

@@ -55,6 +55,7 @@ pub(crate) enum Restore {
     /// old partitions' snapshots holding the key groups it owns.
     Rescaled {
         sources: Vec<(String, Vec<u8>)>,
+        key_groups: KeyGroups,
         owned: std::ops::Range<u32>,
         storage: Option<Arc<dyn StorageAgent>>,
     },
@@ -102,6 +103,7 @@ fn instance<T: Checkpoint>(
         Restore::Snapshot { bytes, storage } => (bytes, storage),
         Restore::Rescaled {
             sources,
+            key_groups,
             owned,
             storage,
         } => {
@@ -112,7 +114,7 @@ fn instance<T: Checkpoint>(
             let mut value = if T::STATELESS {
                 T::decode_state(&mut &[][..]).map_err(|e| format!("rebuilding stateless {name:?}: {e}"))?
             } else {
-                Snapshot::decode_rescaled::<T>(&sources, name, owned, |op, id| storage.load_chunk(op, id))
+                Snapshot::decode_rescaled::<T>(&sources, name, key_groups, owned, |op, id| storage.load_chunk(op, id))
                     .map(|(_, value)| value)
                     .map_err(|e| format!("restoring {name:?} from its old partitions: {e}"))?
             };

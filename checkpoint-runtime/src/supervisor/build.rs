@@ -180,6 +180,7 @@ impl Supervisor {
                 },
                 Some(Restored::Rescaled { sources, owned }) => Restore::Rescaled {
                     sources,
+                    key_groups: self.config.key_groups,
                     owned,
                     storage: self.storage.clone(),
                 },

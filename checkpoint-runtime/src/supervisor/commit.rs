@@ -57,7 +57,12 @@ impl Supervisor {
         // Retention: keep back to the recovery checkpoint computed at the
         // previous commit, so one older good checkpoint always remains.
         if let Some(storage) = self.storage.clone() {
-            for node in 0..self.physical.len() {
+            // While a rescale is pending, a restart pins the rescaled
+            // operator (and so its upstreams) to the rescale window, which
+            // the plan of this run does not know: nothing is deleted until
+            // it is committed past (one checkpoint interval, usually).
+            let pending = self.manifest.rescaling.values().any(|r| !r.finished);
+            for node in (0..self.physical.len()).filter(|_| !pending) {
                 let Some(keep_from) = self.retain_from[node] else {
                     continue;
                 };
@@ -70,29 +75,25 @@ impl Supervisor {
                 let old: Vec<WindowId> = ops.durable.iter().copied().take_while(|w| *w < keep_from).collect();
                 let name = &self.physical[node].name;
                 for window in &old {
-                    // An old partition's snapshot at a pending rescale's
-                    // window is what every new partition restores from.
-                    let source = self
-                        .manifest
-                        .rescaling
-                        .values()
-                        .any(|r| r.window == *window && r.physical.contains(name));
-                    if !source {
-                        storage.delete(name, *window)?;
-                    }
+                    storage.delete(name, *window)?;
                 }
                 ops.durable.drain(..old.len());
                 if !old.is_empty() {
-                    let removed = collect_chunks(&*storage, &self.physical[node].name)?;
-                    if removed > 0 {
-                        tracing::debug!(operator = %self.physical[node].name, removed, "chunks no checkpoint refers to removed");
-                    }
+                    collect_chunks_logged(&*storage, &self.physical[node].name);
                 }
             }
             self.retain_from = planned.recovery;
-            self.finish_rescales(&*storage, new)?;
+            // A rescale committed past: first recorded as finished (with
+            // the commit), then its old partitions' files go, then the
+            // record; a crash in between finishes the deletes at the next
+            // start, which never restores from a finished record.
+            let finished = self.mark_rescales_finished(new);
             self.manifest.committed = Some(new);
             storage.save_manifest(&self.manifest.to_bytes())?;
+            if finished {
+                self.remove_finished_rescales(&*storage)?;
+                storage.save_manifest(&self.manifest.to_bytes())?;
+            }
         }
         Ok(())
     }
@@ -114,48 +115,67 @@ impl Supervisor {
         names.sort_unstable();
         names.dedup();
         for name in names {
-            match collect_chunks(&**storage, name) {
-                Ok(0) => {}
-                Ok(removed) => tracing::debug!(operator = %name, removed, "chunks no checkpoint refers to removed"),
-                Err(e) => tracing::warn!(operator = %name, error = %e, "could not remove unreferenced chunks"),
-            }
+            collect_chunks_logged(&**storage, name);
         }
     }
 
-    /// A rescale is over once a window past it is committed: every new
-    /// partition then has a checkpoint of its own to recover from. Its
-    /// record leaves the manifest (saved by the caller), and the old
-    /// partitions' snapshots at the rescale window go, with every
-    /// checkpoint and chunk of an old partition whose name the job no
-    /// longer has.
-    fn finish_rescales(&mut self, storage: &dyn StorageAgent, committed: WindowId) -> Result<(), StorageError> {
-        let done: Vec<String> = self
-            .manifest
-            .rescaling
-            .iter()
-            .filter(|(_, r)| r.window < committed)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in done {
-            let Some(record) = self.manifest.rescaling.remove(&name) else {
-                continue;
-            };
-            for source in &record.physical {
-                if self.physical.iter().any(|p| p.name == *source) {
-                    storage.delete(source, record.window)?;
-                    collect_chunks(storage, source)?;
-                } else {
-                    for window in storage.windows(source)? {
-                        storage.delete(source, window)?;
-                    }
-                    for chunk in storage.chunks(source)? {
-                        storage.delete_chunk(source, chunk)?;
-                    }
+    /// Marks every rescale committed past as finished; whether any was.
+    fn mark_rescales_finished(&mut self, committed: WindowId) -> bool {
+        let mut any = false;
+        for record in self.manifest.rescaling.values_mut() {
+            if !record.finished && record.window < committed {
+                record.finished = true;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Removes the old partitions' files of every finished rescale (their
+    /// snapshots at the rescale window, and every checkpoint and chunk of
+    /// an old partition whose name the job no longer has), then the
+    /// records. The caller saves the manifest.
+    pub(super) fn remove_finished_rescales(&mut self, storage: &dyn StorageAgent) -> Result<(), StorageError> {
+        let current: Vec<String> = self.physical.iter().map(|p| p.name.clone()).collect();
+        remove_rescale_leftovers(storage, &self.manifest, &current)?;
+        self.manifest.rescaling.retain(|_, r| !r.finished);
+        Ok(())
+    }
+}
+
+/// Deletes what the finished rescales of `manifest` left: each old
+/// partition's snapshot at the rescale window, and everything of an old
+/// partition not named in `current`.
+pub(super) fn remove_rescale_leftovers(
+    storage: &dyn StorageAgent,
+    manifest: &crate::manifest::JobManifest,
+    current: &[String],
+) -> Result<(), StorageError> {
+    for (name, record) in manifest.rescaling.iter().filter(|(_, r)| r.finished) {
+        for source in &record.physical {
+            if current.contains(source) {
+                storage.delete(source, record.window)?;
+                collect_chunks_logged(storage, source);
+            } else {
+                for window in storage.windows(source)? {
+                    storage.delete(source, window)?;
+                }
+                for chunk in storage.chunks(source)? {
+                    storage.delete_chunk(source, chunk)?;
                 }
             }
-            tracing::info!(operator = %name, window = %record.window, "rescale committed; old partitions removed");
         }
-        Ok(())
+        tracing::info!(operator = %name, window = %record.window, "rescale committed; old partitions removed");
+    }
+    Ok(())
+}
+
+/// [`collect_chunks`], whose failure only leaves garbage: logged.
+pub(super) fn collect_chunks_logged(storage: &dyn StorageAgent, operator: &str) {
+    match collect_chunks(storage, operator) {
+        Ok(0) => {}
+        Ok(removed) => tracing::debug!(operator = %operator, removed, "chunks no checkpoint refers to removed"),
+        Err(e) => tracing::warn!(operator = %operator, error = %e, "could not remove unreferenced chunks"),
     }
 }
 
@@ -164,7 +184,7 @@ impl Supervisor {
 /// holds): those of deleted snapshots, and those of saves that failed or
 /// were cut short by a crash. A chunk written after the newest snapshot is
 /// kept: it may belong to a save in flight, whose snapshot comes after its
-/// chunks. If any snapshot's header cannot be read, nothing is deleted.
+/// chunks. If any snapshot cannot be read, nothing is deleted.
 /// Returns how many were deleted.
 ///
 /// Crash-safe in any order of events: a snapshot is deleted before the
@@ -187,7 +207,8 @@ pub(crate) fn collect_chunks(storage: &dyn StorageAgent, operator: &str) -> Resu
         let bytes = match storage.load(operator, window) {
             Ok(bytes) => bytes,
             Err(StorageError::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
+            // A snapshot that cannot be read may name any chunk.
+            Err(_) => return Ok(0),
         };
         match Snapshot::read_header(&bytes) {
             Ok(header) => referenced.extend(header.chunks.iter().map(|c| c.id)),

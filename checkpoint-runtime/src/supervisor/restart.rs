@@ -22,6 +22,19 @@ impl Supervisor {
         let Some(storage) = self.storage.clone() else {
             return Ok(());
         };
+        // A rescale committed past whose old files a crash kept from being
+        // removed: removed now, and never restored from.
+        let mut stored = stored.clone();
+        if stored.rescaling.values().any(|r| r.finished) {
+            let current: Vec<String> = stored
+                .operators
+                .iter()
+                .flat_map(|o| o.physical.iter().cloned())
+                .collect();
+            super::commit::remove_rescale_leftovers(&*storage, &stored, &current)?;
+            stored.rescaling.retain(|_, r| !r.finished);
+        }
+        let stored = &stored;
         let rescaling = self.rescaling(stored, &*storage)?;
         // Operators split or merged now: their old partitions restore at
         // one window, so every key group is taken at the same one.
@@ -47,7 +60,12 @@ impl Supervisor {
                 .iter()
                 .filter_map(|p| plan.operator(p).and_then(|o| o.restore))
                 .collect();
-            let Some(point) = points.iter().min_by_key(|p| p.window()).copied() else {
+            // A job that never committed may have old partitions that start
+            // as new and others restored at the initial window: all start
+            // as new then (the initial state is the value the DAG is built
+            // with), rather than look for a checkpoint one never saved.
+            let fresh = points.iter().find(|p| matches!(p, RestorePoint::Fresh(_))).copied();
+            let Some(point) = fresh.or_else(|| points.iter().min_by_key(|p| p.window()).copied()) else {
                 return Err(RunError::Manifest {
                     detail: format!("internal error: no restore point for the partitions of {name:?}"),
                 });
@@ -58,6 +76,7 @@ impl Supervisor {
                     window: point.window(),
                     partitions: *old_partitions,
                     physical: old_physical,
+                    finished: false,
                 },
             };
             records.insert(name.clone(), (point, record));
@@ -237,10 +256,26 @@ impl Supervisor {
         let owned = key_groups.range_of_partition(partition, partitions);
         let old = rescaled.sources.len();
         let mut sources = Vec::new();
+        let version = self.dag.nodes[logical].version;
         for (q, source) in rescaled.sources.iter().enumerate() {
             let held = key_groups.range_of_partition(q, old);
             if held.start < owned.end && owned.start < held.end {
-                sources.push((source.clone(), self.load_verified(source, window)?));
+                let bytes = self.load_verified(source, window)?;
+                // Checked here, before the restart changes anything: an
+                // older version's state may keep its keys in a plain map.
+                let saved = Snapshot::read_header(&bytes)
+                    .map(|h| h.state_version)
+                    .unwrap_or(version);
+                if saved != version {
+                    return Err(RunError::Manifest {
+                        detail: format!(
+                            "{name:?} would be split from {source:?}'s checkpoint at {window}, saved by state version \
+                             {saved}; it is version {version} now: run it once with the old partition count, so a \
+                             checkpoint of version {version} is committed, then change the count"
+                        ),
+                    });
+                }
+                sources.push((source.clone(), bytes));
             }
         }
         Ok(Restored::Rescaled { sources, owned })

@@ -36,12 +36,8 @@ enum SaveWork {
     Whole(Vec<u8>),
     /// A frozen state: its changed key groups are encoded and written as
     /// chunks first, then the snapshot that refers to them and, for the
-    /// unchanged groups, to the chunks `previous` (the operator's last
-    /// snapshot's table) lists.
-    Frozen {
-        frozen: FrozenSnapshot,
-        previous: Vec<ChunkRef>,
-    },
+    /// unchanged groups, to the chunks of the operator's last snapshot.
+    Frozen(FrozenSnapshot),
 }
 
 /// What a finished save gives back: the buffer for the next encode, and,
@@ -66,9 +62,9 @@ fn perform(storage: &dyn StorageAgent, name: &str, window: WindowId, work: SaveW
                 bytes: len,
             }
         }
-        SaveWork::Frozen { frozen, previous } => {
+        SaveWork::Frozen(frozen) => {
             let finished = catch_unwind(AssertUnwindSafe(|| {
-                frozen.finish(&previous, |chunks| storage.save_chunks(name, chunks))
+                frozen.finish(|chunks| storage.save_chunks(name, chunks))
             }));
             let finished = match finished {
                 Ok(Ok(finished)) => finished,
@@ -190,10 +186,7 @@ impl<L: Lifecycle> Core<L> {
                 // Keyed maps are only frozen here (a reference count per
                 // key group); their groups are encoded by the save.
                 let buffer = std::mem::take(&mut self.buffer);
-                Snapshot::freeze(self.op.state(), meta, buffer).map(|frozen| SaveWork::Frozen {
-                    frozen,
-                    previous: self.chunks.clone(),
-                })
+                Snapshot::freeze(self.op.state(), meta, buffer, &self.chunks).map(SaveWork::Frozen)
             } else {
                 Snapshot::encode_into(self.op.state(), meta, &mut self.buffer).map(|()| SaveWork::Whole(Vec::new()))
             }

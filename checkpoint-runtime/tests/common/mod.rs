@@ -426,4 +426,27 @@ impl checkpoint_core::StorageAgent for Intercept {
     fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), checkpoint_core::StorageError> {
         self.inner.set_aside(operator, window)
     }
+    fn supports_chunks(&self) -> bool {
+        self.inner.supports_chunks()
+    }
+    fn save_chunks(
+        &self,
+        operator: &str,
+        chunks: &[(checkpoint_core::ChunkId, Vec<u8>)],
+    ) -> Result<(), checkpoint_core::StorageError> {
+        self.inner.save_chunks(operator, chunks)
+    }
+    fn load_chunk(
+        &self,
+        operator: &str,
+        id: checkpoint_core::ChunkId,
+    ) -> Result<Vec<u8>, checkpoint_core::StorageError> {
+        self.inner.load_chunk(operator, id)
+    }
+    fn delete_chunk(&self, operator: &str, id: checkpoint_core::ChunkId) -> Result<(), checkpoint_core::StorageError> {
+        self.inner.delete_chunk(operator, id)
+    }
+    fn chunks(&self, operator: &str) -> Result<Vec<checkpoint_core::ChunkId>, checkpoint_core::StorageError> {
+        self.inner.chunks(operator)
+    }
 }
