@@ -13,7 +13,7 @@
 ///   elements' hashes as `h = splitmix64(h ^ element)` from left to right).
 ///
 /// A key with hash `h` belongs to key group `h % key_groups`
-/// ([`key_group_of`](crate::key_group_of)), and a keyed tuple goes to the
+/// ([`KeyGroups::group_of`](crate::KeyGroups::group_of)), and a keyed tuple goes to the
 /// partition that owns its key's group. Never `std`'s `RandomState`, whose
 /// seed changes every run.
 ///

@@ -10,7 +10,8 @@
 //!     --workload u64,string --config off,1s        # u64 keys against 32-byte string keys
 //! ```
 //!
-//! Tuple `i` (0-based, `i < N`) has key `splitmix64(i) % K` and value 1.
+//! Tuple `i` (0-based, `i < N`) has key `splitmix64(i) % K` and value 1
+//! (`--dist uniform`).
 //! The counter keeps one count per key and emits `(key, new count)` for each
 //! tuple; the sink sums the new counts. The result must equal the sum over
 //! keys of `c(c+1)/2`, where the counts `c` are found here by counting keys
@@ -63,6 +64,11 @@
 //! - `--hasher H`: the counter's map hasher, `sip` (std's default
 //!   `RandomState`, the default here) or `fx` (a multiply-rotate hash, to
 //!   measure what hashing costs);
+//! - `--state S`: the counter's state, `keyed` (a `KeyedMap`, split into
+//!   key groups and checkpointed incrementally, the default) or `hashmap`
+//!   (a plain `HashMap` saved whole, for comparison);
+//! - `--dist D`: `uniform` (the default) or `hot` (every key once, then a
+//!   hot set of 8 keys: what incremental checkpoints are for);
 //! - `--in-process`: run every configuration in this one process (no value).
 //!
 //! `--child-run R` and `--expected SUM` are internal: they make the binary

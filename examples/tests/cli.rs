@@ -298,6 +298,11 @@ fn ls_shows_the_committed_window_and_the_recovery_checkpoints() {
         ls.contains(&format!("committed window: {committed} (#{})", committed.sequence())),
         "{ls}"
     );
+    // The keyed operator's partitions, each with the key groups it owns.
+    assert_eq!(manifest.key_groups, Some(128));
+    assert!(ls.contains("count#0: key groups 0..64 of 128"), "{ls}");
+    assert!(ls.contains("count#1: key groups 64..128 of 128"), "{ls}");
+    assert!(!ls.contains("double: key groups"), "{ls}");
     for name in ["numbers", "count#0", "count#1", "sink"] {
         assert!(ls.contains(&format!("  {name}: recovery checkpoint")), "{name}: {ls}");
     }
