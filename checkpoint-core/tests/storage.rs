@@ -8,96 +8,21 @@ use checkpoint_core::{
     FsStorageAgent, MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent, StorageError, WindowId,
 };
 
-fn w(seq: u32) -> WindowId {
-    WindowId::new(0x6553_f100, seq)
-}
+#[path = "support/contract.rs"]
+mod support;
 
-fn snap(operator: &str, window: WindowId, value: u64) -> Vec<u8> {
-    Snapshot::encode(&value, SnapshotMeta::new(operator, window)).expect("encode")
-}
-
-fn value(agent: &dyn StorageAgent, operator: &str, window: WindowId) -> u64 {
-    let bytes = agent.load(operator, window).expect("load");
-    Snapshot::decode::<u64>(&bytes).expect("decode").1
-}
-
-/// What every agent must do.
-fn contract(agent: &dyn StorageAgent) {
-    assert_eq!(agent.operators().expect("operators"), Vec::<String>::new());
-    assert_eq!(agent.windows("a").expect("windows"), []);
-    assert_eq!(agent.load_manifest().expect("manifest"), None);
-
-    for seq in [5, 1, 3] {
-        agent
-            .save("a", w(seq), &snap("a", w(seq), seq as u64 * 100))
-            .expect("save");
-    }
-    agent.save("b#0", w(1), &snap("b#0", w(1), 7)).expect("save");
-    assert_eq!(agent.windows("a").expect("windows"), [w(1), w(3), w(5)]);
-    assert_eq!(agent.operators().expect("operators"), ["a", "b#0"]);
-    assert_eq!(value(agent, "a", w(3)), 300);
-
-    // Saving the same window again replaces it.
-    agent.save("a", w(3), &snap("a", w(3), 301)).expect("save");
-    assert_eq!(value(agent, "a", w(3)), 301);
-
-    // Missing snapshots name operator and window.
-    match agent.load("a", w(2)) {
-        Err(StorageError::NotFound { operator, window }) => assert_eq!((operator.as_str(), window), ("a", w(2))),
-        other => panic!("expected NotFound, got {other:?}"),
-    }
-    let message = agent.load("a", w(2)).expect_err("missing").to_string();
-    assert!(
-        message.contains("\"a\"") && message.contains(&w(2).to_string()),
-        "{message}"
-    );
-
-    // Delete, and delete again.
-    agent.delete("a", w(1)).expect("delete");
-    agent.delete("a", w(1)).expect("delete twice");
-    agent.delete("never", w(1)).expect("delete of an unknown operator");
-    assert_eq!(agent.windows("a").expect("windows"), [w(3), w(5)]);
-
-    // A snapshot whose header names another operator or window is refused.
-    assert!(matches!(
-        agent.save("a", w(9), &snap("b#0", w(9), 1)),
-        Err(StorageError::Misplaced { .. })
-    ));
-    assert!(matches!(
-        agent.save("a", w(9), &snap("a", w(8), 1)),
-        Err(StorageError::Misplaced { .. })
-    ));
-    assert!(matches!(
-        agent.save("a", w(9), b"not a snapshot"),
-        Err(StorageError::Corrupt { .. })
-    ));
-    assert_eq!(agent.windows("a").expect("windows"), [w(3), w(5)]);
-
-    // Bad names are refused by every operation.
-    for bad in ["", "../escape", "a/b", "a\\b", "..", "x\0y", ".manifest", "tab\there"] {
-        let err = |r: Result<(), StorageError>| matches!(r, Err(StorageError::InvalidOperatorName { .. }));
-        assert!(err(agent.save(bad, w(1), &snap(bad, w(1), 1))), "save {bad:?}");
-        assert!(
-            matches!(agent.load(bad, w(1)), Err(StorageError::InvalidOperatorName { .. })),
-            "{bad:?}"
-        );
-        assert!(err(agent.delete(bad, w(1))), "delete {bad:?}");
-        assert!(
-            matches!(agent.windows(bad), Err(StorageError::InvalidOperatorName { .. })),
-            "{bad:?}"
-        );
-    }
-
-    // The manifest is independent of the snapshots.
-    agent.save_manifest(b"v1").expect("manifest");
-    agent.save_manifest(b"v2").expect("manifest");
-    assert_eq!(agent.load_manifest().expect("manifest").as_deref(), Some(&b"v2"[..]));
-    assert_eq!(agent.operators().expect("operators"), ["a", "b#0"]);
-}
+use support::{contract, snap, value, w};
 
 #[test]
 fn memory_agent_keeps_the_contract() {
     contract(&MemoryStorageAgent::new());
+    support::chunk_contract(&MemoryStorageAgent::new());
+}
+
+#[test]
+fn fs_agent_keeps_the_chunk_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    support::chunk_contract(&FsStorageAgent::new(dir.path()).expect("agent"));
 }
 
 #[test]

@@ -1,0 +1,392 @@
+//! [`ObjectStoreAgent`]: checkpoints in an object store (S3 and compatible
+//! servers, or an in-memory store for tests), on Apache Arrow's
+//! `object_store` crate, behind the same [`StorageAgent`] contract as the
+//! filesystem agent.
+//!
+//! The layout under the prefix mirrors `FsStorageAgent`'s
+//! (`docs/FORMAT.md`, "Storage"): `<prefix>/<operator>/<16 hex digits of
+//! the window>` for a snapshot, `<prefix>/<operator>/chunks/<chunk id>` for
+//! a chunk of keyed state, `<prefix>/.manifest` for the job manifest. An
+//! object store's put is atomic (a reader sees the whole object or the old
+//! one) and durable once acknowledged, so a save is one put; nothing is
+//! renamed.
+//!
+//! Not yet: fencing (a conditional write of the manifest), retries with
+//! backoff and checkpoint timeouts, multipart uploads of large objects.
+//!
+//! # Examples
+//!
+//! ```
+//! use checkpoint_core::{Snapshot, SnapshotMeta, StorageAgent, WindowId};
+//! use checkpoint_object_store::ObjectStoreAgent;
+//!
+//! let agent = ObjectStoreAgent::from_url("memory://jobs/wordcount")?;
+//! let window = WindowId::new(1_700_000_000, 9);
+//! agent.save("count", window, &Snapshot::encode(&42u64, SnapshotMeta::new("count", window))?)?;
+//! assert_eq!(agent.windows("count")?, [window]);
+//! assert_eq!(Snapshot::decode::<u64>(&agent.load("count", window)?)?.1, 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use checkpoint_core::{
+    Chunk, ChunkId, Snapshot, SnapshotError, StorageAgent, StorageError, WindowId, validate_operator_name,
+};
+use futures::future::try_join_all;
+use object_store::path::{Path, PathPart};
+use object_store::{ObjectStore, PutPayload};
+
+/// The manifest's object name under the prefix (operator names cannot
+/// start with a dot, so nothing collides with it).
+const MANIFEST: &str = ".manifest";
+
+/// The subdirectory of an operator's that holds its chunks.
+const CHUNK_DIR: &str = "chunks";
+
+/// A storage agent over an [`ObjectStore`]: checkpoints that outlive the
+/// machine (S3, MinIO, any S3-compatible server), or an in-memory store.
+///
+/// Calls block the calling thread on the agent's own small async runtime
+/// (two threads), so the agent is used like the filesystem one, from the
+/// runtime's saver and supervisor threads. Do not call it from inside an
+/// async runtime.
+pub struct ObjectStoreAgent {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    description: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl fmt::Debug for ObjectStoreAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreAgent")
+            .field("store", &self.description)
+            .field("prefix", &self.prefix.as_ref())
+            .finish()
+    }
+}
+
+impl ObjectStoreAgent {
+    /// An agent on `store`, keeping everything under `prefix` (`""` for
+    /// the store's root).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let store = Arc::new(object_store::memory::InMemory::new());
+    /// let agent = checkpoint_object_store::ObjectStoreAgent::new(store, "jobs/one")?;
+    /// # use checkpoint_core::StorageAgent;
+    /// assert!(agent.operators()?.is_empty());
+    /// # Ok::<(), checkpoint_core::StorageError>(())
+    /// ```
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, StorageError> {
+        let description = store.to_string();
+        Self::with_description(store, prefix, description)
+    }
+
+    fn with_description(store: Arc<dyn ObjectStore>, prefix: &str, description: String) -> Result<Self, StorageError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("object-store")
+            .enable_all()
+            .build()
+            .map_err(|e| io_error("starting the object store's runtime", prefix, e))?;
+        let prefix = Path::from_iter(prefix.split('/').filter(|p| !p.is_empty()).map(PathPart::from));
+        Ok(ObjectStoreAgent {
+            store,
+            prefix,
+            description,
+            runtime,
+        })
+    }
+
+    /// An agent for a URL: `s3://bucket/prefix` (configured from the usual
+    /// environment: `AWS_ENDPOINT_URL` or `AWS_ENDPOINT` for an S3-compatible
+    /// server, `AWS_ALLOW_HTTP=true` for one on plain HTTP such as a
+    /// loopback test server, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`), or `memory://prefix` for a fresh in-memory
+    /// store.
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        Self::from_url_with(url, std::iter::empty::<(&str, &str)>())
+    }
+
+    /// [`from_url`](ObjectStoreAgent::from_url) with S3 settings given
+    /// here rather than in the environment (they override it): keys as
+    /// `object_store`'s `AmazonS3ConfigKey` parses them, such as
+    /// `aws_endpoint`, `aws_allow_http`, `aws_region`,
+    /// `aws_access_key_id`, `aws_secret_access_key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let agent = checkpoint_object_store::ObjectStoreAgent::from_url_with(
+    ///     "s3://checkpoints/jobs/wordcount",
+    ///     [("aws_endpoint", "http://127.0.0.1:9000"), ("aws_allow_http", "true"), ("aws_region", "us-east-1")],
+    /// )?;
+    /// # let _ = agent;
+    /// # Ok::<(), checkpoint_core::StorageError>(())
+    /// ```
+    pub fn from_url_with<'a>(
+        url: &str,
+        options: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, StorageError> {
+        let bad = |why: &str| io_error("reading the storage URL", url, std::io::Error::other(why.to_owned()));
+        if let Some(rest) = url.strip_prefix("memory://") {
+            let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+            return Self::with_description(store, rest, url.to_owned());
+        }
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(bad("expected s3://bucket/prefix or memory://prefix"));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("the URL names no bucket"));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+        for (key, value) in options {
+            let key: object_store::aws::AmazonS3ConfigKey =
+                key.parse().map_err(|_| bad(&format!("unknown S3 setting {key:?}")))?;
+            builder = builder.with_config(key, value);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| io_error("configuring the S3 client", url, std::io::Error::other(e)))?;
+        Self::with_description(Arc::new(store), prefix, url.to_owned())
+    }
+
+    fn block<T>(&self, future: impl Future<Output = T>) -> T {
+        self.runtime.block_on(future)
+    }
+
+    fn operator_path(&self, operator: &str) -> Result<Path, StorageError> {
+        validate_operator_name(operator)?;
+        Ok(self.prefix.child(operator))
+    }
+
+    fn snapshot_path(&self, operator: &str, window: WindowId) -> Result<Path, StorageError> {
+        Ok(self.operator_path(operator)?.child(format!("{:016x}", window.as_u64())))
+    }
+
+    fn chunk_path(&self, operator: &str, id: ChunkId) -> Result<Path, StorageError> {
+        Ok(self.operator_path(operator)?.child(CHUNK_DIR).child(id.to_string()))
+    }
+
+    /// The names of the objects directly under `dir`, decoded.
+    fn names_under(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
+        let listed = self
+            .block(self.store.list_with_delimiter(Some(dir)))
+            .map_err(|e| store_error("listing", dir, e))?;
+        Ok(listed
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(decode_part))
+            .collect())
+    }
+}
+
+impl StorageAgent for ObjectStoreAgent {
+    fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
+        let path = self.snapshot_path(operator, window)?;
+        check_placement(operator, window, snapshot)?;
+        self.block(self.store.put(&path, PutPayload::from(snapshot.to_vec())))
+            .map(|_| ())
+            .map_err(|e| store_error("writing", &path, e))
+    }
+
+    fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
+        let path = self.snapshot_path(operator, window)?;
+        let bytes = self
+            .block(async { self.store.get(&path).await?.bytes().await })
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => StorageError::NotFound {
+                    operator: operator.to_owned(),
+                    window,
+                },
+                e => store_error("reading", &path, e),
+            })?
+            .to_vec();
+        check_placement(operator, window, &bytes)?;
+        Ok(bytes)
+    }
+
+    fn delete(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
+        let path = self.snapshot_path(operator, window)?;
+        delete_if_exists(self, &path)
+    }
+
+    fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
+        let dir = self.operator_path(operator)?;
+        let mut windows: Vec<WindowId> = self
+            .names_under(&dir)?
+            .iter()
+            .filter(|n| n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .filter_map(|n| u64::from_str_radix(n, 16).ok().map(WindowId::from_u64))
+            .collect();
+        windows.sort_unstable();
+        Ok(windows)
+    }
+
+    fn operators(&self) -> Result<Vec<String>, StorageError> {
+        let listed = self
+            .block(self.store.list_with_delimiter(Some(&self.prefix)))
+            .map_err(|e| store_error("listing", &self.prefix, e))?;
+        let mut operators: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(decode_part))
+            .filter(|name| validate_operator_name(name).is_ok())
+            .collect();
+        operators.sort();
+        Ok(operators)
+    }
+
+    fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
+        let path = self.prefix.child(MANIFEST);
+        self.block(self.store.put(&path, PutPayload::from(manifest.to_vec())))
+            .map(|_| ())
+            .map_err(|e| store_error("writing", &path, e))
+    }
+
+    fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.prefix.child(MANIFEST);
+        match self.block(async { self.store.get(&path).await?.bytes().await }) {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error("reading", &path, e)),
+        }
+    }
+
+    fn supports_chunks(&self) -> bool {
+        true
+    }
+
+    /// Puts every chunk of the batch at once; each is durable when its put
+    /// is acknowledged, and the call returns once all of them are.
+    fn save_chunks(&self, operator: &str, chunks: &[(ChunkId, Vec<u8>)]) -> Result<(), StorageError> {
+        let mut puts = Vec::with_capacity(chunks.len());
+        for (id, bytes) in chunks {
+            check_chunk_placement(operator, *id, bytes)?;
+            let path = self.chunk_path(operator, *id)?;
+            let store = Arc::clone(&self.store);
+            let payload = PutPayload::from(bytes.clone());
+            puts.push(async move {
+                store
+                    .put(&path, payload)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| store_error("writing", &path, e))
+            });
+        }
+        self.block(try_join_all(puts)).map(|_| ())
+    }
+
+    fn load_chunk(&self, operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
+        let path = self.chunk_path(operator, id)?;
+        self.block(async { self.store.get(&path).await?.bytes().await })
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => StorageError::ChunkNotFound {
+                    operator: operator.to_owned(),
+                    chunk: id.to_string(),
+                },
+                e => store_error("reading", &path, e),
+            })
+    }
+
+    fn delete_chunk(&self, operator: &str, id: ChunkId) -> Result<(), StorageError> {
+        let path = self.chunk_path(operator, id)?;
+        delete_if_exists(self, &path)
+    }
+
+    fn chunks(&self, operator: &str) -> Result<Vec<ChunkId>, StorageError> {
+        let dir = self.operator_path(operator)?.child(CHUNK_DIR);
+        let mut chunks: Vec<ChunkId> = self.names_under(&dir)?.iter().filter_map(|n| n.parse().ok()).collect();
+        chunks.sort_unstable();
+        Ok(chunks)
+    }
+}
+
+fn delete_if_exists(agent: &ObjectStoreAgent, path: &Path) -> Result<(), StorageError> {
+    match agent.block(agent.store.delete(path)) {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(store_error("deleting", path, e)),
+    }
+}
+
+/// A path segment as it was given: `PathPart` percent-encodes characters
+/// an object key should not hold (`#` among them).
+fn decode_part(part: &str) -> String {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(Some(high)), Some(Some(low))) =
+                (bytes.get(i + 1).map(|b| hex(*b)), bytes.get(i + 2).map(|b| hex(*b)))
+        {
+            out.push((high * 16 + low) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn io_error(action: &'static str, what: &str, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        action,
+        path: std::path::PathBuf::from(what),
+        source,
+    }
+}
+
+fn store_error(action: &'static str, path: &Path, error: object_store::Error) -> StorageError {
+    io_error(action, path.as_ref(), std::io::Error::other(error))
+}
+
+/// As the filesystem agent: the snapshot's header must name the operator
+/// and window it is stored under.
+fn check_placement(operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
+    let corrupt = |source| StorageError::Corrupt {
+        operator: operator.to_owned(),
+        window,
+        source,
+    };
+    let header = Snapshot::read_header(snapshot).map_err(corrupt)?;
+    if header.operator != operator || header.window != window {
+        Snapshot::verify(snapshot).map_err(corrupt)?;
+        return Err(StorageError::Misplaced {
+            operator: operator.to_owned(),
+            window,
+            found_operator: header.operator,
+            found_window: header.window,
+        });
+    }
+    Ok(())
+}
+
+fn check_chunk_placement(operator: &str, id: ChunkId, bytes: &[u8]) -> Result<(), StorageError> {
+    let corrupt = |source| StorageError::Corrupt {
+        operator: operator.to_owned(),
+        window: id.window,
+        source,
+    };
+    let (header, _) = Chunk::decode(bytes).map_err(corrupt)?;
+    if header.operator != operator || header.id != id {
+        return Err(corrupt(SnapshotError::BadChunk {
+            chunk: format!("{operator}/{id}"),
+            detail: format!("its header says it is {}/{}", header.operator, header.id),
+        }));
+    }
+    Ok(())
+}
