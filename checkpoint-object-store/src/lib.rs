@@ -33,7 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use checkpoint_core::{
-    Chunk, ChunkId, Snapshot, SnapshotError, StorageAgent, StorageError, WindowId, validate_operator_name,
+    ChunkId, StorageAgent, StorageError, WindowId, check_chunk_placement, check_placement, validate_operator_name,
 };
 use futures::future::try_join_all;
 use object_store::path::{Path, PathPart};
@@ -352,41 +352,4 @@ fn io_error(action: &'static str, what: &str, source: std::io::Error) -> Storage
 
 fn store_error(action: &'static str, path: &Path, error: object_store::Error) -> StorageError {
     io_error(action, path.as_ref(), std::io::Error::other(error))
-}
-
-/// As the filesystem agent: the snapshot's header must name the operator
-/// and window it is stored under.
-fn check_placement(operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
-    let corrupt = |source| StorageError::Corrupt {
-        operator: operator.to_owned(),
-        window,
-        source,
-    };
-    let header = Snapshot::read_header(snapshot).map_err(corrupt)?;
-    if header.operator != operator || header.window != window {
-        Snapshot::verify(snapshot).map_err(corrupt)?;
-        return Err(StorageError::Misplaced {
-            operator: operator.to_owned(),
-            window,
-            found_operator: header.operator,
-            found_window: header.window,
-        });
-    }
-    Ok(())
-}
-
-fn check_chunk_placement(operator: &str, id: ChunkId, bytes: &[u8]) -> Result<(), StorageError> {
-    let corrupt = |source| StorageError::Corrupt {
-        operator: operator.to_owned(),
-        window: id.window,
-        source,
-    };
-    let (header, _) = Chunk::decode(bytes).map_err(corrupt)?;
-    if header.operator != operator || header.id != id {
-        return Err(corrupt(SnapshotError::BadChunk {
-            chunk: format!("{operator}/{id}"),
-            detail: format!("its header says it is {}/{}", header.operator, header.id),
-        }));
-    }
-    Ok(())
 }

@@ -217,8 +217,22 @@ impl<S: StorageAgent + ?Sized> StorageAgent for Arc<S> {
     }
 }
 
-/// Checks that `bytes` is a chunk whose header names `operator` and `id`.
-pub(crate) fn check_chunk_placement(operator: &str, id: ChunkId, bytes: &[u8]) -> Result<(), StorageError> {
+/// Checks that `bytes` is a chunk whose header names `operator` and `id`
+/// ([`StorageError::Corrupt`] if not): what every [`StorageAgent`]'s
+/// `save_chunks` checks before it stores a chunk.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{Chunk, ChunkId, WindowId, check_chunk_placement};
+///
+/// let id = ChunkId { window: WindowId::new(1, 2), map: 0, group: 3 };
+/// let (bytes, _) = Chunk::encode("count", id, 8, 1, b"entries")?;
+/// assert!(check_chunk_placement("count", id, &bytes).is_ok());
+/// assert!(check_chunk_placement("other", id, &bytes).is_err());
+/// # Ok::<(), checkpoint_core::SnapshotError>(())
+/// ```
+pub fn check_chunk_placement(operator: &str, id: ChunkId, bytes: &[u8]) -> Result<(), StorageError> {
     let corrupt = |source| StorageError::Corrupt {
         operator: operator.to_owned(),
         window: id.window,
@@ -277,8 +291,21 @@ pub fn validate_operator_name(name: &str) -> Result<(), StorageError> {
 }
 
 /// Checks that `snapshot`'s header is readable and names `operator` and
-/// `window`.
-pub(crate) fn check_placement(operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
+/// `window` ([`StorageError::Corrupt`] or [`StorageError::Misplaced`] if
+/// not): what every [`StorageAgent`]'s `save` and `load` check.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{Snapshot, SnapshotMeta, StorageError, WindowId, check_placement};
+///
+/// let w = WindowId::new(1, 2);
+/// let bytes = Snapshot::encode(&7u64, SnapshotMeta::new("count", w))?;
+/// assert!(check_placement("count", w, &bytes).is_ok());
+/// assert!(matches!(check_placement("count", WindowId::new(1, 3), &bytes), Err(StorageError::Misplaced { .. })));
+/// # Ok::<(), checkpoint_core::SnapshotError>(())
+/// ```
+pub fn check_placement(operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
     let header = Snapshot::read_header(snapshot).map_err(|source| StorageError::Corrupt {
         operator: operator.to_owned(),
         window,
