@@ -1,6 +1,8 @@
 //! An S3 endpoint for the tests: `CHECKPOINT_S3_ENDPOINT` if set (any
-//! S3-compatible server), else a `moto` server this test process starts
-//! on a free loopback port and the kernel stops when the process ends.
+//! S3-compatible server; with `CHECKPOINT_S3_BUCKET` naming a bucket that
+//! exists, if the server does not create buckets from a plain request),
+//! else a `moto` server this test process starts on a free loopback port
+//! and the kernel stops when the process ends.
 #![allow(dead_code, reason = "each test binary uses what it needs")]
 
 use std::io::{Read, Write};
@@ -113,9 +115,23 @@ pub(crate) fn bucket() -> String {
     name
 }
 
-/// An agent on a fresh bucket of the endpoint, under `prefix`.
+/// An agent on a fresh bucket of the endpoint, under `prefix`; or, if
+/// `CHECKPOINT_S3_BUCKET` names an existing bucket (a server that does not
+/// create buckets from an unsigned request, such as `s3s-fs`, or a real
+/// S3 account), under a fresh prefix in it.
 pub(crate) fn agent(prefix: &str) -> ObjectStoreAgent {
-    let url = format!("s3://{}/{prefix}", bucket());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let url = match std::env::var("CHECKPOINT_S3_BUCKET") {
+        Ok(bucket) if !bucket.is_empty() => format!(
+            "s3://{bucket}/run-{}-{}-{}/{prefix}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ),
+        _ => format!("s3://{}/{prefix}", bucket()),
+    };
     let endpoint = endpoint();
     ObjectStoreAgent::from_url_with(
         &url,
