@@ -208,12 +208,14 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         if std::mem::take(&mut mark.shared) {
             return Arc::make_mut(&mut self.groups[index]);
         }
-        self.unique_group(index)
+        self.unshared(index).0
     }
 
-    /// Group `index`, which no snapshot shares (its mark says so).
-    fn unique_group(&mut self, index: usize) -> &mut Group<K, V> {
-        debug_assert!(!self.marks.get_mut().unwrap_or_else(PoisonError::into_inner)[index].shared);
+    /// Group `index` and its mark, side by side, for a group no snapshot
+    /// shares (its mark says so).
+    fn unshared(&mut self, index: usize) -> (&mut Group<K, V>, &mut Mark) {
+        let mark = &mut self.marks.get_mut().unwrap_or_else(PoisonError::into_inner)[index];
+        debug_assert!(!mark.shared);
         // SAFETY: the group's mark is not `shared`, so this map holds the
         // only reference to it: every `Arc::clone` of a group (in
         // `freeze` and in `clone`) marks it `shared`, which only
@@ -221,7 +223,8 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
         // unique) clears; no `Weak` is ever made, and the field is private.
         // `&mut self` excludes every other access through the map. This
         // spares the hot path `Arc::make_mut`'s atomic compare-and-swap.
-        unsafe { &mut *Arc::as_ptr(&self.groups[index]).cast_mut() }
+        let group = unsafe { &mut *Arc::as_ptr(&self.groups[index]).cast_mut() };
+        (group, mark)
     }
 
     /// The map's key-group count, once it has one.
@@ -294,12 +297,9 @@ impl<K: StateKey, V: StateValue> KeyedMap<K, V> {
             return self.write_group(index).get_mut(key);
         }
         // One lookup; only a key found changes the group.
-        let marks = self.marks.get_mut().unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: as in `unique_group` (not shared, checked just above);
-        // written out to borrow `marks` and the group side by side.
-        let group = unsafe { &mut *Arc::as_ptr(&self.groups[index]).cast_mut() };
+        let (group, mark) = self.unshared(index);
         let value = group.get_mut(key)?;
-        marks[index].chunk = None;
+        mark.chunk = None;
         Some(value)
     }
 
