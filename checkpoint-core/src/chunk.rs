@@ -120,7 +120,24 @@ pub struct ChunkHeader {
     pub payload_len: u64,
 }
 
-/// Encoding and decoding chunks.
+/// Encoding and decoding chunks ([`ChunkHeader`] is what a decode reads,
+/// [`ChunkRef`] what a snapshot's chunk table records).
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{Chunk, ChunkId, WindowId};
+///
+/// let id = ChunkId { window: WindowId::new(1, 4), map: 0, group: 5 };
+/// let (bytes, reference) = Chunk::encode("count#1", id, 128, 2, b"entries")?;
+/// assert_eq!((reference.id, reference.entries, reference.len), (id, 2, bytes.len() as u64));
+///
+/// let (header, payload) = Chunk::decode_expected(&bytes, "count#1", &reference, 128)?;
+/// assert_eq!((header.operator.as_str(), payload), ("count#1", &b"entries"[..]));
+/// // Another operator's or another map's chunk is refused.
+/// assert!(Chunk::decode_expected(&bytes, "count#0", &reference, 128).is_err());
+/// # Ok::<(), checkpoint_core::SnapshotError>(())
+/// ```
 #[derive(Debug)]
 pub enum Chunk {}
 

@@ -41,6 +41,15 @@ pub const MAX_KEY_GROUPS: u32 = 1 << 15;
 pub struct KeyGroups(u32);
 
 /// A key-group count outside `1..=MAX_KEY_GROUPS`.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::KeyGroups;
+///
+/// let err = KeyGroups::new(0).unwrap_err();
+/// assert_eq!(err.to_string(), "0 key groups: a job has between 1 and 32768 key groups");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidKeyGroups(pub u64);
 

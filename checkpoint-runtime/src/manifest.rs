@@ -70,6 +70,20 @@ pub struct JobManifest {
 
 /// A keyed operator restarted with another partition count, in the
 /// manifest until the job commits a window past `window`.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::JobManifest;
+///
+/// let json = br#"{"format":1,"window_base":1,"streaming_window_ms":500,"checkpoint_window_count":10,
+///   "operators":[],"edges":[],"committed":null,
+///   "rescaling":{"count":{"window":"0x0000000100000009","partitions":2,"physical":["count#0","count#1"]}}}"#;
+/// let manifest = JobManifest::from_bytes(json)?;
+/// let rescale = &manifest.rescaling["count"];
+/// assert_eq!((rescale.window.sequence(), rescale.partitions, rescale.finished), (9, 2, false));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRescale {
     /// The window every old partition was restored at.

@@ -31,6 +31,17 @@ pub(crate) type Group<K, V> = HashMap<K, V, GroupHasher>;
 /// the keys it receives), `Hash + Eq` for its place in the group, `Ord` so
 /// equal maps encode to identical bytes (entries are written in key order),
 /// `Clone` for copy-on-write, and serde for the snapshot.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::StateKey;
+///
+/// fn usable<K: StateKey>() {}
+/// usable::<u64>();
+/// usable::<String>();
+/// usable::<(String, u32)>();
+/// ```
 pub trait StateKey:
     StableHash + Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {
@@ -40,6 +51,16 @@ impl<K: StableHash + Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Se
 
 /// What a value of a [`KeyedMap`] needs: `Clone` for copy-on-write and
 /// serde for the snapshot.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::StateValue;
+///
+/// fn usable<V: StateValue>() {}
+/// usable::<u64>();
+/// usable::<Vec<(u64, String)>>();
+/// ```
 pub trait StateValue: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
 
 impl<V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> StateValue for V {}
