@@ -236,13 +236,33 @@ pub enum StorageError {
     /// touched.
     #[error(
         "{what} is in use by another job (it holds the lock {path}); stop that job first, or use another \
-         directory"
+         directory or prefix"
     )]
     Locked {
         /// What is locked ("checkpoint directory /data/ckpt", say).
         what: String,
         /// The lock file.
         path: PathBuf,
+    },
+    /// Another job took the storage over: it wrote the job manifest since
+    /// this job last did, or took the lease this job held. This job must
+    /// stop, and must delete nothing: the storage is the other job's now.
+    #[error("{what} was taken over by another job: {detail}; this job stops and deletes nothing")]
+    Superseded {
+        /// The storage ("s3://bucket/job", say).
+        what: String,
+        /// What showed it.
+        detail: String,
+    },
+    /// This job's lease on the storage could not be renewed for long enough
+    /// that another job may have taken it over; until a renewal succeeds it
+    /// deletes nothing.
+    #[error("the lease on {what} cannot be vouched for: {detail}")]
+    LeaseUncertain {
+        /// The storage.
+        what: String,
+        /// Why.
+        detail: String,
     },
     /// No chunk `chunk` of `operator` is stored.
     #[error("no chunk {chunk} of operator {operator:?}")]

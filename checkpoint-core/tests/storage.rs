@@ -17,6 +17,13 @@ use support::{contract, snap, value, w};
 fn memory_agent_keeps_the_contract() {
     contract(&MemoryStorageAgent::new());
     support::chunk_contract(&MemoryStorageAgent::new());
+    support::manifest_contract(&MemoryStorageAgent::new());
+}
+
+#[test]
+fn fs_agent_keeps_the_manifest_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    support::manifest_contract(&FsStorageAgent::new(dir.path()).expect("agent"));
 }
 
 #[test]

@@ -11,8 +11,17 @@
 //! one) and durable once acknowledged, so a save is one put; nothing is
 //! renamed.
 //!
-//! Not yet: fencing (a conditional write of the manifest), retries with
-//! backoff and checkpoint timeouts, multipart uploads of large objects.
+//! One job at a time per prefix ([`StorageAgent::lock`]): a job holds a
+//! lease, `<prefix>/.lease`, that it renews every third of
+//! [`ObjectStoreAgent::with_lease`]'s period; a second job finds it held
+//! and renewed and stops, having touched nothing; a job whose holder died
+//! takes it over after one period without renewal. Every manifest write
+//! of a job is conditional on the version its previous write produced
+//! (`If-Match` on the ETag; `If-None-Match: *` for the first one of a new
+//! job), so a job another one superseded cannot write over it.
+//!
+//! Not yet: retries with backoff and checkpoint timeouts, multipart uploads
+//! of large objects.
 //!
 //! # Examples
 //!
@@ -31,17 +40,27 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use checkpoint_core::{
-    ChunkId, StorageAgent, StorageError, WindowId, check_chunk_placement, check_placement, validate_operator_name,
+    ChunkId, ManifestVersion, StorageAgent, StorageError, StorageLock, WindowId, check_chunk_placement,
+    check_placement, validate_operator_name,
 };
 use futures::future::try_join_all;
 use object_store::path::{Path, PathPart};
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+mod lease;
 
 /// The manifest's object name under the prefix (operator names cannot
 /// start with a dot, so nothing collides with it).
 const MANIFEST: &str = ".manifest";
+
+/// The lease's object name under the prefix.
+const LEASE: &str = ".lease";
+
+/// The lease period unless [`ObjectStoreAgent::with_lease`] sets one.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// The subdirectory of an operator's that holds its chunks.
 const CHUNK_DIR: &str = "chunks";
@@ -57,7 +76,8 @@ pub struct ObjectStoreAgent {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     description: String,
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<tokio::runtime::Runtime>,
+    lease: Duration,
 }
 
 impl fmt::Debug for ObjectStoreAgent {
@@ -101,8 +121,41 @@ impl ObjectStoreAgent {
             store,
             prefix,
             description,
-            runtime,
+            runtime: Arc::new(runtime),
+            lease: DEFAULT_LEASE,
         })
+    }
+
+    /// The same agent with lease period `lease` (default [`DEFAULT_LEASE`],
+    /// 10 s; at least 30 ms): how long a job that starts waits for a sign
+    /// of life from a job that holds the prefix before it takes the prefix
+    /// over. A job renews its lease every third of the period and, when its
+    /// renewals have failed for half of it, writes and deletes nothing
+    /// until one succeeds ([`StorageError::LeaseUncertain`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use checkpoint_core::{StorageAgent, StorageError};
+    /// use checkpoint_object_store::ObjectStoreAgent;
+    ///
+    /// let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+    /// let first = ObjectStoreAgent::new(store.clone(), "job")?.with_lease(Duration::from_millis(300));
+    /// let second = ObjectStoreAgent::new(store, "job")?.with_lease(Duration::from_millis(300));
+    /// let held = first.lock()?;
+    /// // The first job renews its lease: the second gives up within a period.
+    /// assert!(matches!(second.lock(), Err(StorageError::Locked { .. })));
+    /// drop(held);
+    /// // Released: the second job takes the prefix at once.
+    /// let _held = second.lock()?;
+    /// # Ok::<(), StorageError>(())
+    /// ```
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
     }
 
     /// An agent for a URL: `s3://bucket/prefix` (configured from the usual
@@ -159,6 +212,15 @@ impl ObjectStoreAgent {
             .build()
             .map_err(|e| io_error("configuring the S3 client", url, std::io::Error::other(e)))?;
         Self::with_description(Arc::new(store), prefix, url.to_owned())
+    }
+
+    /// The storage as messages name it.
+    fn what(&self) -> String {
+        if self.description.contains("://") {
+            self.description.clone()
+        } else {
+            format!("{} prefix {:?}", self.description, self.prefix.as_ref())
+        }
     }
 
     fn block<T>(&self, future: impl Future<Output = T>) -> T {
@@ -245,6 +307,76 @@ impl StorageAgent for ObjectStoreAgent {
             .collect();
         operators.sort();
         Ok(operators)
+    }
+
+    /// Takes the prefix's lease (see [`with_lease`](ObjectStoreAgent::with_lease)).
+    fn lock(&self) -> Result<StorageLock, StorageError> {
+        lease::acquire(lease::LeaseTarget {
+            store: Arc::clone(&self.store),
+            runtime: Arc::clone(&self.runtime),
+            path: self.prefix.child(LEASE),
+            what: self.what(),
+            lease: self.lease,
+        })
+    }
+
+    fn load_manifest_versioned(&self) -> Result<Option<(Vec<u8>, ManifestVersion)>, StorageError> {
+        let path = self.prefix.child(MANIFEST);
+        let got = self.block(async {
+            let got = self.store.get(&path).await?;
+            let e_tag = got.meta.e_tag.clone();
+            Ok::<_, object_store::Error>((got.bytes().await?.to_vec(), e_tag))
+        });
+        match got {
+            Ok((bytes, Some(e_tag))) => Ok(Some((bytes, ManifestVersion::new(e_tag)))),
+            Ok((_, None)) => Err(io_error(
+                "reading",
+                path.as_ref(),
+                std::io::Error::other("the object store gave the manifest no ETag: it cannot fence a job"),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error("reading", &path, e)),
+        }
+    }
+
+    /// A conditional put: `If-None-Match: *` when `expected` is `None`,
+    /// `If-Match: <ETag>` otherwise.
+    fn replace_manifest(
+        &self,
+        manifest: &[u8],
+        expected: Option<&ManifestVersion>,
+    ) -> Result<ManifestVersion, StorageError> {
+        let path = self.prefix.child(MANIFEST);
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(version) => PutMode::Update(UpdateVersion {
+                e_tag: Some(version.as_str().to_owned()),
+                version: None,
+            }),
+        };
+        let put = self
+            .store
+            .put_opts(&path, PutPayload::from(manifest.to_vec()), PutOptions::from(mode));
+        match self.block(put) {
+            Ok(result) => result.e_tag.map(ManifestVersion::new).ok_or_else(|| {
+                io_error(
+                    "writing",
+                    path.as_ref(),
+                    std::io::Error::other("the object store gave the manifest no ETag: it cannot fence a job"),
+                )
+            }),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                // A retried put finds its own first attempt: that is success.
+                match self.load_manifest_versioned()? {
+                    Some((found, version)) if found == manifest => Ok(version),
+                    _ => Err(StorageError::Superseded {
+                        what: self.what(),
+                        detail: "another job wrote its job manifest since this job last did".to_owned(),
+                    }),
+                }
+            }
+            Err(e) => Err(store_error("writing", &path, e)),
+        }
     }
 
     fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {

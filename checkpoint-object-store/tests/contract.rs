@@ -13,12 +13,14 @@ use checkpoint_object_store::ObjectStoreAgent;
 fn the_in_memory_store_keeps_the_contract() {
     support::contract(&ObjectStoreAgent::from_url("memory://jobs/a").expect("agent"));
     support::chunk_contract(&ObjectStoreAgent::from_url("memory://jobs/b").expect("agent"));
+    support::manifest_contract(&ObjectStoreAgent::from_url("memory://jobs/c").expect("agent"));
 }
 
 #[test]
 fn an_s3_endpoint_keeps_the_contract() {
     support::contract(&common::agent("jobs/contract"));
     support::chunk_contract(&common::agent("jobs/chunks"));
+    support::manifest_contract(&common::agent("jobs/manifest"));
 }
 
 #[test]

@@ -68,6 +68,7 @@ mod dag;
 mod error;
 mod failure;
 mod fault;
+mod fence;
 pub mod io;
 mod manifest;
 mod metrics;

@@ -66,6 +66,13 @@ pub struct JobManifest {
     /// partitions' snapshots again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rescaling: BTreeMap<String, ManifestRescale>,
+    /// How many runs of the job have taken its storage (fencing): each run
+    /// writes the manifest with the generation after the one it found, on
+    /// the condition that nobody wrote it since it read it, and every later
+    /// write of that run is conditional on its own previous one. 0 in
+    /// manifests written before generations were recorded.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// A keyed operator restarted with another partition count, in the

@@ -1,7 +1,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{StorageAgent, StorageLock, check_chunk_placement, check_placement, validate_operator_name};
+use super::{
+    ManifestVersion, StorageAgent, StorageLock, check_chunk_placement, check_placement, validate_operator_name,
+};
 use crate::chunk::ChunkId;
 use crate::error::StorageError;
 use crate::window::WindowId;
@@ -138,6 +140,25 @@ impl StorageAgent for MemoryStorageAgent {
 
     fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.store().manifest.clone())
+    }
+
+    /// Compares and writes under one lock of the store, so it is atomic
+    /// even against writers that did not [`lock`](StorageAgent::lock) it.
+    fn replace_manifest(
+        &self,
+        manifest: &[u8],
+        expected: Option<&ManifestVersion>,
+    ) -> Result<ManifestVersion, StorageError> {
+        let mut store = self.store();
+        let current = store.manifest.as_deref().map(ManifestVersion::of_bytes);
+        if current.as_ref() != expected {
+            return Err(StorageError::Superseded {
+                what: "the in-memory storage".to_owned(),
+                detail: "its job manifest was rewritten by another job".to_owned(),
+            });
+        }
+        store.manifest = Some(manifest.to_vec());
+        Ok(ManifestVersion::of_bytes(manifest))
     }
 
     fn lock(&self) -> Result<StorageLock, StorageError> {

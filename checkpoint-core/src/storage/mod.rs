@@ -8,57 +8,13 @@ use crate::error::{SnapshotError, StorageError};
 use crate::snapshot::{MAX_OPERATOR_NAME_LEN, Snapshot};
 use crate::window::WindowId;
 
+mod fence;
 mod fs;
 mod memory;
 
+pub use fence::{ManifestVersion, StorageLock};
 pub use fs::{FsStorageAgent, SavePhase, lock_directory};
 pub use memory::MemoryStorageAgent;
-
-/// Proof that one job holds a storage root: released when dropped.
-///
-/// Returned by [`StorageAgent::lock`]; the runtime holds it for the life of
-/// a job so a second job on the same storage fails at once instead of
-/// overwriting the first one's checkpoints.
-///
-/// # Examples
-///
-/// ```
-/// use checkpoint_core::{MemoryStorageAgent, StorageAgent};
-///
-/// let agent = MemoryStorageAgent::new();
-/// let lock = agent.lock()?;
-/// assert!(agent.lock().is_err(), "a second job is refused");
-/// drop(lock);
-/// assert!(agent.lock().is_ok(), "and admitted once the first one is gone");
-/// # Ok::<(), checkpoint_core::StorageError>(())
-/// ```
-#[must_use = "the storage is unlocked as soon as the lock is dropped"]
-pub struct StorageLock {
-    _held: Option<Box<dyn Send + Sync>>,
-}
-
-impl StorageLock {
-    /// A lock that holds nothing, for agents that cannot lock (the default
-    /// of [`StorageAgent::lock`]).
-    pub fn unsupported() -> Self {
-        StorageLock { _held: None }
-    }
-
-    /// A lock that holds `guard` (a locked file, say) until dropped.
-    pub fn holding(guard: impl Send + Sync + 'static) -> Self {
-        StorageLock {
-            _held: Some(Box::new(guard)),
-        }
-    }
-}
-
-impl fmt::Debug for StorageLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StorageLock")
-            .field("held", &self._held.is_some())
-            .finish()
-    }
-}
 
 /// Stores snapshots by operator and window, plus one small job-level record
 /// (the job manifest the runtime writes).
@@ -117,6 +73,49 @@ pub trait StorageAgent: Send + Sync + fmt::Debug {
 
     /// The job manifest, or `None` if none was saved.
     fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// The job manifest with its version, or `None` if none was saved. The
+    /// default reads [`load_manifest`](StorageAgent::load_manifest) and
+    /// versions it by its bytes ([`ManifestVersion::of_bytes`]).
+    fn load_manifest_versioned(&self) -> Result<Option<(Vec<u8>, ManifestVersion)>, StorageError> {
+        Ok(self.load_manifest()?.map(|bytes| {
+            let version = ManifestVersion::of_bytes(&bytes);
+            (bytes, version)
+        }))
+    }
+
+    /// Replaces the job manifest, durably and atomically, only if the
+    /// stored one is still at `expected` (`None`: only if there is none),
+    /// and returns the new version; [`StorageError::Superseded`] if another
+    /// writer got there first, with nothing written.
+    ///
+    /// This is how a job fences itself: every manifest write it makes is
+    /// conditional on the version its previous write produced. The default
+    /// compares, then writes: atomic only against writers that
+    /// [`lock`](StorageAgent::lock) keeps out, which is every other job for
+    /// an agent whose lock is exclusive (the filesystem's). An agent
+    /// without such a lock overrides it with a conditional write.
+    fn replace_manifest(
+        &self,
+        manifest: &[u8],
+        expected: Option<&ManifestVersion>,
+    ) -> Result<ManifestVersion, StorageError> {
+        let current = self.load_manifest_versioned()?.map(|(_, version)| version);
+        if current.as_ref() != expected {
+            return Err(StorageError::Superseded {
+                what: format!("{self:?}"),
+                detail: match current {
+                    Some(version) => format!(
+                        "its job manifest was rewritten by another job (version {version}, expected {})",
+                        expected.map_or_else(|| "none".to_owned(), ToString::to_string)
+                    ),
+                    None => "its job manifest was removed by someone else".to_owned(),
+                },
+            });
+        }
+        self.save_manifest(manifest)?;
+        Ok(ManifestVersion::of_bytes(manifest))
+    }
 
     /// Claims the storage for one job until the returned lock is dropped;
     /// [`StorageError::Locked`] if another job (in this process or another)
@@ -196,6 +195,16 @@ impl<S: StorageAgent + ?Sized> StorageAgent for Arc<S> {
     }
     fn lock(&self) -> Result<StorageLock, StorageError> {
         (**self).lock()
+    }
+    fn load_manifest_versioned(&self) -> Result<Option<(Vec<u8>, ManifestVersion)>, StorageError> {
+        (**self).load_manifest_versioned()
+    }
+    fn replace_manifest(
+        &self,
+        manifest: &[u8],
+        expected: Option<&ManifestVersion>,
+    ) -> Result<ManifestVersion, StorageError> {
+        (**self).replace_manifest(manifest, expected)
     }
     fn set_aside(&self, operator: &str, window: WindowId) -> Result<(), StorageError> {
         (**self).set_aside(operator, window)

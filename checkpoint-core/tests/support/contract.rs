@@ -91,6 +91,52 @@ pub(crate) fn contract(agent: &dyn StorageAgent) {
     assert_eq!(agent.operators().expect("operators"), ["a", "b#0"]);
 }
 
+/// Conditional manifest writes (fencing): on a fresh agent.
+pub(crate) fn manifest_contract(agent: &dyn StorageAgent) {
+    use checkpoint_core::ManifestVersion;
+
+    assert_eq!(agent.load_manifest_versioned().expect("manifest"), None);
+    let first = agent.replace_manifest(b"generation 1", None).expect("first write");
+    // Only one writer creates it.
+    assert!(matches!(
+        agent.replace_manifest(b"another job's generation 1", None),
+        Err(StorageError::Superseded { .. })
+    ));
+    let (bytes, version) = agent.load_manifest_versioned().expect("manifest").expect("stored");
+    assert_eq!((bytes.as_slice(), &version), (&b"generation 1"[..], &first));
+    let second = agent
+        .replace_manifest(b"generation 2", Some(&first))
+        .expect("second write");
+    assert_ne!(first, second);
+    // A writer still holding the first version was superseded, and wrote
+    // nothing.
+    let stale = agent.replace_manifest(b"stale", Some(&first)).expect_err("superseded");
+    assert!(matches!(stale, StorageError::Superseded { .. }), "{stale}");
+    assert!(stale.to_string().contains("deletes nothing"), "{stale}");
+    assert!(matches!(
+        agent.replace_manifest(b"stale", Some(&ManifestVersion::new("made up"))),
+        Err(StorageError::Superseded { .. })
+    ));
+    assert_eq!(
+        agent.load_manifest().expect("manifest").as_deref(),
+        Some(&b"generation 2"[..])
+    );
+    // An unconditional save moves the version on too.
+    agent.save_manifest(b"by hand").expect("save");
+    assert!(matches!(
+        agent.replace_manifest(b"stale", Some(&second)),
+        Err(StorageError::Superseded { .. })
+    ));
+    let (_, current) = agent.load_manifest_versioned().expect("manifest").expect("stored");
+    agent
+        .replace_manifest(b"generation 3", Some(&current))
+        .expect("current version");
+    assert_eq!(
+        agent.load_manifest().expect("manifest").as_deref(),
+        Some(&b"generation 3"[..])
+    );
+}
+
 /// What every agent that keeps chunks must do with them.
 pub(crate) fn chunk_contract(agent: &dyn StorageAgent) {
     assert!(agent.supports_chunks());

@@ -120,8 +120,13 @@ pub(crate) fn bucket() -> String {
 /// create buckets from an unsigned request, such as `s3s-fs`, or a real
 /// S3 account), under a fresh prefix in it.
 pub(crate) fn agent(prefix: &str) -> ObjectStoreAgent {
+    agent_at(&location(prefix))
+}
+
+/// A fresh `s3://bucket/prefix` URL on the endpoint (see [`agent`]).
+pub(crate) fn location(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let url = match std::env::var("CHECKPOINT_S3_BUCKET") {
+    match std::env::var("CHECKPOINT_S3_BUCKET") {
         Ok(bucket) if !bucket.is_empty() => format!(
             "s3://{bucket}/run-{}-{}-{}/{prefix}",
             std::process::id(),
@@ -131,17 +136,22 @@ pub(crate) fn agent(prefix: &str) -> ObjectStoreAgent {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ),
         _ => format!("s3://{}/{prefix}", bucket()),
-    };
-    let endpoint = endpoint();
-    ObjectStoreAgent::from_url_with(
-        &url,
-        [
-            ("aws_endpoint", endpoint.as_str()),
-            ("aws_allow_http", "true"),
-            ("aws_region", "us-east-1"),
-            ("aws_access_key_id", "test"),
-            ("aws_secret_access_key", "test"),
-        ],
-    )
-    .expect("agent")
+    }
+}
+
+/// The settings that reach the endpoint, as `from_url_with` takes them.
+pub(crate) fn settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("aws_endpoint", endpoint()),
+        ("aws_allow_http", "true".to_owned()),
+        ("aws_region", "us-east-1".to_owned()),
+        ("aws_access_key_id", "test".to_owned()),
+        ("aws_secret_access_key", "test".to_owned()),
+    ]
+}
+
+/// An agent on `url` (an `s3://` URL on the endpoint).
+pub(crate) fn agent_at(url: &str) -> ObjectStoreAgent {
+    let settings = settings();
+    ObjectStoreAgent::from_url_with(url, settings.iter().map(|(k, v)| (*k, v.as_str()))).expect("agent")
 }

@@ -62,7 +62,27 @@ impl Supervisor {
             // the plan of this run does not know: nothing is deleted until
             // it is committed past (one checkpoint interval, usually).
             let pending = self.manifest.rescaling.values().any(|r| !r.finished);
-            for node in (0..self.physical.len()).filter(|_| !pending) {
+            // A rescale committed past: first recorded as finished (with
+            // the commit), then its old partitions' files go, then the
+            // record; a crash in between finishes the deletes at the next
+            // start, which never restores from a finished record.
+            let finished = self.mark_rescales_finished(new);
+            self.manifest.committed = Some(new);
+            // The manifest first: the write is conditional on this job's
+            // previous one, so a job another one took the storage from
+            // stops here, before it deletes anything.
+            // A lease that cannot be vouched for for now (a storage outage)
+            // only postpones the record and the deletes to a later commit.
+            if let Err(e) = storage.save_manifest(&self.manifest.to_bytes()) {
+                return match e {
+                    StorageError::LeaseUncertain { .. } => {
+                        tracing::warn!(window = %new, error = %e, "commit not recorded yet; nothing deleted");
+                        Ok(())
+                    }
+                    e => Err(e.into()),
+                };
+            }
+            'retention: for node in (0..self.physical.len()).filter(|_| !pending) {
                 let Some(keep_from) = self.retain_from[node] else {
                     continue;
                 };
@@ -74,22 +94,24 @@ impl Supervisor {
                 };
                 let old: Vec<WindowId> = ops.durable.iter().copied().take_while(|w| *w < keep_from).collect();
                 let name = &self.physical[node].name;
+                let mut deleted = 0;
                 for window in &old {
-                    storage.delete(name, *window)?;
+                    match storage.delete(name, *window) {
+                        Ok(()) => deleted += 1,
+                        Err(e @ StorageError::LeaseUncertain { .. }) => {
+                            tracing::warn!(error = %e, "retention postponed");
+                            ops.durable.drain(..deleted);
+                            break 'retention;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                ops.durable.drain(..old.len());
-                if !old.is_empty() {
+                ops.durable.drain(..deleted);
+                if deleted > 0 {
                     collect_chunks_logged(&*storage, &self.physical[node].name);
                 }
             }
             self.retain_from = planned.recovery;
-            // A rescale committed past: first recorded as finished (with
-            // the commit), then its old partitions' files go, then the
-            // record; a crash in between finishes the deletes at the next
-            // start, which never restores from a finished record.
-            let finished = self.mark_rescales_finished(new);
-            self.manifest.committed = Some(new);
-            storage.save_manifest(&self.manifest.to_bytes())?;
             if finished {
                 self.remove_finished_rescales(&*storage)?;
                 storage.save_manifest(&self.manifest.to_bytes())?;

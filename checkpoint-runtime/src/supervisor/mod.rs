@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use checkpoint_core::{StorageAgent, StorageLock, WindowId};
+use checkpoint_core::{StorageAgent, StorageError, WindowId};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, RecoveryScope};
@@ -23,6 +23,7 @@ use crate::coordinator::{OperatorCheckpoints, Topology};
 use crate::dag::{Dag, EdgeKind, NodeKind};
 use crate::error::RunError;
 use crate::failure::Failure;
+use crate::fence::Fenced;
 use crate::manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator};
 use crate::metrics::{Metrics, Progress, Recovery, RunReport};
 use crate::operator::ProcessingMode;
@@ -61,8 +62,9 @@ pub(crate) struct Supervisor {
     dag: Dag,
     stop: Arc<AtomicBool>,
     storage: Option<Arc<dyn StorageAgent>>,
-    /// This job's hold on its storage, for as long as it runs.
-    _lock: Option<StorageLock>,
+    /// This job's hold on its storage, for as long as it runs (the same
+    /// agent as `storage`, which writes through it).
+    fence: Option<Arc<Fenced>>,
     /// Where replay buffers spill; `None` when no replay data is kept
     /// (checkpointing off, or the global recovery scope).
     spill_dir: Option<SpillDir>,
@@ -225,6 +227,7 @@ impl Supervisor {
             ended: BTreeMap::new(),
             key_groups: Some(config.key_groups.count()),
             rescaling: BTreeMap::new(),
+            generation: 1,
         };
 
         let template = manifest_now(0);
@@ -234,8 +237,16 @@ impl Supervisor {
         };
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         // Before anything is read: a second job on the same storage stops
-        // here, having touched nothing.
-        let lock = storage.as_ref().map(|s| s.lock()).transpose()?;
+        // here, having touched nothing. From here on the job uses its
+        // storage through the fence.
+        let (fence, existing) = match storage {
+            Some(storage) => {
+                let (fence, existing) = Fenced::lock(storage)?;
+                (Some(fence), existing)
+            }
+            None => (None, None),
+        };
+        let storage = fence.clone().map(|f| f as Arc<dyn StorageAgent>);
         // In the global scope a failure restores everything and the inputs
         // read again: nothing is kept for replay.
         let spill_dir = match (&storage, config.recovery_scope) {
@@ -254,7 +265,7 @@ impl Supervisor {
             config: config.clone(),
             stop,
             storage: storage.clone(),
-            _lock: lock,
+            fence,
             spill_dir,
             first_physical,
             root,
@@ -304,10 +315,6 @@ impl Supervisor {
                 .map(|p| supervisor.dag.nodes[p.logical].kind == NodeKind::Input)
                 .collect(),
         );
-        let existing = match &storage {
-            Some(storage) => storage.load_manifest()?,
-            None => None,
-        };
         match existing {
             Some(bytes) => {
                 let stored = JobManifest::from_bytes(&bytes).map_err(|e| RunError::Manifest {
@@ -317,6 +324,7 @@ impl Supervisor {
                 check_same_job(&stored, &now)?;
                 supervisor.manifest = now;
                 supervisor.manifest.committed = stored.committed;
+                supervisor.manifest.generation = stored.generation + 1;
                 supervisor.resume_from_storage(&stored)?;
             }
             None => {
@@ -494,6 +502,7 @@ impl Supervisor {
     /// has finished.
     fn supervise(&mut self) -> Result<(), GiveUp> {
         while !self.finished.iter().all(|f| *f) {
+            self.check_fence()?;
             let event = match self.pending.pop_front() {
                 Some(event) => event,
                 None => match self.events_rx.recv_timeout(Duration::from_millis(200)) {
@@ -517,11 +526,25 @@ impl Supervisor {
                 },
             };
             if let Some((node, failure)) = self.apply(event) {
+                // A save refused because another job took the storage is
+                // not a failure to recover from.
+                self.check_fence()?;
                 self.recover(node, failure)?;
             }
             self.advance_commit()?;
         }
         Ok(())
+    }
+
+    /// Stops the job once another job has taken its storage over. A lease
+    /// that merely cannot be vouched for (renewals failing for a while) is
+    /// not that: saves and deletes are refused meanwhile, and the job goes
+    /// on if a renewal succeeds.
+    fn check_fence(&self) -> Result<(), GiveUp> {
+        match self.fence.as_ref().map(|f| f.check()) {
+            Some(Err(e @ StorageError::Superseded { .. })) => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Records a checkpoint or a finish; returns a failure to recover from.

@@ -25,7 +25,21 @@ impl Supervisor {
         // A rescale committed past whose old files a crash kept from being
         // removed: removed now, and never restored from.
         let mut stored = stored.clone();
+        // The next generation is claimed before the first change (not
+        // before: a restart that fails while it reads changes nothing). A
+        // job that got there first makes the write fail, and this one
+        // stops having changed nothing.
+        let claim = |stored: &JobManifest| {
+            let claimed = JobManifest {
+                generation: stored.generation + 1,
+                ..stored.clone()
+            };
+            storage.save_manifest(&claimed.to_bytes())
+        };
+        let mut claimed = false;
         if stored.rescaling.values().any(|r| r.finished) {
+            claim(&stored)?;
+            claimed = true;
             let current: Vec<String> = stored
                 .operators
                 .iter()
@@ -119,6 +133,9 @@ impl Supervisor {
                 RestorePoint::Fresh(_) => None,
             };
             chosen.push((name, Some(op), restore, bytes));
+        }
+        if !claimed {
+            claim(stored)?;
         }
         for bad in &plan.corrupt {
             storage.set_aside(&bad.operator, bad.window)?;

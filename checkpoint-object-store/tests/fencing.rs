@@ -1,0 +1,272 @@
+//! Fencing on an S3 endpoint: one job per prefix. A second job is refused
+//! while the first runs and resumes after it; a job whose holder died
+//! takes the prefix over after one lease period; a job another one took
+//! the prefix from stops and deletes nothing.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use checkpoint_core::{Checkpoint, StorageAgent, StorageError};
+use checkpoint_runtime::{
+    Config, Dag, Emit, InputOperator, JobManifest, Operator, OperatorResult, Output, RunError, RunReport, Runtime,
+    WindowMode,
+};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, PutPayload};
+
+const TUPLES: u64 = 600;
+const LEASE: Duration = Duration::from_millis(600);
+
+/// Emits `0..TUPLES`, holding still (idle) at `TUPLES / 2` until released.
+#[derive(Checkpoint)]
+struct Gated {
+    next: u64,
+    #[checkpoint(transient)]
+    gate: Option<Arc<AtomicBool>>,
+}
+
+impl InputOperator for Gated {
+    type Output = u64;
+    fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+        let open = self.gate.as_ref().is_none_or(|g| g.load(Ordering::SeqCst));
+        if self.next >= TUPLES / 2 && !open {
+            return Ok(Emit::Idle);
+        }
+        out.emit(self.next);
+        self.next += 1;
+        Ok(if self.next == TUPLES {
+            Emit::Done
+        } else {
+            Emit::Continue
+        })
+    }
+}
+
+#[derive(Default, Checkpoint)]
+struct Sum {
+    total: u64,
+}
+
+impl Operator for Sum {
+    type Input = u64;
+    type Output = ();
+    fn process(&mut self, n: u64, _out: Output<'_, ()>) -> OperatorResult {
+        self.total += n;
+        Ok(())
+    }
+}
+
+fn run(url: &str, gate: Option<Arc<AtomicBool>>) -> Result<RunReport, RunError> {
+    let storage: Arc<dyn StorageAgent> = Arc::new(common::agent_at(url).with_lease(LEASE));
+    let mut dag = Dag::new();
+    let numbers = dag.input("numbers", Gated { next: 0, gate });
+    let sum = dag.operator("sum", Sum::default());
+    dag.connect(&numbers, &sum).default_checkpoint_window_count(2);
+    let config = Config::default()
+        .shared_storage(storage)
+        .window_mode(WindowMode::Tuples(20))
+        .window_base(0x6553_f100)
+        .restart_limit(0);
+    Runtime::new(config).run(dag)
+}
+
+fn in_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(f)
+}
+
+/// Waits for `f` to hold, failing the test after 60 s (a hang).
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: {what} did not happen in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn manifest(url: &str) -> Option<JobManifest> {
+    let bytes = common::agent_at(url).load_manifest().expect("manifest")?;
+    Some(JobManifest::from_bytes(&bytes).expect("a manifest"))
+}
+
+/// Every object under the prefix, by path.
+fn objects(url: &str) -> BTreeSet<String> {
+    let (store, prefix) = raw_store(url);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime
+        .block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
+        .expect("list")
+        .into_iter()
+        .map(|meta| meta.location.to_string())
+        .collect()
+}
+
+/// The `holder=` line of the prefix's lease.
+fn lease_holder(url: &str) -> String {
+    let (store, prefix) = raw_store(url);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lease = runtime
+        .block_on(async { store.get(&prefix.child(".lease")).await?.bytes().await })
+        .expect("lease");
+    let lease = String::from_utf8(lease.to_vec()).expect("text");
+    lease
+        .lines()
+        .find(|l| l.starts_with("holder="))
+        .expect("a holder")
+        .to_owned()
+}
+
+fn put_raw(url: &str, name: &str, bytes: Vec<u8>) {
+    let (store, prefix) = raw_store(url);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime
+        .block_on(store.put(&prefix.child(name), PutPayload::from(bytes)))
+        .expect("put");
+}
+
+/// The first job, started and holding still half way with a committed
+/// window; its gate and its thread.
+fn first_job_half_way(url: &str) -> (Arc<AtomicBool>, std::thread::JoinHandle<Result<RunReport, RunError>>) {
+    let gate = Arc::new(AtomicBool::new(false));
+    let first = in_thread({
+        let (url, gate) = (url.to_owned(), Arc::clone(&gate));
+        move || run(&url, Some(gate))
+    });
+    wait_for("a commit of the first job", || {
+        assert!(
+            !first.is_finished(),
+            "the first job ended early: {:?}",
+            first.is_finished()
+        );
+        manifest(url).is_some_and(|m| m.committed.is_some_and(|c| c.sequence() >= 4))
+    });
+    (gate, first)
+}
+
+#[test]
+fn a_second_job_is_refused_while_the_first_runs_and_resumes_after_it() {
+    let url = common::location("jobs/second");
+    let (gate, first) = first_job_half_way(&url);
+    let holder = lease_holder(&url);
+    let second = run(&url, None).expect_err("the prefix is in use");
+    assert!(
+        matches!(second, RunError::Storage(StorageError::Locked { .. })),
+        "{second}"
+    );
+    assert!(second.to_string().contains("in use by another job"), "{second}");
+    assert!(second.to_string().contains(&url), "names the prefix: {second}");
+    // The refused job took nothing: the lease and the generation are the
+    // first job's.
+    assert_eq!(lease_holder(&url), holder);
+    assert_eq!(manifest(&url).expect("manifest").generation, 1);
+
+    gate.store(true, Ordering::SeqCst);
+    let report = first.join().expect("thread").expect("the first job, unharmed");
+    assert!(report.resumed_from.is_empty());
+    // Released at its end: the next job takes the prefix at once and
+    // resumes from what the first left.
+    let resumed = run(&url, None).expect("resumed");
+    assert!(!resumed.resumed_from.is_empty(), "{resumed:?}");
+    assert_eq!(manifest(&url).expect("manifest").generation, 2);
+}
+
+#[test]
+fn a_job_whose_holder_died_takes_the_prefix_over_after_one_lease_period() {
+    let url = common::location("jobs/dead");
+    // What a killed job leaves: a lease still marked held, never renewed.
+    put_raw(
+        &url,
+        ".lease",
+        b"holder=process 1 on a crashed host (run 0)\nlease_ms=300\nstate=held\nbeat=7\n".to_vec(),
+    );
+    let started = std::time::Instant::now();
+    run(&url, None).expect("took over and ran");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "waited the dead holder's lease period first"
+    );
+    let (store, prefix) = raw_store(&url);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lease = runtime
+        .block_on(async { store.get(&prefix.child(".lease")).await?.bytes().await })
+        .expect("lease");
+    let lease = String::from_utf8(lease.to_vec()).expect("text");
+    assert!(lease.contains("state=released"), "{lease}");
+    assert!(!lease.contains("crashed host"), "{lease}");
+}
+
+#[test]
+fn a_superseded_job_stops_and_deletes_nothing() {
+    let url = common::location("jobs/superseded");
+    let (gate, first) = first_job_half_way(&url);
+    // Another job takes the prefix over (as one would after this one's
+    // lease had lapsed): a lease of its own and the next generation.
+    let mut taken = manifest(&url).expect("manifest");
+    taken.generation += 1;
+    put_raw(
+        &url,
+        ".lease",
+        b"holder=process 2 on another host (run 1)\nlease_ms=600000\nstate=held\nbeat=0\n".to_vec(),
+    );
+    put_raw(&url, ".manifest", taken.to_bytes());
+    let before = objects(&url);
+    // Left alone, the first job would now finish: commit, and delete the
+    // checkpoints its commits make obsolete.
+    gate.store(true, Ordering::SeqCst);
+    let error = first.join().expect("thread").expect_err("superseded");
+    assert!(
+        matches!(error, RunError::Storage(StorageError::Superseded { .. })),
+        "{error}"
+    );
+    assert!(error.to_string().contains("deletes nothing"), "{error}");
+    let after = objects(&url);
+    let gone: Vec<_> = before.difference(&after).collect();
+    assert!(gone.is_empty(), "the superseded job deleted {gone:?}");
+    assert_eq!(manifest(&url), Some(taken), "the new holder's manifest is untouched");
+}
+
+#[test]
+fn of_jobs_that_start_together_exactly_one_gets_the_prefix() {
+    let url = common::location("jobs/race");
+    const STARTERS: usize = 4;
+    let barrier = Arc::new(Barrier::new(STARTERS));
+    let starters: Vec<_> = (0..STARTERS)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), Arc::clone(&barrier));
+            in_thread(move || {
+                let agent = common::agent_at(&url).with_lease(LEASE);
+                barrier.wait();
+                let lock = agent.lock();
+                // Every starter has its answer before the winner lets go.
+                barrier.wait();
+                lock.map(|_| ())
+            })
+        })
+        .collect();
+    let results: Vec<_> = starters.into_iter().map(|s| s.join().expect("thread")).collect();
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for result in &results {
+        if let Err(e) = result {
+            assert!(matches!(e, StorageError::Locked { .. }), "{e}");
+        }
+    }
+}
+
+/// A plain S3 client on the bucket of `url` and the prefix's path in it,
+/// for tests that look at or write objects behind an agent's back.
+fn raw_store(url: &str) -> (object_store::aws::AmazonS3, object_store::path::Path) {
+    let rest = url.strip_prefix("s3://").expect("an s3:// URL");
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
+    for (key, value) in common::settings() {
+        builder = builder.with_config(key.parse().expect("a setting"), value);
+    }
+    (builder.build().expect("client"), object_store::path::Path::from(prefix))
+}
