@@ -86,7 +86,7 @@ enum Command {
     /// the good checkpoints on disk exactly as the runtime computes it.
     /// Without a job manifest the checkpoints on disk are listed alone.
     Ls {
-        /// The checkpoint directory, or s3://BUCKET/PREFIX.
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
         location: CheckpointLocation,
     },
@@ -95,7 +95,7 @@ enum Command {
     ///
     /// Exits non-zero if the snapshot is corrupt or misplaced.
     Show {
-        /// The checkpoint directory, or s3://BUCKET/PREFIX.
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
         location: CheckpointLocation,
         /// The operator's physical name (`count`, or `count#0` for a partition).
@@ -109,7 +109,7 @@ enum Command {
     ///
     /// Prints each problem with the file it is in; exits non-zero on any.
     Verify {
-        /// The checkpoint directory, or s3://BUCKET/PREFIX.
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
         location: CheckpointLocation,
         /// Also list the snapshots that are fine.
@@ -119,7 +119,7 @@ enum Command {
     /// Decode a snapshot's state and print it as JSON, for the state types
     /// this tool is built with (see examples/src/dump.rs).
     Dump {
-        /// The checkpoint directory, or s3://BUCKET/PREFIX.
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
         location: CheckpointLocation,
         /// The operator's physical name.
@@ -140,7 +140,7 @@ enum Command {
     /// A directory is locked meanwhile (a job cannot start); an S3 prefix
     /// is locked only if its storage agent supports a lock.
     Purge {
-        /// The checkpoint directory, or s3://BUCKET/PREFIX.
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
         location: CheckpointLocation,
         /// Good checkpoints to keep per operator, newest first (protected
