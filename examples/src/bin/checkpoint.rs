@@ -1,5 +1,6 @@
-//! `checkpoint`: inspect, verify, decode and purge a checkpoint directory
-//! (the root of an `FsStorageAgent`, as a job writes it).
+//! `checkpoint`: inspect, verify, decode and purge a job's checkpoints: a
+//! checkpoint directory (the root of an `FsStorageAgent`, as a job writes
+//! it) or an S3 prefix (`s3://bucket/prefix`, an `ObjectStoreAgent`'s).
 //!
 //! ```text
 //! checkpoint ls checkpoints                      # operators, windows, committed, recovery
@@ -8,13 +9,23 @@
 //! checkpoint verify checkpoints                  # every snapshot; non-zero exit on corruption
 //! checkpoint dump checkpoints ride-totals --json # a state the tool knows, as JSON
 //! checkpoint purge checkpoints --keep 2 --dry-run
+//! checkpoint ls s3://bucket/jobs/rides             # the same, in an S3 prefix
 //! ```
 //!
-//! The tool reads the directory itself (never through a running job) and
+//! The tool reads the checkpoints itself (never through a running job) and
 //! only `purge` changes anything. The layout is `docs/FORMAT.md`'s: one
 //! subdirectory per operator (its physical name) holding one file per
 //! checkpoint named by the window id in 16 lower-case hex digits, and the job
-//! manifest in `.manifest`.
+//! manifest in `.manifest`; an object store mirrors it under the prefix.
+//!
+//! A directory is read with `std::fs`, so the tool also reports what is not
+//! part of the layout (stray files, temp files of interrupted saves,
+//! corrupt snapshots a restart set aside). An `s3://` prefix is read through
+//! the storage agent, which lists only what the layout names: the same
+//! operators, snapshots, chunks and manifest, but no stray objects (the
+//! output says so). Its endpoint and credentials come from the environment:
+//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP=true` (for plain `http://`),
+//! `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
 #![warn(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -23,29 +34,42 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use checkpoint_core::{FsStorageAgent, Snapshot, SnapshotError, SnapshotHeader, StorageAgent, WindowId};
+use checkpoint_core::{FsStorageAgent, Snapshot, SnapshotError, SnapshotHeader, StorageAgent, StorageError, WindowId};
 use checkpoint_examples::dump;
+use checkpoint_examples::location::{CheckpointLocation, S3_ENVIRONMENT};
 use checkpoint_runtime::io::WindowDataManager;
 use checkpoint_runtime::{JobManifest, RestorePoint, StoredPlan, plan_from_storage};
 use clap::{Parser, Subcommand};
 
-/// Inspect, verify, decode and purge a job's checkpoint directory.
+/// Inspect, verify, decode and purge a job's checkpoints.
 #[derive(Debug, Parser)]
 #[command(
     name = "checkpoint",
     version,
-    about = "Inspect, verify, decode and purge a job's checkpoint directory",
-    long_about = "Inspect, verify, decode and purge a job's checkpoint directory: the root of an \
-                  FsStorageAgent, with one subdirectory per operator, one file per checkpoint \
-                  named by its window id, and the job manifest in .manifest (docs/FORMAT.md).\n\n\
+    about = "Inspect, verify, decode and purge a job's checkpoints (a directory or s3://BUCKET/PREFIX)",
+    long_about = "Inspect, verify, decode and purge a job's checkpoints: a checkpoint directory (the root \
+                  of an FsStorageAgent, with one subdirectory per operator, one file per checkpoint \
+                  named by its window id, and the job manifest in .manifest; docs/FORMAT.md) or an S3 \
+                  prefix s3://BUCKET/PREFIX holding the same layout (an ObjectStoreAgent's).\n\n\
+                  Every command takes either: an argument that starts with s3:// is a URL, anything \
+                  else a directory. A directory is read file by file, so stray files, temp files of \
+                  interrupted saves and corrupt snapshots a restart set aside are reported too; an S3 \
+                  prefix is read through the storage agent, which lists only the operators, snapshots, \
+                  chunks and manifest of the layout, so stray objects are not reported. S3 is \
+                  configured from the environment: AWS_ENDPOINT_URL (an S3-compatible server; unset \
+                  for AWS), AWS_ALLOW_HTTP=true (for plain http://), AWS_REGION, AWS_ACCESS_KEY_ID, \
+                  AWS_SECRET_ACCESS_KEY.\n\n\
                   Only `purge` changes anything; run it while the job is stopped.",
     after_long_help = "Examples:\n  \
         checkpoint ls checkpoints\n  \
         checkpoint show checkpoints count#0 0x6553f1000000000f\n  \
         checkpoint verify checkpoints\n  \
         checkpoint dump checkpoints stats --json\n  \
-        checkpoint purge checkpoints --keep 2 --dry-run"
+        checkpoint purge checkpoints --keep 2 --dry-run\n  \
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \\\n      \
+        AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... checkpoint ls s3://bucket/rides"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -62,16 +86,18 @@ enum Command {
     /// the good checkpoints on disk exactly as the runtime computes it.
     /// Without a job manifest the checkpoints on disk are listed alone.
     Ls {
-        /// The checkpoint directory.
-        dir: PathBuf,
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
+        #[arg(value_name = "DIR|URL")]
+        location: CheckpointLocation,
     },
     /// Print one snapshot's header (operator, window, state type, version,
     /// layout fingerprint, sizes) and whether its CRC-32C checks.
     ///
     /// Exits non-zero if the snapshot is corrupt or misplaced.
     Show {
-        /// The checkpoint directory.
-        dir: PathBuf,
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
+        #[arg(value_name = "DIR|URL")]
+        location: CheckpointLocation,
         /// The operator's physical name (`count`, or `count#0` for a partition).
         operator: String,
         /// The window: `0x` + hex (as `ls` prints it), 16 hex digits (the
@@ -83,8 +109,9 @@ enum Command {
     ///
     /// Prints each problem with the file it is in; exits non-zero on any.
     Verify {
-        /// The checkpoint directory.
-        dir: PathBuf,
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
+        #[arg(value_name = "DIR|URL")]
+        location: CheckpointLocation,
         /// Also list the snapshots that are fine.
         #[arg(short, long)]
         verbose: bool,
@@ -92,8 +119,9 @@ enum Command {
     /// Decode a snapshot's state and print it as JSON, for the state types
     /// this tool is built with (see examples/src/dump.rs).
     Dump {
-        /// The checkpoint directory.
-        dir: PathBuf,
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
+        #[arg(value_name = "DIR|URL")]
+        location: CheckpointLocation,
         /// The operator's physical name.
         operator: String,
         /// The window, as for `show`; default: the newest.
@@ -109,9 +137,12 @@ enum Command {
     /// and anything newer, the committed window's checkpoint, corrupt files
     /// (see `verify`), and input window data. Needs the job manifest. Stop the
     /// job first: a running job may be saving checkpoints this does not see.
+    /// A directory is locked meanwhile (a job cannot start); an S3 prefix
+    /// is locked only if its storage agent supports a lock.
     Purge {
-        /// The checkpoint directory.
-        dir: PathBuf,
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
+        #[arg(value_name = "DIR|URL")]
+        location: CheckpointLocation,
         /// Good checkpoints to keep per operator, newest first (protected
         /// ones are kept as well).
         #[arg(long, value_name = "N")]
@@ -138,16 +169,28 @@ fn main() -> ExitCode {
     // command fails part-way (a purge that deleted some files, say).
     let mut out = String::new();
     let result = match cli.command {
-        Command::Ls { dir } => ls(&dir, &mut out),
-        Command::Show { dir, operator, window } => show(&dir, &operator, window.as_deref(), &mut out),
-        Command::Verify { dir, verbose } => verify(&dir, verbose, &mut out),
+        Command::Ls { location } => Source::open(location).and_then(|source| ls(&source, &mut out)),
+        Command::Show {
+            location,
+            operator,
+            window,
+        } => Source::open(location).and_then(|source| show(&source, &operator, window.as_deref(), &mut out)),
+        Command::Verify { location, verbose } => {
+            Source::open(location).and_then(|source| verify(&source, verbose, &mut out))
+        }
         Command::Dump {
-            dir,
+            location,
             operator,
             window,
             json,
-        } => dump_state(&dir, &operator, window.as_deref(), json, &mut out),
-        Command::Purge { dir, keep, dry_run } => purge(&dir, keep, dry_run, &mut out),
+        } => {
+            Source::open(location).and_then(|source| dump_state(&source, &operator, window.as_deref(), json, &mut out))
+        }
+        Command::Purge {
+            location,
+            keep,
+            dry_run,
+        } => Source::open(location).and_then(|source| purge(&source, keep, dry_run, &mut out)),
     };
     let mut stdout = io::stdout().lock();
     if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush())
@@ -166,13 +209,133 @@ fn main() -> ExitCode {
 }
 
 // ---------------------------------------------------------------------------
-// Reading the directory
+// Reading the checkpoints
 
-/// One snapshot file: `<root>/<storage name>/<16 hex digits>`.
+/// Where the checkpoints are, and how the tool reads them.
+#[derive(Debug)]
+enum Source {
+    /// A directory, read with `std::fs`: everything in it, files that are
+    /// not part of the layout included.
+    Dir(PathBuf),
+    /// An object store prefix, read through its storage agent, which lists
+    /// only what the layout names.
+    Store { url: String, agent: Arc<dyn StorageAgent> },
+}
+
+/// Why a snapshot's bytes could not be had.
+#[derive(Debug)]
+enum ReadError {
+    /// An I/O or network error: nothing is known about the snapshot.
+    Unreadable(String),
+    /// The storage agent refused the bytes it read: an unreadable header,
+    /// or one naming another operator or window (a directory's snapshots
+    /// are read as they are, so this is an object store's).
+    Corrupt(String),
+}
+
+impl Source {
+    fn open(location: CheckpointLocation) -> Result<Source, Failure> {
+        match location {
+            CheckpointLocation::Directory(dir) => Ok(Source::Dir(dir)),
+            CheckpointLocation::Url(ref url) => {
+                let agent = location.open()?;
+                Ok(Source::Store {
+                    url: url.trim_end_matches('/').to_owned(),
+                    agent,
+                })
+            }
+        }
+    }
+
+    /// The storage agent on the checkpoints (for a directory, one on an
+    /// existing directory: the tool never creates one).
+    fn agent(&self) -> Result<Arc<dyn StorageAgent>, Failure> {
+        match self {
+            Source::Dir(dir) => {
+                open_dir(dir)?;
+                Ok(Arc::new(FsStorageAgent::new(dir).map_err(|e| e.to_string())?))
+            }
+            Source::Store { agent, .. } => Ok(Arc::clone(agent)),
+        }
+    }
+
+    fn is_store(&self) -> bool {
+        matches!(self, Source::Store { .. })
+    }
+
+    /// Where the job manifest is, for messages.
+    fn manifest_path(&self) -> String {
+        match self {
+            Source::Dir(dir) => dir.join(".manifest").display().to_string(),
+            Source::Store { url, .. } => format!("{url}/.manifest"),
+        }
+    }
+
+    /// Where `entry`'s snapshot at `window` is: a file's path, or an
+    /// object's URL.
+    fn snapshot_path(&self, entry: &str, window: WindowId) -> PathBuf {
+        match self {
+            Source::Dir(dir) => dir.join(entry).join(format!("{:016x}", window.as_u64())),
+            Source::Store { url, .. } => PathBuf::from(format!("{url}/{entry}/{:016x}", window.as_u64())),
+        }
+    }
+
+    /// The bytes of a snapshot as stored.
+    fn read(&self, entry: &str, file: &SnapshotFile) -> Result<Vec<u8>, ReadError> {
+        match self {
+            Source::Dir(_) => fs::read(&file.path).map_err(|e| ReadError::Unreadable(e.to_string())),
+            Source::Store { agent, .. } => agent.load(entry, file.window).map_err(|e| match e {
+                StorageError::Corrupt { source, .. } => ReadError::Corrupt(describe(&source)),
+                StorageError::Misplaced {
+                    found_operator,
+                    found_window,
+                    ..
+                } => ReadError::Corrupt(format!(
+                    "misplaced: its header names operator {found_operator:?} at window {found_window}, but it is \
+                     stored as {entry:?} at {}",
+                    file.window
+                )),
+                e => ReadError::Unreadable(format!("{e}{}", store_hint())),
+            }),
+        }
+    }
+
+    /// "3 directories", or for an object store "3 operator prefixes".
+    fn groups(&self, n: usize) -> String {
+        match self {
+            Source::Dir(_) => plural(n, "directory", "directories"),
+            Source::Store { .. } => plural(n, "operator prefix", "operator prefixes"),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Dir(dir) => write!(f, "{}", dir.display()),
+            Source::Store { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+/// Where an object store's settings come from, for its error messages (a
+/// wrong endpoint or missing credentials show up as failed requests).
+fn store_hint() -> String {
+    format!(" (S3 is configured from {S3_ENVIRONMENT}: check them)")
+}
+
+/// What an object store listing cannot show, printed by `ls` and `verify`.
+const STORE_NOTE: &str = "an S3 prefix is read through its storage agent, which lists the operators, \
+    snapshots, chunks and manifest of the layout only: stray objects under the prefix are not reported \
+    (list them with an S3 client)";
+
+/// One snapshot: `<root>/<storage name>/<16 hex digits>`.
 #[derive(Debug, Clone)]
 struct SnapshotFile {
     window: WindowId,
+    /// A file's path, or an object's URL (printed, never opened).
     path: PathBuf,
+    /// In bytes; for an object store, 0 unless the scan read the sizes.
     size: u64,
 }
 
@@ -183,8 +346,8 @@ struct Entry {
     /// Ascending by window.
     files: Vec<SnapshotFile>,
     /// Files in its `chunks/` directory (keyed state saved by key group)
-    /// and their bytes.
-    chunks: (usize, u64),
+    /// and their bytes (not read from an object store: `None`).
+    chunks: (usize, Option<u64>),
 }
 
 impl Entry {
@@ -193,10 +356,13 @@ impl Entry {
     }
 }
 
-/// What a directory holds, read without interpreting any snapshot.
+/// What a directory or prefix holds, read without interpreting any
+/// snapshot.
 #[derive(Debug)]
 struct Inventory {
-    root: PathBuf,
+    /// The directory or URL, for messages.
+    root: String,
+    store: bool,
     /// Sorted by name.
     entries: Vec<Entry>,
     /// Files and directories that are not part of the layout, with why.
@@ -252,10 +418,57 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, Failure> {
     Ok(entries)
 }
 
-fn scan(root: &Path) -> Result<Inventory, Failure> {
+/// What `source` holds. `sizes`: whether an object store's snapshot
+/// sizes are needed (the agent lists names only, so each is read; a
+/// directory's come with the listing).
+fn scan(source: &Source, sizes: bool) -> Result<Inventory, Failure> {
+    match source {
+        Source::Dir(root) => scan_dir(root),
+        Source::Store { url, agent } => scan_store(source, url, &**agent, sizes),
+    }
+}
+
+fn scan_store(source: &Source, url: &str, agent: &dyn StorageAgent, sizes: bool) -> Result<Inventory, Failure> {
+    let failed = |what: &str, e: StorageError| format!("cannot {what} in {url}: {e}{}", store_hint());
+    let manifest = agent.load_manifest().map_err(|e| failed("read the job manifest", e))?;
+    let mut inventory = Inventory {
+        root: url.to_owned(),
+        store: true,
+        entries: Vec::new(),
+        strays: Vec::new(),
+        temps: Vec::new(),
+        set_aside: Vec::new(),
+        manifest: manifest_state(manifest),
+    };
+    for name in agent.operators().map_err(|e| failed("list the operators", e))? {
+        let mut files = Vec::new();
+        for window in agent.windows(&name).map_err(|e| failed("list the snapshots", e))? {
+            let mut file = SnapshotFile {
+                window,
+                path: source.snapshot_path(&name, window),
+                size: 0,
+            };
+            // One that cannot be read has no size; `verify` says why.
+            if sizes && let Ok(bytes) = source.read(&name, &file) {
+                file.size = bytes.len() as u64;
+            }
+            files.push(file);
+        }
+        let chunks = agent.chunks(&name).map_err(|e| failed("list the chunks", e))?.len();
+        inventory.entries.push(Entry {
+            name,
+            files,
+            chunks: (chunks, None),
+        });
+    }
+    Ok(inventory)
+}
+
+fn scan_dir(root: &Path) -> Result<Inventory, Failure> {
     open_dir(root)?;
     let mut inventory = Inventory {
-        root: root.to_path_buf(),
+        root: root.display().to_string(),
+        store: false,
         entries: Vec::new(),
         strays: Vec::new(),
         temps: Vec::new(),
@@ -331,19 +544,29 @@ fn scan(root: &Path) -> Result<Inventory, Failure> {
             }
         }
         files.sort_by_key(|f| f.window);
-        inventory.entries.push(Entry { name, files, chunks });
+        inventory.entries.push(Entry {
+            name,
+            files,
+            chunks: (chunks.0, Some(chunks.1)),
+        });
     }
     Ok(inventory)
 }
 
 fn read_manifest(root: &Path) -> Result<ManifestState, Failure> {
     let path = root.join(".manifest");
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ManifestState::Missing),
-        Err(e) => return Err(io_failure("cannot read", &path, &e)),
+    match fs::read(&path) {
+        Ok(bytes) => Ok(manifest_state(Some(bytes))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(manifest_state(None)),
+        Err(e) => Err(io_failure("cannot read", &path, &e)),
+    }
+}
+
+fn manifest_state(bytes: Option<Vec<u8>>) -> ManifestState {
+    let Some(bytes) = bytes else {
+        return ManifestState::Missing;
     };
-    Ok(match JobManifest::from_bytes(&bytes) {
+    match JobManifest::from_bytes(&bytes) {
         Ok(manifest) => ManifestState::Job(Box::new(manifest)),
         // The runtime writes JSON objects: one that does not parse is damaged.
         Err(e) if bytes.trim_ascii_start().first() == Some(&b'{') => ManifestState::Corrupt(e.to_string()),
@@ -352,7 +575,7 @@ fn read_manifest(root: &Path) -> Result<ManifestState, Failure> {
             let first = text.lines().next().unwrap_or_default();
             ManifestState::Other(first.chars().take(60).collect())
         }
-    })
+    }
 }
 
 impl Inventory {
@@ -361,7 +584,7 @@ impl Inventory {
             let names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
             format!(
                 "no operator {name:?} in {} (it has: {})",
-                self.root.display(),
+                self.root,
                 if names.is_empty() {
                     "none".to_owned()
                 } else {
@@ -378,9 +601,16 @@ impl Inventory {
     /// An error if the directory holds neither a manifest nor a snapshot.
     fn require_checkpoints(&self) -> Result<(), Failure> {
         if matches!(self.manifest, ManifestState::Missing) && self.snapshot_count() == 0 {
+            if self.store {
+                return Err(format!(
+                    "{} holds no checkpoints: no .manifest and no snapshots under the prefix (check the URL; \
+                     the endpoint comes from AWS_ENDPOINT_URL)",
+                    self.root
+                ));
+            }
             return Err(format!(
                 "{} is not a checkpoint directory: no .manifest and no snapshot files",
-                self.root.display()
+                self.root
             ));
         }
         Ok(())
@@ -391,22 +621,23 @@ impl Inventory {
 type Health = HashMap<PathBuf, Result<SnapshotHeader, String>>;
 
 /// Reads and checks every snapshot file once.
-fn check_all(inventory: &Inventory) -> Result<Health, Failure> {
+fn check_all(source: &Source, inventory: &Inventory) -> Health {
     let mut health = HashMap::new();
     for entry in &inventory.entries {
         for file in &entry.files {
-            health.insert(file.path.clone(), check_file(&entry.name, file)?);
+            health.insert(file.path.clone(), check_file(source, &entry.name, file));
         }
     }
-    Ok(health)
+    health
 }
 
 /// What is wrong with a snapshot file, if anything.
-fn check_file(entry_name: &str, file: &SnapshotFile) -> Result<Result<SnapshotHeader, String>, Failure> {
-    match fs::read(&file.path) {
-        Ok(bytes) => Ok(check_bytes(entry_name, file.window, &bytes)),
+fn check_file(source: &Source, entry_name: &str, file: &SnapshotFile) -> Result<SnapshotHeader, String> {
+    match source.read(entry_name, file) {
+        Ok(bytes) => check_bytes(entry_name, file.window, &bytes),
+        Err(ReadError::Corrupt(problem)) => Err(problem),
         // Not corrupt, and not a reason to stop looking at the rest.
-        Err(e) => Ok(Err(format!("cannot be read: {e}"))),
+        Err(ReadError::Unreadable(e)) => Err(format!("cannot be read: {e}")),
     }
 }
 
@@ -461,11 +692,17 @@ struct JobView {
     plan: StoredPlan,
 }
 
-/// The runtime's recovery plan for the job in `dir` (the same function a
+/// The runtime's recovery plan for the job in `source` (the same function a
 /// restart calls), arranged for display.
-fn job_view(dir: &Path, manifest: &JobManifest) -> Result<JobView, Failure> {
-    let storage = FsStorageAgent::new(dir).map_err(|e| e.to_string())?;
-    let plan = plan_from_storage(&storage, manifest).map_err(|e| e.to_string())?;
+fn job_view(source: &Source, manifest: &JobManifest) -> Result<JobView, Failure> {
+    let storage = source.agent()?;
+    let plan = plan_from_storage(&*storage, manifest).map_err(|e| {
+        if source.is_store() {
+            format!("{e}{}", store_hint())
+        } else {
+            e.to_string()
+        }
+    })?;
     let mut operators = Vec::new();
     for op in &plan.operators {
         let logical = manifest
@@ -518,15 +755,18 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 // ---------------------------------------------------------------------------
 // ls
 
-fn ls(dir: &Path, out: &mut String) -> Result<ExitCode, Failure> {
-    let inventory = scan(dir)?;
+fn ls(source: &Source, out: &mut String) -> Result<ExitCode, Failure> {
+    let inventory = scan(source, true)?;
     inventory.require_checkpoints()?;
-    let health = check_all(&inventory)?;
-    say!(out, "checkpoint directory {}", dir.display());
+    let health = check_all(source, &inventory);
+    match source {
+        Source::Dir(dir) => say!(out, "checkpoint directory {}", dir.display()),
+        Source::Store { url, .. } => say!(out, "checkpoint store {url}"),
+    }
     let mut listed: BTreeSet<&str> = BTreeSet::new();
     match &inventory.manifest {
         ManifestState::Job(manifest) => {
-            let view = job_view(dir, manifest)?;
+            let view = job_view(source, manifest)?;
             ls_job(out, manifest, &view, &inventory, &health);
             listed.extend(
                 manifest
@@ -540,7 +780,7 @@ fn ls(dir: &Path, out: &mut String) -> Result<ExitCode, Failure> {
                 out,
                 "no job manifest found ({} does not exist): listing what is on disk; \
                  the committed window and recovery checkpoints need the manifest",
-                dir.join(".manifest").display()
+                source.manifest_path()
             );
         }
         ManifestState::Other(first) => {
@@ -603,9 +843,12 @@ fn ls(dir: &Path, out: &mut String) -> Result<ExitCode, Failure> {
         out,
         "\ntotal: {} in {}, {}",
         plural(inventory.snapshot_count(), "snapshot", "snapshots"),
-        plural(inventory.entries.len(), "directory", "directories"),
+        source.groups(inventory.entries.len()),
         size_text(total)
     );
+    if source.is_store() {
+        say!(out, "note: {STORE_NOTE}");
+    }
     if !inventory.temps.is_empty() {
         say!(
             out,
@@ -715,7 +958,11 @@ fn ls_job(out: &mut String, manifest: &JobManifest, view: &JobView, inventory: &
                             out,
                             "    {} of keyed state, {}",
                             plural(entry.chunks.0, "chunk", "chunks"),
-                            size_text(entry.chunks.1)
+                            // An object store's would take a request each.
+                            entry
+                                .chunks
+                                .1
+                                .map_or_else(|| "sizes not read from an object store".to_owned(), size_text)
                         );
                     }
                 }
@@ -806,10 +1053,10 @@ fn select<'a>(inventory: &'a Inventory, operator: &str, window: Option<&str>) ->
     }
 }
 
-fn show(dir: &Path, operator: &str, window: Option<&str>, out: &mut String) -> Result<ExitCode, Failure> {
-    let inventory = scan(dir)?;
+fn show(source: &Source, operator: &str, window: Option<&str>, out: &mut String) -> Result<ExitCode, Failure> {
+    let inventory = scan(source, false)?;
     let file = select(&inventory, operator, window)?;
-    let bytes = fs::read(&file.path).map_err(|e| io_failure("cannot read", &file.path, &e))?;
+    let bytes = read_one(source, operator, file)?;
     let header = Snapshot::read_header(&bytes)
         .map_err(|e| format!("{} is not a readable checkpoint: {}", file.path.display(), describe(&e)))?;
     let mut problems = Vec::new();
@@ -844,7 +1091,8 @@ fn show(dir: &Path, operator: &str, window: Option<&str>, out: &mut String) -> R
     } else {
         "this tool cannot decode it"
     };
-    say!(out, "file:           {}", file.path.display());
+    let label = if source.is_store() { "object:" } else { "file:" };
+    say!(out, "{label:<16}{}", file.path.display());
     say!(out, "operator:       {}", header.operator);
     say!(
         out,
@@ -867,16 +1115,24 @@ fn show(dir: &Path, operator: &str, window: Option<&str>, out: &mut String) -> R
     }
 }
 
+/// The bytes of the snapshot `show` or `dump` looks at.
+fn read_one(source: &Source, operator: &str, file: &SnapshotFile) -> Result<Vec<u8>, Failure> {
+    source.read(operator, file).map_err(|e| match e {
+        ReadError::Unreadable(e) => format!("cannot read {}: {e}", file.path.display()),
+        ReadError::Corrupt(problem) => format!("{} is corrupt: {problem}", file.path.display()),
+    })
+}
+
 fn dump_state(
-    dir: &Path,
+    source: &Source,
     operator: &str,
     window: Option<&str>,
     json_only: bool,
     out: &mut String,
 ) -> Result<ExitCode, Failure> {
-    let inventory = scan(dir)?;
+    let inventory = scan(source, false)?;
     let file = select(&inventory, operator, window)?;
-    let bytes = fs::read(&file.path).map_err(|e| io_failure("cannot read", &file.path, &e))?;
+    let bytes = read_one(source, operator, file)?;
     let header =
         check_bytes(operator, file.window, &bytes).map_err(|e| format!("{} is corrupt: {e}", file.path.display()))?;
     let value = dump::dump(&bytes).map_err(|e| format!("{}: {e}", file.path.display()))?;
@@ -898,8 +1154,8 @@ fn dump_state(
 // ---------------------------------------------------------------------------
 // verify
 
-fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failure> {
-    let inventory = scan(dir)?;
+fn verify(source: &Source, verbose: bool, out: &mut String) -> Result<ExitCode, Failure> {
+    let inventory = scan(source, verbose)?;
     inventory.require_checkpoints()?;
     let mut bad_manifest = false;
     let mut bad = 0usize;
@@ -910,7 +1166,7 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
                 say!(
                     out,
                     "ok       {}: job manifest, {}",
-                    dir.join(".manifest").display(),
+                    source.manifest_path(),
                     plural(manifest.operators.len(), "operator", "operators")
                 );
             }
@@ -941,7 +1197,7 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
             say!(
                 out,
                 "CORRUPT  {}: not a readable job manifest: {e}",
-                dir.join(".manifest").display()
+                source.manifest_path()
             );
         }
     }
@@ -949,15 +1205,16 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
     for entry in &inventory.entries {
         for file in &entry.files {
             checked += 1;
-            let bytes = match fs::read(&file.path) {
-                Ok(bytes) => bytes,
-                Err(e) => {
+            let checked_bytes = match source.read(&entry.name, file) {
+                Ok(bytes) => check_bytes(&entry.name, file.window, &bytes),
+                Err(ReadError::Corrupt(problem)) => Err(problem),
+                Err(ReadError::Unreadable(e)) => {
                     unreadable += 1;
                     say!(out, "UNREADABLE {}: {e}", file.path.display());
                     continue;
                 }
             };
-            match check_bytes(&entry.name, file.window, &bytes) {
+            match checked_bytes {
                 Ok(header) => {
                     if verbose {
                         say!(
@@ -980,6 +1237,9 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
     for (path, why) in &inventory.strays {
         say!(out, "note     {}: ignored, {why}", path.display());
     }
+    if source.is_store() {
+        say!(out, "note     {STORE_NOTE}");
+    }
     for file in &inventory.set_aside {
         say!(
             out,
@@ -990,7 +1250,7 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
     // Whether a restart can resume, by the runtime's own plan.
     let mut cannot_resume = None;
     if let ManifestState::Job(manifest) = &inventory.manifest {
-        let view = job_view(dir, manifest)?;
+        let view = job_view(source, manifest)?;
         if let Some(problem) = view.plan.problem() {
             say!(out, "CANNOT RESUME: {problem}");
             cannot_resume = Some(problem);
@@ -1006,13 +1266,12 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
         );
     }
     if let Some(problem) = cannot_resume {
-        return Err(format!("a restart cannot resume from {}: {problem}", dir.display()));
+        return Err(format!("a restart cannot resume from {source}: {problem}"));
     }
     if unreadable > 0 {
         return Err(format!(
-            "{} in {} cannot be read",
+            "{} in {source} cannot be read",
             plural(unreadable, "snapshot", "snapshots"),
-            dir.display()
         ));
     }
     if bad == 0 && !bad_manifest {
@@ -1020,14 +1279,13 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
             out,
             "verified {} in {}: all ok",
             plural(checked, "snapshot", "snapshots"),
-            plural(inventory.entries.len(), "directory", "directories")
+            source.groups(inventory.entries.len())
         );
         Ok(ExitCode::SUCCESS)
     } else {
         Err(format!(
-            "{} in {}: {bad} of {} corrupt{}",
+            "{} in {source}: {bad} of {} corrupt{}",
             plural(bad + usize::from(bad_manifest), "problem", "problems"),
-            dir.display(),
             plural(checked, "snapshot", "snapshots"),
             if bad_manifest {
                 ", and the job manifest is damaged"
@@ -1041,47 +1299,43 @@ fn verify(dir: &Path, verbose: bool, out: &mut String) -> Result<ExitCode, Failu
 // ---------------------------------------------------------------------------
 // purge
 
-fn purge(dir: &Path, keep: usize, dry_run: bool, out: &mut String) -> Result<ExitCode, Failure> {
+fn purge(source: &Source, keep: usize, dry_run: bool, out: &mut String) -> Result<ExitCode, Failure> {
     // Locked before anything is read: the plan must not go stale under a
     // job that starts meanwhile.
     let storage = if dry_run {
         None
     } else {
-        open_dir(dir)?;
-        let storage = FsStorageAgent::new(dir).map_err(|e| e.to_string())?;
+        let storage = source.agent()?;
         let lock = storage.lock().map_err(|e| format!("nothing is purged: {e}"))?;
         Some((storage, lock))
     };
-    let inventory = scan(dir)?;
+    let inventory = scan(source, true)?;
     inventory.require_checkpoints()?;
     let manifest = match &inventory.manifest {
         ManifestState::Job(manifest) => manifest,
         ManifestState::Missing => {
             return Err(format!(
-                "{} has no job manifest: without the job's DAG there is no telling which checkpoints \
-                 recovery needs, so nothing is purged",
-                dir.display()
+                "{source} has no job manifest: without the job's DAG there is no telling which checkpoints \
+                 recovery needs, so nothing is purged"
             ));
         }
         ManifestState::Other(first) => {
             return Err(format!(
-                "{}/.manifest holds {first:?}, not a runtime job manifest: without the job's DAG there is \
+                "{} holds {first:?}, not a runtime job manifest: without the job's DAG there is \
                  no telling which checkpoints recovery needs, so nothing is purged",
-                dir.display()
+                source.manifest_path()
             ));
         }
         ManifestState::Corrupt(e) => {
             return Err(format!(
-                "the job manifest in {} is damaged ({e}); nothing is purged",
-                dir.display()
+                "the job manifest in {source} is damaged ({e}); nothing is purged"
             ));
         }
     };
-    let view = job_view(dir, manifest)?;
+    let view = job_view(source, manifest)?;
     if let Some(problem) = view.plan.problem() {
         return Err(format!(
-            "a restart cannot resume from {} ({problem}), so nothing is purged",
-            dir.display()
+            "a restart cannot resume from {source} ({problem}), so nothing is purged"
         ));
     }
     let verb = if dry_run { "would delete" } else { "deleted" };

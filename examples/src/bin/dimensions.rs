@@ -8,7 +8,9 @@
 //! aggregator that sums them per application window and per bucket of
 //! several application windows, merged and sorted by one operator, and
 //! published by an exactly-once file sink. Running it again resumes from
-//! `./checkpoints-dimensions`.
+//! `./checkpoints-dimensions` (or the S3 prefix `--checkpoints
+//! s3://bucket/prefix` names, configured from the `AWS_*` environment
+//! variables).
 //!
 //! ```text
 //! cargo run -p checkpoint-examples --bin dimensions                      # 200,000 events, ~4 s
@@ -23,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use checkpoint_core::FsStorageAgent;
 use checkpoint_examples::ads::{self, EVENTS_PER_CALL, JobSettings, OUTPUT_FORMAT};
+use checkpoint_examples::location::{CheckpointLocation, LOCATION_HELP};
 use checkpoint_examples::progress::{LiveProgress, ProgressSettings, install_ctrl_c};
 use checkpoint_examples::rides::thousands;
 use checkpoint_runtime::{Config, RunError, RunReport, Runtime, WindowMode};
@@ -50,8 +52,8 @@ const FAILED: u8 = 1;
         operator sorts each window's lines and an exactly-once sink publishes them to the output \
         directory once the window is committed (one file per window, named by its window id).",
     after_help = "Ctrl-C stops the job gracefully with a final checkpoint. Running the same command again \
-        resumes from the checkpoints, with the settings the job was started with. Delete the checkpoint \
-        and output directories to start over.\n\n\
+        resumes from the checkpoints, with the settings the job was started with. Delete the checkpoints \
+        and the output directory to start over.\n\n\
         Exit status: 0 when the job finished or was stopped by Ctrl-C, 1 when it failed, 2 for bad arguments."
 )]
 struct Args {
@@ -71,9 +73,9 @@ struct Args {
     #[arg(long, value_name = "P", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     partitions: u64,
 
-    /// Checkpoint directory: resumed if it holds this job
-    #[arg(long, value_name = "DIR", default_value = "./checkpoints-dimensions")]
-    checkpoints: PathBuf,
+    /// Checkpoint directory or s3://BUCKET/PREFIX: resumed if it holds this job
+    #[arg(long, value_name = "DIR|URL", default_value = "./checkpoints-dimensions", long_help = checkpoints_help())]
+    checkpoints: CheckpointLocation,
 
     /// Output directory: one file per committed window (a new job only)
     #[arg(long, value_name = "DIR", default_value = "./out-dimensions")]
@@ -110,16 +112,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let checkpoints = args.checkpoints.display().to_string();
-    let storage = FsStorageAgent::new(&args.checkpoints)
-        .map_err(|e| format!("cannot use {checkpoints} as the checkpoint directory: {e}"))?;
-    storage
-        .remove_stale_temp_files()
-        .map_err(|e| format!("cleaning up {checkpoints}: {e}"))?;
-    let stored = ads::stored_job(&storage).map_err(|e| {
+    let checkpoints = args.checkpoints.to_string();
+    let storage = args.checkpoints.open()?;
+    let stored = ads::stored_job(&*storage).map_err(|e| {
         format!(
-            "cannot resume the job in {checkpoints}: {e}\n  (use another --checkpoints directory for a new job, or \
-             delete {checkpoints} to start over)"
+            "cannot resume the job in {checkpoints}: {e}\n  (use other --checkpoints for a new job, or \
+             delete {checkpoints} to start over){}",
+            args.checkpoints.hint()
         )
     })?;
 
@@ -178,7 +177,7 @@ fn run(args: &Args) -> Result<(), String> {
             format!("{} ms", args.window_ms),
         ),
     };
-    let mut config = Config::default().storage(storage).window_mode(window_mode);
+    let mut config = Config::default().shared_storage(storage).window_mode(window_mode);
     if args.deterministic.is_some() {
         config = config.window_base(DETERMINISTIC_BASE);
     }
@@ -244,7 +243,7 @@ fn run(args: &Args) -> Result<(), String> {
             print_summary(args, &report, stopped, &output);
             Ok(())
         }
-        Err(e) => Err(explain(&e, &checkpoints)),
+        Err(e) => Err(explain(&e, &args.checkpoints)),
     }
 }
 
@@ -279,7 +278,7 @@ fn print_summary(args: &Args, report: &RunReport, stopped: bool, output: &Path) 
     println!(
         "  checkpoints:   {} snapshots in {}, the newest {} bytes in all",
         thousands(checkpoints),
-        args.checkpoints.display(),
+        args.checkpoints,
         thousands(bytes)
     );
     match report.committed {
@@ -299,15 +298,20 @@ fn print_summary(args: &Args, report: &RunReport, stopped: bool, output: &Path) 
     if stopped {
         println!(
             "  next:          run the same command again to resume from {}",
-            args.checkpoints.display()
+            args.checkpoints
         );
     } else {
         println!(
             "  next:          the job is complete; delete {} and {} to run it again from scratch",
-            args.checkpoints.display(),
+            args.checkpoints,
             output.display()
         );
     }
+}
+
+/// The long help of `--checkpoints`.
+fn checkpoints_help() -> String {
+    format!("Where the checkpoints go: resumed if it holds this job. {LOCATION_HELP}")
 }
 
 /// What is published and how to look.
@@ -325,15 +329,16 @@ fn print_output(output: &Path) {
 }
 
 /// The error message, with what to do about it.
-fn explain(error: &RunError, checkpoints: &str) -> String {
+fn explain(error: &RunError, checkpoints: &CheckpointLocation) -> String {
     match error {
         RunError::Manifest { .. } | RunError::StorageInUse { .. } => {
-            format!("{error}\n  (is {checkpoints} the checkpoint directory of another job? use another --checkpoints)")
+            format!("{error}\n  (does {checkpoints} hold another job's checkpoints? use other --checkpoints)")
         }
         RunError::OperatorFailed { .. } => format!(
             "{error}\n  the checkpoints in {checkpoints} are intact: fix the cause and run again to resume from the \
              last committed window"
         ),
+        RunError::Storage(_) | RunError::UnusableCheckpoint { .. } => format!("{error}{}", checkpoints.hint()),
         other => other.to_string(),
     }
 }

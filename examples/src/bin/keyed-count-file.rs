@@ -1,7 +1,8 @@
 //! Counts the words (keys) of a text file per window, exactly once: an
 //! idempotent file input, a keyed counter, and an exactly-once file sink,
-//! checkpointed to a directory. Run it again with the same directories after
-//! a crash and it resumes; the published output is the same byte for byte as
+//! checkpointed to a directory (or an S3 prefix, `--checkpoints
+//! s3://bucket/prefix`). Run it again with the same arguments after a crash
+//! and it resumes; the published output is the same byte for byte as
 //! that of a run that never failed.
 //!
 //! ```text
@@ -36,10 +37,10 @@
 //!
 //! - `mid-window:<W>:<K>`: in `count`, after the `K`-th tuple (line) of window
 //!   `W`;
-//! - `after-save:<W>:<operator>`: once the checkpoint of `<operator>` (`lines`,
+//! - `after-save:<W>:<operator>` (a checkpoint directory only): once the checkpoint of `<operator>` (`lines`,
 //!   `count` or `sink`) at window `W` is durable (the storage agent's
 //!   [`SavePhase::AfterDirFsync`]), on the thread that saved it;
-//! - `before-save:<W>:<operator>`: once that checkpoint's bytes are written
+//! - `before-save:<W>:<operator>` (a checkpoint directory only): once that checkpoint's bytes are written
 //!   to its temp file, before anything makes them durable
 //!   ([`SavePhase::AfterWrite`]); at window 0 (the initial checkpoints) this
 //!   is a kill during the job's start-up, after its manifest exists;
@@ -53,11 +54,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use checkpoint_core::{Checkpoint, FsStorageAgent, SavePhase, WindowId};
+use checkpoint_core::{Checkpoint, FsStorageAgent, SavePhase, StorageAgent, WindowId};
+use checkpoint_examples::location::CheckpointLocation;
 use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput};
 use checkpoint_runtime::{
     Config, Dag, Operator, OperatorContext, OperatorResult, Output, RecoveryScope, Runtime, WindowMode,
@@ -71,7 +73,7 @@ const HELP: &str = "\
 keyed-count-file: count the words of a text file per window, exactly once
 
 USAGE:
-    keyed-count-file --input FILE [--output DIR] [--checkpoints DIR]
+    keyed-count-file --input FILE [--output DIR] [--checkpoints DIR|URL]
                      [--window-lines N] [--checkpoint-windows N]
 
 OPTIONS:
@@ -79,7 +81,8 @@ OPTIONS:
                              whitespace-separated word of a line is a key
     --output DIR             where published windows go, one file per window
                              (default: ./keyed-count-output)
-    --checkpoints DIR        checkpoint directory (default: ./keyed-count-checkpoints)
+    --checkpoints DIR|URL    checkpoint directory (default: ./keyed-count-checkpoints),
+                             or an S3 prefix s3://BUCKET/PREFIX (see ENVIRONMENT)
     --window-lines N         lines per window (default: 100)
     --checkpoint-windows N   windows between checkpoints (default: 10)
     -h, --help               print this help
@@ -87,7 +90,7 @@ OPTIONS:
 Each published window file holds one line per key seen in the window, sorted:
 `<key> <count in the window> <running total>`.
 
-Run it again with the same directories after it was killed and it resumes
+Run it again with the same arguments after it was killed and it resumes
 from its checkpoints; the published output is the same as that of a run that
 never failed. Start a new job with empty directories.
 
@@ -98,7 +101,11 @@ ENVIRONMENT:
         operator's checkpoint at W is durable), before-save:<W>:<lines|count|sink>
         (once it is written, not yet durable), checkpointed:<W>:<count|sink>
         (in its checkpointed(W) hook), publish:<W> (in the sink's commit, right
-        after publishing window W)";
+        after publishing window W); after-save and before-save need a
+        checkpoint directory
+    AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_REGION, AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY   the S3 endpoint (AWS_ALLOW_HTTP=true for plain
+        http://) and credentials of an s3:// --checkpoints";
 
 /// Where the process kills itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,7 +360,7 @@ impl Operator for Sink {
 struct Args {
     input: PathBuf,
     output: PathBuf,
-    checkpoints: PathBuf,
+    checkpoints: CheckpointLocation,
     window_lines: u64,
     checkpoint_windows: u32,
 }
@@ -361,7 +368,7 @@ struct Args {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
     let mut input = None;
     let mut output = PathBuf::from("keyed-count-output");
-    let mut checkpoints = PathBuf::from("keyed-count-checkpoints");
+    let mut checkpoints = CheckpointLocation::Directory(PathBuf::from("keyed-count-checkpoints"));
     let mut window_lines: u64 = 100;
     let mut checkpoint_windows: u32 = 10;
     let mut it = args.into_iter();
@@ -377,7 +384,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "-h" | "--help" => return Ok(None),
             "--input" => input = Some(PathBuf::from(it.next().ok_or("--input needs a file")?)),
             "--output" => output = PathBuf::from(it.next().ok_or("--output needs a directory")?),
-            "--checkpoints" => checkpoints = PathBuf::from(it.next().ok_or("--checkpoints needs a directory")?),
+            "--checkpoints" => {
+                let value = it
+                    .next()
+                    .ok_or("--checkpoints needs a directory or s3://BUCKET/PREFIX")?;
+                checkpoints = value.parse().map_err(|e| format!("--checkpoints: {e}"))?;
+            }
             "--window-lines" => window_lines = positive("--window-lines", it.next())?,
             "--checkpoint-windows" => checkpoint_windows = positive("--checkpoint-windows", it.next())?,
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -402,9 +414,19 @@ fn lines_per_call(window_lines: u64) -> usize {
         .map_or(1, |d| d as usize)
 }
 
-fn storage(dir: &Path) -> Result<FsStorageAgent, Box<dyn std::error::Error>> {
+fn storage(location: &CheckpointLocation) -> Result<Arc<dyn StorageAgent>, Box<dyn std::error::Error>> {
+    let CheckpointLocation::Directory(dir) = location else {
+        if let Some(Crash::AfterSave { .. } | Crash::BeforeSave { .. }) = crash_point() {
+            return Err(format!(
+                "{CRASH_VAR}: the after-save and before-save crash points hook into the filesystem agent's saves; \
+                 give --checkpoints a directory to use them"
+            )
+            .into());
+        }
+        return Ok(location.open()?);
+    };
     let storage = FsStorageAgent::new(dir).map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
-    Ok(match crash_point() {
+    Ok(Arc::new(match crash_point() {
         Some(Crash::AfterSave { window, operator }) => {
             let (window, operator) = (*window, operator.clone());
             storage.on_save_phase(move |name, at, phase| {
@@ -422,7 +444,7 @@ fn storage(dir: &Path) -> Result<FsStorageAgent, Box<dyn std::error::Error>> {
             })
         }
         _ => storage,
-    })
+    }))
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -431,7 +453,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("input file {} does not exist or is not a file", args.input.display()).into());
     }
     let storage = storage(&args.checkpoints)?;
-    let resuming = checkpoint_core::StorageAgent::load_manifest(&storage)?.is_some();
+    let resuming = storage
+        .load_manifest()
+        .map_err(|e| {
+            format!(
+                "reading the job manifest in {}: {e}{}",
+                args.checkpoints,
+                args.checkpoints.hint()
+            )
+        })?
+        .is_some();
     progress(format_args!("start {}", if resuming { "resume" } else { "new" }));
 
     let mut dag = Dag::new();
@@ -454,7 +485,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         // A file read again exactly (`LineInput`): nothing needs to be kept
         // for replay while the job runs.
         Config::default()
-            .storage(storage)
+            .shared_storage(storage)
             .window_mode(WindowMode::Tuples(args.window_lines))
             .recovery_scope(RecoveryScope::Global),
     )

@@ -4,13 +4,17 @@
 //! few busy ones, a rush-hour pattern, fares and distances) aggregated per
 //! zone and per hour over application windows, with the top zones by
 //! revenue, written exactly once per window to an output directory, and
-//! checkpointed to `./checkpoints`. Ctrl-C stops it with a final checkpoint;
+//! checkpointed to `./checkpoints` (or to an S3 prefix: `--checkpoints
+//! s3://bucket/prefix`). Ctrl-C stops it with a final checkpoint;
 //! a kill does not; either way running it again resumes, and the output is
 //! the same as an uninterrupted run's.
 //!
 //! ```text
 //! cargo run -p checkpoint-examples --bin ride-stats                      # 300,000 rides, ~5 s
 //! cargo run -p checkpoint-examples --bin ride-stats -- --fail-at-window 9  # watch a recovery
+//! AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+//!   AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
+//!   cargo run -p checkpoint-examples --bin ride-stats -- --checkpoints s3://bucket/rides
 //! cargo run -p checkpoint-examples --bin ride-stats -- --help
 //! ```
 //!
@@ -22,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use checkpoint_core::FsStorageAgent;
+use checkpoint_examples::location::{CheckpointLocation, LOCATION_HELP};
 use checkpoint_examples::progress::{
     LiveProgress, ProgressSettings, install_ctrl_c, install_panic_hook, short_duration,
 };
@@ -51,8 +55,8 @@ const FAILED: u8 = 1;
         (one file per window, named by its window id), exactly once.",
     after_help = "Ctrl-C stops the job gracefully: the current window ends, a final checkpoint is taken and \
         committed windows are published. Running the same command again resumes from the checkpoints, \
-        after Ctrl-C or a kill alike, with the settings the job was started with. Delete the checkpoint \
-        and output directories to start over.\n\n\
+        after Ctrl-C or a kill alike, with the settings the job was started with. Delete the checkpoints \
+        and the output directory to start over.\n\n\
         Exit status: 0 when the job finished or was stopped by Ctrl-C, 1 when it failed, 2 for bad arguments."
 )]
 struct Args {
@@ -72,9 +76,9 @@ struct Args {
     #[arg(long, value_name = "K", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     top: u32,
 
-    /// Checkpoint directory: resumed if it holds this job
-    #[arg(long, value_name = "DIR", default_value = "./checkpoints")]
-    checkpoints: PathBuf,
+    /// Checkpoint directory or s3://BUCKET/PREFIX: resumed if it holds this job
+    #[arg(long, value_name = "DIR|URL", default_value = "./checkpoints", long_help = checkpoints_help())]
+    checkpoints: CheckpointLocation,
 
     /// Output directory: one file per committed window (a new job only)
     #[arg(long, value_name = "DIR", default_value = "./out")]
@@ -137,17 +141,14 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
 }
 
 fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
-    let checkpoints = args.checkpoints.display().to_string();
-    let storage = FsStorageAgent::new(&args.checkpoints)
-        .map_err(|e| format!("cannot use {checkpoints} as the checkpoint directory: {e}"))?;
-    storage
-        .remove_stale_temp_files()
-        .map_err(|e| format!("cleaning up {checkpoints}: {e}"))?;
+    let checkpoints = args.checkpoints.to_string();
+    let storage = args.checkpoints.open()?;
     // What the runtime will resume from; `None` for a new job.
-    let stored = rides::stored_job(&storage).map_err(|e| {
+    let stored = rides::stored_job(&*storage).map_err(|e| {
         format!(
-            "cannot resume the job in {checkpoints}: {e}\n  (use another --checkpoints directory for a new job, or \
-             delete {checkpoints} to start over)"
+            "cannot resume the job in {checkpoints}: {e}\n  (use other --checkpoints for a new job, or \
+             delete {checkpoints} to start over){}",
+            args.checkpoints.hint()
         )
     })?;
     let resuming = stored.is_some();
@@ -192,7 +193,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
             format!("{} ms", args.window_ms),
         ),
     };
-    let mut config = Config::default().storage(storage).window_mode(window_mode);
+    let mut config = Config::default().shared_storage(storage).window_mode(window_mode);
     if args.deterministic.is_some() {
         config = config.window_base(DETERMINISTIC_BASE);
     }
@@ -226,7 +227,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
             print_summary(args, &report, stored.as_ref(), total, stopped, &output);
             Ok(())
         }
-        Err(e) => Err(explain(&e, &checkpoints)),
+        Err(e) => Err(explain(&e, &args.checkpoints)),
     }
 }
 
@@ -249,7 +250,7 @@ fn print_header(
             let s = &job.source;
             println!(
                 "ride-stats: resuming the job in {} at ride {} of {} (its checkpoints at window {})",
-                args.checkpoints.display(),
+                args.checkpoints,
                 thousands(s.position()),
                 thousands(s.end()),
                 job.window.sequence(),
@@ -275,8 +276,8 @@ fn print_header(
             }
             if !ignored.is_empty() {
                 println!(
-                    "  note: {} ignored: a resumed job keeps the settings in its checkpoints (use another \
-                     --checkpoints directory for a new job)",
+                    "  note: {} ignored: a resumed job keeps the settings in its checkpoints (use other \
+                     --checkpoints for a new job)",
                     ignored.join(", ")
                 );
             }
@@ -294,7 +295,7 @@ fn print_header(
     );
     println!(
         "  checkpoints: {}   output: {} (a file per window, published once committed)",
-        args.checkpoints.display(),
+        args.checkpoints,
         settings.output.display()
     );
     if let Some(window) = args.fail_at_window {
@@ -309,7 +310,7 @@ fn print_header(
 fn print_finished(args: &Args, job: &rides::StoredJob, output: &Path) {
     println!(
         "ride-stats: the job in {} already finished: all {} rides (seed {}) were processed, up to window {}",
-        args.checkpoints.display(),
+        args.checkpoints,
         thousands(job.source.end()),
         job.source.seed(),
         job.window.sequence()
@@ -318,7 +319,7 @@ fn print_finished(args: &Args, job: &rides::StoredJob, output: &Path) {
     print_inspect(&args.checkpoints);
     println!(
         "  next:          delete {} and {} to run it again from scratch",
-        args.checkpoints.display(),
+        args.checkpoints,
         output.display()
     );
 }
@@ -391,7 +392,7 @@ fn print_summary(
     println!(
         "  checkpoints:   {} in {} ({}), the newest {} in all",
         plural(checkpoints, "snapshot"),
-        args.checkpoints.display(),
+        args.checkpoints,
         report
             .operators
             .iter()
@@ -452,13 +453,13 @@ fn print_summary(
     if finished {
         println!(
             "  next:          the job is complete; delete {} and {} to run it again from scratch",
-            args.checkpoints.display(),
+            args.checkpoints,
             output.display()
         );
     } else {
         println!(
             "  next:          run the same command again to resume from the checkpoints in {}",
-            args.checkpoints.display()
+            args.checkpoints
         );
     }
 }
@@ -483,11 +484,13 @@ fn print_output(output: &Path) {
 }
 
 /// How to look at the checkpoints.
-fn print_inspect(checkpoints: &Path) {
-    println!(
-        "  inspect:       cargo run -p checkpoint-examples --bin checkpoint -- ls {}",
-        checkpoints.display()
-    );
+fn print_inspect(checkpoints: &CheckpointLocation) {
+    println!("  inspect:       cargo run -p checkpoint-examples --bin checkpoint -- ls {checkpoints}");
+}
+
+/// The long help of `--checkpoints`.
+fn checkpoints_help() -> String {
+    format!("Where the checkpoints go: resumed if it holds this job. {LOCATION_HELP}")
 }
 
 /// `1 window`, `2 windows`, `1,000 windows`.
@@ -496,15 +499,16 @@ fn plural(n: u64, what: &str) -> String {
 }
 
 /// The error message, with what to do about it.
-fn explain(error: &RunError, checkpoints: &str) -> String {
+fn explain(error: &RunError, checkpoints: &CheckpointLocation) -> String {
     match error {
         RunError::Manifest { .. } | RunError::StorageInUse { .. } => {
-            format!("{error}\n  (is {checkpoints} the checkpoint directory of another job? use another --checkpoints)")
+            format!("{error}\n  (does {checkpoints} hold another job's checkpoints? use other --checkpoints)")
         }
         RunError::OperatorFailed { .. } => format!(
             "{error}\n  the checkpoints in {checkpoints} are intact: fix the cause and run again to resume from the \
              last committed window"
         ),
+        RunError::Storage(_) | RunError::UnusableCheckpoint { .. } => format!("{error}{}", checkpoints.hint()),
         other => other.to_string(),
     }
 }

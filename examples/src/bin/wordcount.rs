@@ -21,7 +21,8 @@
 //!
 //! Running the same command again resumes from the checkpoints (after
 //! Ctrl-C, a kill or a failure); the output is the same as that of a run that
-//! never stopped.
+//! never stopped. `--checkpoints` takes a directory or an S3 prefix
+//! (`s3://bucket/prefix`, configured from the `AWS_*` environment variables).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,7 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use checkpoint_core::{Checkpoint, FsStorageAgent, StorageAgent, WindowId};
+use checkpoint_core::{Checkpoint, WindowId};
+use checkpoint_examples::location::{CheckpointLocation, LOCATION_HELP};
 use checkpoint_examples::progress::{
     LiveProgress, ProgressSettings, install_ctrl_c, install_panic_hook, short_duration,
 };
@@ -77,8 +79,8 @@ const DEFAULT_INPUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/declarati
         its window id), exactly once: the last line of a word holds its total.",
     after_help = "Ctrl-C stops the job gracefully: the current window ends, a final checkpoint is taken and \
         committed windows are published. Running the same command again resumes from the checkpoints, \
-        after Ctrl-C, a kill or a failure; the inputs must not change meanwhile. Delete the checkpoint \
-        and output directories to start over.\n\n\
+        after Ctrl-C, a kill or a failure; the inputs must not change meanwhile. Delete the checkpoints \
+        and the output directory to start over.\n\n\
         Exit status: 0 when the job finished or was stopped by Ctrl-C, 1 when it failed, 2 for bad arguments."
 )]
 struct Args {
@@ -87,9 +89,9 @@ struct Args {
     #[arg(value_name = "PATH")]
     inputs: Vec<PathBuf>,
 
-    /// Checkpoint directory: resumed if it holds this job
-    #[arg(long, value_name = "DIR", default_value = "./checkpoints-wordcount")]
-    checkpoints: PathBuf,
+    /// Checkpoint directory or s3://BUCKET/PREFIX: resumed if it holds this job
+    #[arg(long, value_name = "DIR|URL", default_value = "./checkpoints-wordcount", long_help = checkpoints_help())]
+    checkpoints: CheckpointLocation,
 
     /// Output directory: one file per committed window (a resumed job keeps
     /// its own)
@@ -378,15 +380,16 @@ fn run(args: &Args) -> Result<(), String> {
         args.inputs.clone()
     };
     let files = input_files(&paths)?;
-    let checkpoints = args.checkpoints.display().to_string();
-    let storage = FsStorageAgent::new(&args.checkpoints)
-        .map_err(|e| format!("cannot use {checkpoints} as the checkpoint directory: {e}"))?;
-    storage
-        .remove_stale_temp_files()
-        .map_err(|e| format!("cleaning up {checkpoints}: {e}"))?;
+    let checkpoints = args.checkpoints.to_string();
+    let storage = args.checkpoints.open()?;
     let resuming = storage
         .load_manifest()
-        .map_err(|e| format!("cannot read the job manifest in {checkpoints}: {e}"))?
+        .map_err(|e| {
+            format!(
+                "cannot read the job manifest in {checkpoints}: {e}{}",
+                args.checkpoints.hint()
+            )
+        })?
         .is_some();
     let out = args.output.display().to_string();
     let published = checkpoint_runtime::io::published_windows(&args.output).map_or(0, |w| w.len());
@@ -411,7 +414,7 @@ fn run(args: &Args) -> Result<(), String> {
     // replay data while the job runs, and a failure restores every
     // operator, as a Flink user would have it.
     let mut config = Config::default()
-        .storage(storage)
+        .shared_storage(storage)
         .window_mode(window_mode)
         .recovery_scope(RecoveryScope::Global);
     if args.deterministic.is_some() {
@@ -440,7 +443,7 @@ fn run(args: &Args) -> Result<(), String> {
             print_summary(args, &files, &report, stopped);
             Ok(())
         }
-        Err(e) => Err(explain(&e, &checkpoints)),
+        Err(e) => Err(explain(&e, &args.checkpoints)),
     }
 }
 
@@ -463,7 +466,7 @@ fn print_header(args: &Args, files: &[PathBuf], resuming: bool, window_text: &st
     if resuming {
         println!(
             "wordcount: resuming the job in {} ({})",
-            args.checkpoints.display(),
+            args.checkpoints,
             plural(files.len() as u64, "input file")
         );
     } else {
@@ -482,7 +485,7 @@ fn print_header(args: &Args, files: &[PathBuf], resuming: bool, window_text: &st
     );
     println!(
         "  checkpoints: {}   output: {} (a file per window: `<word> <count in window> <running total>`)",
-        args.checkpoints.display(),
+        args.checkpoints,
         args.output.display()
     );
     if let Some(window) = args.fail_at_window {
@@ -549,7 +552,7 @@ fn print_summary(args: &Args, files: &[PathBuf], report: &RunReport, stopped: bo
     println!(
         "  checkpoints:   {} in {}, the newest {} in all, the longest save {}",
         plural(snapshots, "snapshot"),
-        args.checkpoints.display(),
+        args.checkpoints,
         plural(bytes, "byte"),
         short_duration(slowest),
     );
@@ -607,19 +610,24 @@ fn print_summary(args: &Args, files: &[PathBuf], report: &RunReport, stopped: bo
     println!("                 e.g. cat {out}/[0-9a-f]* | grep '^liberty '   (a word's count per window and total)");
     println!(
         "  inspect:       cargo run -p checkpoint-examples --bin checkpoint -- ls {}",
-        args.checkpoints.display()
+        args.checkpoints
     );
     if stopped {
         println!(
             "  next:          run the same command again to resume from the checkpoints in {}",
-            args.checkpoints.display()
+            args.checkpoints
         );
     } else {
         println!(
             "  next:          the job is complete; delete {} and {out} to run it again from scratch",
-            args.checkpoints.display()
+            args.checkpoints
         );
     }
+}
+
+/// The long help of `--checkpoints`.
+fn checkpoints_help() -> String {
+    format!("Where the checkpoints go: resumed if it holds this job. {LOCATION_HELP}")
 }
 
 /// `1 window`, `2 windows`, `1,000 windows`.
@@ -628,16 +636,19 @@ fn plural(n: u64, what: &str) -> String {
 }
 
 /// The error message, with what to do about it.
-fn explain(error: &RunError, checkpoints: &str) -> String {
+fn explain(error: &RunError, checkpoints: &CheckpointLocation) -> String {
     match error {
-        RunError::Manifest { .. } | RunError::StorageInUse { .. } => format!(
-            "{error}\n  (is {checkpoints} the checkpoint directory of another job, or of other input files? use \
-             another --checkpoints)"
-        ),
+        RunError::Manifest { .. } | RunError::StorageInUse { .. } => {
+            format!(
+                "{error}\n  (does {checkpoints} hold the checkpoints of another job, or of other input files? use \
+                 other --checkpoints)"
+            )
+        }
         RunError::OperatorFailed { .. } => format!(
             "{error}\n  the checkpoints in {checkpoints} are intact: fix the cause and run again to resume from the \
              last committed window"
         ),
+        RunError::Storage(_) | RunError::UnusableCheckpoint { .. } => format!("{error}{}", checkpoints.hint()),
         other => other.to_string(),
     }
 }
