@@ -287,3 +287,29 @@ pub enum StorageError {
         source: io::Error,
     },
 }
+
+impl StorageError {
+    /// Whether the same operation may succeed if tried again later: an
+    /// I/O failure (a connection reset, a full disk, a timeout) or a lease
+    /// that could not be renewed for a while. A snapshot that does not
+    /// belong where it is saved, a bad name or storage another job took
+    /// over stays as it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::StorageError;
+    ///
+    /// let reset = StorageError::Io {
+    ///     action: "writing",
+    ///     path: "count/0000000100000002".into(),
+    ///     source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+    /// };
+    /// assert!(reset.is_transient());
+    /// let taken = StorageError::Superseded { what: "s3://b/job".into(), detail: "a newer job".into() };
+    /// assert!(!taken.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Io { .. } | StorageError::LeaseUncertain { .. })
+    }
+}

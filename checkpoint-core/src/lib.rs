@@ -77,8 +77,8 @@ pub use snapshot::{
 };
 pub use stable_hash::{StableHash, splitmix64};
 pub use storage::{
-    FsStorageAgent, ManifestVersion, MemoryStorageAgent, SavePhase, StorageAgent, StorageLock, check_chunk_placement,
-    check_placement, lock_directory, validate_operator_name,
+    Deadline, FsStorageAgent, ManifestVersion, MemoryStorageAgent, SavePhase, StorageAgent, StorageLock,
+    check_chunk_placement, check_placement, lock_directory, validate_operator_name,
 };
 pub use window::{ParseWindowIdError, WindowId};
 

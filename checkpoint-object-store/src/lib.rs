@@ -20,8 +20,13 @@
 //! (`If-Match` on the ETag; `If-None-Match: *` for the first one of a new
 //! job), so a job another one superseded cannot write over it.
 //!
-//! Not yet: retries with backoff and checkpoint timeouts, multipart uploads
-//! of large objects.
+//! The S3 client's own retries are off: the runtime retries checkpoint
+//! saves itself (`Config::save_retries`, counted in its run report), and
+//! the agent retries its other calls (reads, lists, deletes, conditional
+//! manifest writes) up to three times. Every call gives up at the calling
+//! thread's [`Deadline`] (the runtime sets the checkpoint's save timeout).
+//!
+//! Not yet: multipart uploads of large objects.
 //!
 //! # Examples
 //!
@@ -43,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::{
-    ChunkId, ManifestVersion, StorageAgent, StorageError, StorageLock, WindowId, check_chunk_placement,
+    ChunkId, Deadline, ManifestVersion, StorageAgent, StorageError, StorageLock, WindowId, check_chunk_placement,
     check_placement, validate_operator_name,
 };
 use futures::future::try_join_all;
@@ -61,6 +66,9 @@ const LEASE: &str = ".lease";
 
 /// The lease period unless [`ObjectStoreAgent::with_lease`] sets one.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// Retries of a call other than a save (see `ObjectStoreAgent::retrying`).
+const CALL_RETRIES: u32 = 3;
 
 /// The subdirectory of an operator's that holds its chunks.
 const CHUNK_DIR: &str = "chunks";
@@ -200,9 +208,17 @@ impl ObjectStoreAgent {
         if bucket.is_empty() {
             return Err(bad("the URL names no bucket"));
         }
+        // No retries hidden in the client: the runtime retries checkpoint
+        // saves itself (counted in the run report) and this agent its
+        // other calls (`retrying`), both within a checkpoint's deadline.
+        let no_retries = object_store::RetryConfig {
+            max_retries: 0,
+            ..object_store::RetryConfig::default()
+        };
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+            .with_retry(no_retries);
         for (key, value) in options {
             let key: object_store::aws::AmazonS3ConfigKey =
                 key.parse().map_err(|_| bad(&format!("unknown S3 setting {key:?}")))?;
@@ -214,6 +230,36 @@ impl ObjectStoreAgent {
         Self::with_description(Arc::new(store), prefix, url.to_owned())
     }
 
+    /// [`block`](ObjectStoreAgent::block) for a call that may be repeated
+    /// (a read, a delete, a conditional manifest write, which recognizes its
+    /// own earlier attempt): made again, up to [`CALL_RETRIES`] times with a
+    /// growing wait, while it fails for a reason that may pass and the
+    /// calling thread's [`Deadline`], if any, leaves time. Saves of
+    /// snapshots and chunks are not: the runtime retries and counts those.
+    fn block_retrying<T, F, Fut>(&self, what: &'static str, make: F) -> Result<T, object_store::Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, object_store::Error>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            match self.block(make()) {
+                Err(e)
+                    if may_pass(&e)
+                        && tries < CALL_RETRIES
+                        && Deadline::current().is_none_or(|d| std::time::Instant::now() + wait < d) =>
+                {
+                    tries += 1;
+                    tracing::warn!(storage = %self.what(), call = what, retry = tries, error = %e, "object store call failed; retrying");
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// The storage as messages name it.
     fn what(&self) -> String {
         if self.description.contains("://") {
@@ -223,8 +269,18 @@ impl ObjectStoreAgent {
         }
     }
 
-    fn block<T>(&self, future: impl Future<Output = T>) -> T {
-        self.runtime.block_on(future)
+    /// Runs `future` on the agent's runtime, giving up at the calling
+    /// thread's [`Deadline`] if one is set (the request is dropped, which
+    /// cancels it).
+    fn block<T, E: From<DeadlinePassed>>(&self, future: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        match Deadline::current() {
+            None => self.runtime.block_on(future),
+            Some(deadline) => self.runtime.block_on(async {
+                tokio::time::timeout_at(deadline.into(), future)
+                    .await
+                    .unwrap_or_else(|_| Err(DeadlinePassed.into()))
+            }),
+        }
     }
 
     fn operator_path(&self, operator: &str) -> Result<Path, StorageError> {
@@ -243,7 +299,7 @@ impl ObjectStoreAgent {
     /// The names of the objects directly under `dir`, decoded.
     fn names_under(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
         let listed = self
-            .block(self.store.list_with_delimiter(Some(dir)))
+            .block_retrying("list", || self.store.list_with_delimiter(Some(dir)))
             .map_err(|e| store_error("listing", dir, e))?;
         Ok(listed
             .objects
@@ -265,7 +321,7 @@ impl StorageAgent for ObjectStoreAgent {
     fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
         let path = self.snapshot_path(operator, window)?;
         let bytes = self
-            .block(async { self.store.get(&path).await?.bytes().await })
+            .block_retrying("read", || async { self.store.get(&path).await?.bytes().await })
             .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => StorageError::NotFound {
                     operator: operator.to_owned(),
@@ -297,7 +353,7 @@ impl StorageAgent for ObjectStoreAgent {
 
     fn operators(&self) -> Result<Vec<String>, StorageError> {
         let listed = self
-            .block(self.store.list_with_delimiter(Some(&self.prefix)))
+            .block_retrying("list", || self.store.list_with_delimiter(Some(&self.prefix)))
             .map_err(|e| store_error("listing", &self.prefix, e))?;
         let mut operators: Vec<String> = listed
             .common_prefixes
@@ -322,7 +378,7 @@ impl StorageAgent for ObjectStoreAgent {
 
     fn load_manifest_versioned(&self) -> Result<Option<(Vec<u8>, ManifestVersion)>, StorageError> {
         let path = self.prefix.child(MANIFEST);
-        let got = self.block(async {
+        let got = self.block_retrying("read", || async {
             let got = self.store.get(&path).await?;
             let e_tag = got.meta.e_tag.clone();
             Ok::<_, object_store::Error>((got.bytes().await?.to_vec(), e_tag))
@@ -354,10 +410,14 @@ impl StorageAgent for ObjectStoreAgent {
                 version: None,
             }),
         };
-        let put = self
-            .store
-            .put_opts(&path, PutPayload::from(manifest.to_vec()), PutOptions::from(mode));
-        match self.block(put) {
+        let put = || {
+            self.store.put_opts(
+                &path,
+                PutPayload::from(manifest.to_vec()),
+                PutOptions::from(mode.clone()),
+            )
+        };
+        match self.block_retrying("conditional write", put) {
             Ok(result) => result.e_tag.map(ManifestVersion::new).ok_or_else(|| {
                 io_error(
                     "writing",
@@ -388,7 +448,7 @@ impl StorageAgent for ObjectStoreAgent {
 
     fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {
         let path = self.prefix.child(MANIFEST);
-        match self.block(async { self.store.get(&path).await?.bytes().await }) {
+        match self.block_retrying("read", || async { self.store.get(&path).await?.bytes().await }) {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(store_error("reading", &path, e)),
@@ -421,7 +481,7 @@ impl StorageAgent for ObjectStoreAgent {
 
     fn load_chunk(&self, operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
         let path = self.chunk_path(operator, id)?;
-        self.block(async { self.store.get(&path).await?.bytes().await })
+        self.block_retrying("read", || async { self.store.get(&path).await?.bytes().await })
             .map(|bytes| bytes.to_vec())
             .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => StorageError::ChunkNotFound {
@@ -445,8 +505,54 @@ impl StorageAgent for ObjectStoreAgent {
     }
 }
 
+/// Whether a failed call may succeed if made again: not when the store
+/// answered definitely (missing, present, changed, refused) or the
+/// caller's deadline passed.
+fn may_pass(error: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match error {
+        E::NotFound { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. }
+        | E::NotModified { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented
+        | E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::InvalidPath { .. }
+        | E::UnknownConfigurationKey { .. } => false,
+        E::Generic { store, .. } => *store != "checkpoint",
+        _ => true,
+    }
+}
+
+/// The calling thread's [`Deadline`] passed before the store answered.
+struct DeadlinePassed;
+
+fn deadline_passed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer before the checkpoint's deadline (the save timeout); the request was cancelled",
+    )
+}
+
+impl From<DeadlinePassed> for object_store::Error {
+    fn from(_: DeadlinePassed) -> Self {
+        object_store::Error::Generic {
+            store: "checkpoint",
+            source: Box::new(deadline_passed()),
+        }
+    }
+}
+
+impl From<DeadlinePassed> for StorageError {
+    fn from(_: DeadlinePassed) -> Self {
+        io_error("waiting for", "the object store", deadline_passed())
+    }
+}
+
 fn delete_if_exists(agent: &ObjectStoreAgent, path: &Path) -> Result<(), StorageError> {
-    match agent.block(agent.store.delete(path)) {
+    match agent.block_retrying("delete", || agent.store.delete(path)) {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(store_error("deleting", path, e)),
     }

@@ -45,6 +45,8 @@ pub struct Config {
     pub(crate) replay_memory_cap: usize,
     pub(crate) spill_dir: Option<PathBuf>,
     pub(crate) save_timeout: Duration,
+    pub(crate) save_retry: SaveRetry,
+    pub(crate) tolerable_failed_checkpoints: u32,
     pub(crate) stop_timeout: Duration,
     pub(crate) recovery_scope: RecoveryScope,
     pub(crate) key_groups: KeyGroups,
@@ -100,6 +102,8 @@ impl Default for Config {
             replay_memory_cap: 512 << 20,
             spill_dir: None,
             save_timeout: Duration::from_secs(600),
+            save_retry: SaveRetry::default(),
+            tolerable_failed_checkpoints: 0,
             stop_timeout: Duration::from_secs(60),
             recovery_scope: RecoveryScope::Partial,
             key_groups: KeyGroups::default(),
@@ -240,11 +244,16 @@ impl Config {
         self
     }
 
-    /// How long an asynchronous checkpoint may take to become durable (10
-    /// minutes unless set). An operator whose save is still not durable
-    /// then fails, naming the window; the failure is recovered like any
-    /// other, and past the restart limit the job stops with that error
-    /// instead of hanging on a storage that never answers.
+    /// How long a checkpoint may take to become durable, retries included
+    /// (Flink's checkpoint timeout; 10 minutes unless set). A save still
+    /// not durable then is abandoned: an agent that can cancel a request
+    /// in flight (the object-store agent) gives up at this deadline
+    /// ([`checkpoint_core::Deadline`]), and the checkpoint counts as failed
+    /// (see [`tolerable_failed_checkpoints`](Config::tolerable_failed_checkpoints)).
+    /// A save that cannot be cancelled and never answers fails its
+    /// operator; the failure is recovered like any other, and past the
+    /// restart limit the job stops with that error instead of hanging on a
+    /// storage that never answers.
     ///
     /// # Examples
     ///
@@ -257,6 +266,63 @@ impl Config {
     /// ```
     pub fn save_timeout(mut self, timeout: Duration) -> Self {
         self.save_timeout = timeout;
+        self
+    }
+
+    /// How a checkpoint save that failed is tried again: up to `retries`
+    /// more attempts of the write that failed, the first after `backoff`
+    /// and each next one after twice the wait before it, at most
+    /// `max_backoff`, all within the save timeout. A failure that cannot
+    /// pass by waiting (a snapshot that does not belong where it is saved,
+    /// storage another job took over) is not retried. The default: 3
+    /// retries, from 50 ms up to 2 s. Each retry is counted in the run
+    /// report ([`OperatorReport::save_retries`](crate::OperatorReport::save_retries))
+    /// and logged (`tracing`, level warn).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_runtime::Config;
+    ///
+    /// let config = Config::default().save_retries(5, Duration::from_millis(100), Duration::from_secs(10));
+    /// # let _ = config;
+    /// ```
+    pub fn save_retries(mut self, retries: u32, backoff: Duration, max_backoff: Duration) -> Self {
+        self.save_retry = SaveRetry {
+            retries,
+            backoff,
+            max_backoff: max_backoff.max(backoff),
+        };
+        self
+    }
+
+    /// How many checkpoints in a row an operator may fail to save before
+    /// that counts as a failure of the operator (Flink's tolerable failed
+    /// checkpoints; 0 unless set: the first failed save fails the
+    /// operator, which is then recovered).
+    ///
+    /// A checkpoint fails when its save fails after its retries
+    /// ([`save_retries`](Config::save_retries)) or is not durable within
+    /// the [`save_timeout`](Config::save_timeout); it is then abandoned:
+    /// what it wrote is removed, it is never reported durable (so the
+    /// committed window never passes it), and the operator's next
+    /// checkpoint writes its keyed state whole. Abandoned checkpoints are
+    /// counted in the run report
+    /// ([`OperatorReport::failed_checkpoints`](crate::OperatorReport::failed_checkpoints)).
+    /// The initial checkpoint is never tolerated: without it there is
+    /// nothing to recover to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_runtime::Config;
+    ///
+    /// let config = Config::default().tolerable_failed_checkpoints(3);
+    /// # let _ = config;
+    /// ```
+    pub fn tolerable_failed_checkpoints(mut self, count: u32) -> Self {
+        self.tolerable_failed_checkpoints = count;
         self
     }
 
@@ -292,5 +358,23 @@ impl Config {
     pub fn recovery_scope(mut self, scope: RecoveryScope) -> Self {
         self.recovery_scope = scope;
         self
+    }
+}
+
+/// How a failed save is retried ([`Config::save_retries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SaveRetry {
+    pub(crate) retries: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+impl Default for SaveRetry {
+    fn default() -> Self {
+        SaveRetry {
+            retries: 3,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct OperatorMetrics {
     encodes: AtomicU64,
     pub(crate) durable_nanos_last: AtomicU64,
     pub(crate) durable_nanos_max: AtomicU64,
+    pub(crate) save_retries: AtomicU64,
+    pub(crate) failed_checkpoints: AtomicU64,
 }
 
 /// How many recent checkpoint encodes the median pause is taken over.
@@ -102,6 +104,13 @@ pub struct OperatorReport {
     pub last_durable_latency: Duration,
     /// The longest encode-to-durable latency.
     pub max_durable_latency: Duration,
+    /// Writes of its checkpoints tried again after a failure that could
+    /// pass (`Config::save_retries`).
+    pub save_retries: u64,
+    /// Its checkpoints that failed (after their retries, or past the save
+    /// timeout) and were abandoned while tolerated
+    /// (`Config::tolerable_failed_checkpoints`).
+    pub failed_checkpoints: u64,
 }
 
 /// What a job did: returned by [`Runtime::run`](crate::Runtime::run).
@@ -215,6 +224,8 @@ impl OperatorMetrics {
             median_encode_time: self.median_encode(),
             last_durable_latency: Duration::from_nanos(self.durable_nanos_last.load(Ordering::Relaxed)),
             max_durable_latency: Duration::from_nanos(self.durable_nanos_max.load(Ordering::Relaxed)),
+            save_retries: self.save_retries.load(Ordering::Relaxed),
+            failed_checkpoints: self.failed_checkpoints.load(Ordering::Relaxed),
         }
     }
 }

@@ -49,7 +49,7 @@ pub(crate) enum Control {
     Saved {
         window: WindowId,
         buffer: Vec<u8>,
-        result: Result<Option<Vec<checkpoint_core::ChunkRef>>, String>,
+        result: Result<Option<Vec<checkpoint_core::ChunkRef>>, SaveFailed>,
     },
     /// Recovered downstream operators need the stream again, each on a new
     /// channel (an erased `Sender<Message<_>>`): all of one recovery's in
@@ -64,7 +64,11 @@ impl std::fmt::Debug for Control {
         match self {
             Control::Committed(w) => write!(f, "Committed({w})"),
             Control::Release(w) => write!(f, "Release({w})"),
-            Control::Saved { window, result, .. } => write!(f, "Saved({window}, {:?})", result.as_ref().map(|_| ())),
+            Control::Saved { window, result, .. } => write!(
+                f,
+                "Saved({window}, {:?})",
+                result.as_ref().map(|_| ()).map_err(|e| &e.message)
+            ),
             Control::Reconnect(targets) => {
                 let targets: Vec<_> = targets.iter().map(|(t, _, r)| (t, r)).collect();
                 write!(f, "Reconnect({targets:?})")
@@ -104,4 +108,13 @@ impl Drop for KillSwitch {
         // Before the channel disconnects (fields drop after this body).
         self.flag.store(true, Ordering::Release);
     }
+}
+
+/// A checkpoint save that failed (after its retries, or past its
+/// deadline).
+#[derive(Debug)]
+pub(crate) struct SaveFailed {
+    pub(crate) message: String,
+    /// The chunks it wrote or tried to: what abandoning it removes.
+    pub(crate) written: Vec<checkpoint_core::ChunkId>,
 }

@@ -8,10 +8,12 @@ use crate::error::{SnapshotError, StorageError};
 use crate::snapshot::{MAX_OPERATOR_NAME_LEN, Snapshot};
 use crate::window::WindowId;
 
+mod deadline;
 mod fence;
 mod fs;
 mod memory;
 
+pub use deadline::Deadline;
 pub use fence::{ManifestVersion, StorageLock};
 pub use fs::{FsStorageAgent, SavePhase, lock_directory};
 pub use memory::MemoryStorageAgent;

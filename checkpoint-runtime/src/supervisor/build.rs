@@ -142,6 +142,8 @@ impl Supervisor {
                 mode: spec.mode,
                 faults: Some(self.config.faults.clone()),
                 save_timeout: self.config.save_timeout,
+                save_retry: self.config.save_retry,
+                tolerable_failed_checkpoints: self.config.tolerable_failed_checkpoints,
                 // The restored snapshot's chunks, which its next checkpoint
                 // refers to for the key groups that did not change.
                 chunks: match &restore {

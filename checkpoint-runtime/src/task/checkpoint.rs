@@ -7,27 +7,91 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use checkpoint_core::{ChunkRef, FrozenSnapshot, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+use checkpoint_core::{
+    ChunkId, ChunkRef, Deadline, FrozenSnapshot, Snapshot, SnapshotMeta, StorageAgent, StorageError, WindowId,
+};
 use crossbeam_channel::{Select, Sender, TryRecvError};
 
+use crate::config::SaveRetry;
 use crate::failure::{Failure, panic_message};
-use crate::protocol::{Control, Event};
+use crate::metrics::OperatorMetrics;
+use crate::protocol::{Control, Event, SaveFailed};
 
 use super::{Core, Lifecycle, NodeEnv};
 
-/// Saves a snapshot, a panic in the storage agent turned into an error.
-fn save_caught(storage: &dyn StorageAgent, name: &str, window: WindowId, bytes: &[u8]) -> Result<(), String> {
-    match catch_unwind(AssertUnwindSafe(|| storage.save(name, window, bytes))) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(panic) => Err(panic_message(&*panic)),
+/// How long after a save's deadline its answer is waited for: an agent
+/// that gives up at the deadline needs a moment to say so.
+const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How one save is carried out: within its deadline, each write that fails
+/// for a reason that may pass tried again after a growing wait.
+struct Attempts<'a> {
+    storage: &'a dyn StorageAgent,
+    name: &'a str,
+    window: WindowId,
+    retry: SaveRetry,
+    deadline: Instant,
+    metrics: &'a OperatorMetrics,
+    /// Retries made so far in this save.
+    retried: std::cell::Cell<u32>,
+}
+
+impl Attempts<'_> {
+    /// Runs `write` until it succeeds, fails for good, runs out of retries
+    /// or of time; a panic in the storage agent is a failure for good.
+    fn run<T>(&self, mut write: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
+        let mut wait = self.retry.backoff;
+        let mut tries = 0;
+        loop {
+            let result = catch_unwind(AssertUnwindSafe(|| Deadline::scope(self.deadline, &mut write)));
+            let error = match result {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) => error,
+                Err(panic) => {
+                    return Err(StorageError::Io {
+                        action: "saving (the storage agent panicked)",
+                        path: self.name.into(),
+                        source: std::io::Error::other(panic_message(&*panic)),
+                    });
+                }
+            };
+            let in_time = Instant::now() + wait < self.deadline;
+            if !(error.is_transient() && tries < self.retry.retries && in_time) {
+                return Err(error);
+            }
+            tries += 1;
+            self.retried.set(self.retried.get() + 1);
+            self.metrics.save_retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                operator = %self.name,
+                window = %self.window,
+                retry = tries,
+                wait = ?wait,
+                error = %error,
+                "checkpoint save failed; retrying"
+            );
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(self.retry.max_backoff);
+        }
+    }
+
+    /// The error of a save that failed, with its retries.
+    fn describe(&self, error: &dyn std::fmt::Display) -> String {
+        match self.retried.get() {
+            0 => error.to_string(),
+            n => format!("{error} (after {n} retries)"),
+        }
     }
 }
 
 struct SaveJob {
     window: WindowId,
     work: SaveWork,
+    /// When the save is abandoned (the save timeout after it was handed
+    /// over).
+    deadline: Instant,
 }
 
 /// What a save writes.
@@ -44,51 +108,78 @@ enum SaveWork {
 /// for a frozen state, the new snapshot's chunk table.
 struct SaveDone {
     buffer: Vec<u8>,
-    result: Result<Option<Vec<ChunkRef>>, String>,
+    result: Result<Option<Vec<ChunkRef>>, SaveFailed>,
     bytes: u64,
 }
 
 /// Performs one save: for a frozen state, its new chunks (durable first)
 /// then the snapshot; the snapshot never refers to a chunk that is not
-/// durable.
-fn perform(storage: &dyn StorageAgent, name: &str, window: WindowId, work: SaveWork) -> SaveDone {
+/// durable. A failed save deletes nothing here: the operator's thread
+/// abandons it (removes what it wrote) only if the failure is tolerated
+/// and the operator goes on; otherwise a newer incarnation may save under
+/// the same names, and what is left is removed by retention.
+fn perform(attempts: &Attempts<'_>, work: SaveWork) -> SaveDone {
+    let (storage, name, window) = (attempts.storage, attempts.name, attempts.window);
+    let mut written: Vec<ChunkId> = Vec::new();
+    let failed = |message: String, written: Vec<ChunkId>| SaveFailed { message, written };
     match work {
         SaveWork::Whole(bytes) => {
-            let result = save_caught(storage, name, window, &bytes).map(|()| None);
+            let result = attempts.run(|| storage.save(name, window, &bytes)).map(|()| None);
             let len = bytes.len() as u64;
             SaveDone {
                 buffer: bytes,
-                result,
+                result: result.map_err(|e| failed(attempts.describe(&e), Vec::new())),
                 bytes: len,
             }
         }
         SaveWork::Frozen(frozen) => {
-            let finished = catch_unwind(AssertUnwindSafe(|| {
-                frozen.finish(|chunks| storage.save_chunks(name, chunks))
-            }));
-            let finished = match finished {
-                Ok(Ok(finished)) => finished,
-                Ok(Err(e)) => {
-                    return SaveDone {
-                        buffer: Vec::new(),
-                        result: Err(e.to_string()),
-                        bytes: 0,
-                    };
+            let finished = frozen.finish(|chunks| {
+                written.extend(chunks.iter().map(|(id, _)| *id));
+                attempts.run(|| storage.save_chunks(name, chunks))
+            });
+            match finished {
+                Ok(finished) => {
+                    let result = attempts
+                        .run(|| storage.save(name, window, &finished.bytes))
+                        .map(|()| Some(finished.chunks))
+                        .map_err(|e| failed(attempts.describe(&e), written));
+                    SaveDone {
+                        buffer: finished.payload_buffer,
+                        result,
+                        bytes: finished.written_bytes + finished.bytes.len() as u64,
+                    }
                 }
-                Err(panic) => {
-                    return SaveDone {
-                        buffer: Vec::new(),
-                        result: Err(panic_message(&*panic)),
-                        bytes: 0,
-                    };
-                }
-            };
-            let result = save_caught(storage, name, window, &finished.bytes).map(|()| Some(finished.chunks));
-            SaveDone {
-                buffer: finished.payload_buffer,
-                result,
-                bytes: finished.written_bytes + finished.bytes.len() as u64,
+                Err(e) => SaveDone {
+                    buffer: Vec::new(),
+                    result: Err(failed(attempts.describe(&e), written)),
+                    bytes: 0,
+                },
             }
+        }
+    }
+}
+
+/// Removes what an abandoned save may have written: its snapshot (a write
+/// the store completed after the runtime gave up on it), then its chunks
+/// (named by no snapshot). Best effort: chunks left behind are removed by
+/// retention once a later checkpoint is durable.
+fn abandon(storage: &dyn StorageAgent, name: &str, window: WindowId, chunks: &[ChunkId]) {
+    let removed = catch_unwind(AssertUnwindSafe(|| {
+        storage.delete(name, window)?;
+        for id in chunks {
+            storage.delete_chunk(name, *id)?;
+        }
+        Ok::<(), StorageError>(())
+    }));
+    match removed {
+        Ok(Ok(())) => {
+            tracing::warn!(operator = %name, window = %window, chunks = chunks.len(), "checkpoint abandoned; what it wrote is removed");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(operator = %name, window = %window, error = %e, "checkpoint abandoned; removing what it wrote failed (retention removes its chunks later)");
+        }
+        Err(_) => {
+            tracing::warn!(operator = %name, window = %window, "checkpoint abandoned; the storage agent panicked removing what it wrote");
         }
     }
 }
@@ -110,19 +201,24 @@ impl Saver {
         let events = env.events.clone();
         let epoch = env.epoch;
         let metrics = Arc::clone(&env.metrics);
+        let retry = env.save_retry;
         let thread = std::thread::Builder::new()
             .name(format!("save:{name}"))
             .spawn(move || {
                 for job in rx {
-                    let done = perform(&*storage, &name, job.window, job.work);
+                    let attempts = Attempts {
+                        storage: &*storage,
+                        name: &name,
+                        window: job.window,
+                        retry,
+                        deadline: job.deadline,
+                        metrics: &metrics.operators[node],
+                        retried: std::cell::Cell::new(0),
+                    };
+                    let done = perform(&attempts, job.work);
                     metrics.operators[node]
                         .checkpoint_bytes
                         .store(done.bytes, Ordering::Relaxed);
-                    // A failed save leaves nothing behind (the storage
-                    // contract): no clean-up here, which could delete a
-                    // checkpoint a newer incarnation saved meanwhile. A
-                    // failed save's chunks are referred to by no snapshot;
-                    // retention removes them.
                     let durable = done.result.is_ok();
                     let saved = Control::Saved {
                         window: job.window,
@@ -214,7 +310,9 @@ impl<L: Lifecycle> Core<L> {
         };
         self.env.metrics.operators[self.env.node].encoded(started.elapsed());
         self.last_checkpoint = Some(window);
-        self.save_started = Some(std::time::Instant::now());
+        let now = Instant::now();
+        self.save_started = Some(now);
+        let deadline = now + self.env.save_timeout;
         if let Some(jobs) = self
             .saver
             .as_ref()
@@ -222,11 +320,12 @@ impl<L: Lifecycle> Core<L> {
             .filter(|_| !synchronous)
         {
             self.in_flight = Some(window);
-            jobs.send(SaveJob { window, work }).map_err(|_| Failure::Aborted)?;
+            jobs.send(SaveJob { window, work, deadline })
+                .map_err(|_| Failure::Aborted)?;
             return Ok(());
         }
-        if let Err(e) = self.save_within_timeout(&storage, window, work) {
-            return Err(self.fail(format!("saving its checkpoint at {window}: {e}")));
+        if let Err(failed) = self.save_within_timeout(&storage, window, work, deadline) {
+            return self.save_failed(window, failed);
         }
         self.saved(window);
         if window != self.activation() {
@@ -245,19 +344,36 @@ impl<L: Lifecycle> Core<L> {
         storage: &Arc<dyn StorageAgent>,
         window: WindowId,
         work: SaveWork,
-    ) -> Result<(), String> {
+        deadline: Instant,
+    ) -> Result<(), SaveFailed> {
         let (done, result) = crossbeam_channel::bounded(1);
         let name = self.env.ctx.name.clone();
         let storage = Arc::clone(storage);
+        let (retry, metrics, node) = (self.env.save_retry, Arc::clone(&self.env.metrics), self.env.node);
         std::thread::Builder::new()
             .name(format!("save:{name}"))
             .spawn(move || {
-                let _ = done.send(perform(&*storage, &name, window, work));
+                let attempts = Attempts {
+                    storage: &*storage,
+                    name: &name,
+                    window,
+                    retry,
+                    deadline,
+                    metrics: &metrics.operators[node],
+                    retried: std::cell::Cell::new(0),
+                };
+                let _ = done.send(perform(&attempts, work));
             })
-            .map_err(|e| format!("starting a thread to save it: {e}"))?;
+            .map_err(|e| SaveFailed {
+                message: format!("starting a thread to save it: {e}"),
+                written: Vec::new(),
+            })?;
         // Not cut short by a kill: a save must be over before the job
         // returns, or it would write after the job let go of its storage.
-        match result.recv_timeout(self.env.save_timeout) {
+        // An agent that honours the deadline answers by then; a little
+        // more is allowed for its answer to arrive.
+        let patience = deadline.saturating_duration_since(Instant::now()) + ANSWER_GRACE;
+        match result.recv_timeout(patience) {
             Ok(done) => {
                 self.buffer = done.buffer;
                 self.env.metrics.operators[self.env.node]
@@ -269,17 +385,58 @@ impl<L: Lifecycle> Core<L> {
                 }
                 Ok(())
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                Err("its save thread ended without an answer".to_owned())
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(format!(
-                "it did not become durable within {:?} (the save timeout); the storage may be hanging",
-                self.env.save_timeout
-            )),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(SaveFailed {
+                message: "its save thread ended without an answer".to_owned(),
+                written: Vec::new(),
+            }),
+            // The save is still running: abandoning it now could race its
+            // writes, so nothing it wrote is named.
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(SaveFailed {
+                message: format!(
+                    "it did not become durable within {:?} (the save timeout); the storage may be hanging",
+                    self.env.save_timeout
+                ),
+                written: Vec::new(),
+            }),
         }
     }
 
+    /// A checkpoint whose save failed (after its retries, or past its
+    /// deadline), already abandoned: tolerated while fewer than
+    /// `Config::tolerable_failed_checkpoints` failed in a row, else a
+    /// failure of the operator. A tolerated one is never reported durable,
+    /// and the next checkpoint writes every key group (the one abandoned
+    /// may have been the first to leave some out).
+    pub(super) fn save_failed(&mut self, window: WindowId, failed: SaveFailed) -> Result<(), Failure> {
+        let error = failed.message;
+        let initial = window == self.activation();
+        if initial || self.failed_in_a_row >= self.env.tolerable_failed_checkpoints {
+            return Err(self.fail(format!("saving its checkpoint at {window}: {error}")));
+        }
+        // This incarnation goes on past the window, so nothing else will
+        // save under its names: what the save wrote can go.
+        if let Some(storage) = &self.env.storage {
+            abandon(&**storage, &self.env.ctx.name, window, &failed.written);
+        }
+        self.failed_in_a_row += 1;
+        self.chunks.clear();
+        self.save_started = None;
+        self.env.metrics.operators[self.env.node]
+            .failed_checkpoints
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            operator = %self.env.ctx.name,
+            window = %window,
+            error = %error,
+            in_a_row = self.failed_in_a_row,
+            tolerated = self.env.tolerable_failed_checkpoints,
+            "checkpoint failed and abandoned; the operator goes on"
+        );
+        Ok(())
+    }
+
     pub(super) fn saved(&mut self, window: WindowId) {
+        self.failed_in_a_row = 0;
         let metrics = &self.env.metrics.operators[self.env.node];
         metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
         metrics.last_checkpoint.store(window.as_u64(), Ordering::Relaxed);
@@ -302,7 +459,9 @@ impl<L: Lifecycle> Core<L> {
                 return Ok(());
             };
             let started = self.save_started.unwrap_or_else(std::time::Instant::now);
-            let left = self.env.save_timeout.saturating_sub(started.elapsed());
+            // The saver gives up at the deadline itself when its storage
+            // can cancel; this is for one that cannot.
+            let left = (self.env.save_timeout + ANSWER_GRACE).saturating_sub(started.elapsed());
             if left.is_zero() {
                 return Err(self.fail(format!(
                     "its checkpoint at {window} did not become durable within {:?} (the save timeout); the storage \

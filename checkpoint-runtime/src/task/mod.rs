@@ -110,8 +110,10 @@ pub(crate) struct NodeEnv {
     pub(crate) ended: bool,
     pub(crate) mode: ProcessingMode,
     pub(crate) faults: Option<Faults>,
-    /// How long an asynchronous save may take to become durable.
+    /// How long a save may take to become durable.
     pub(crate) save_timeout: std::time::Duration,
+    pub(crate) save_retry: crate::config::SaveRetry,
+    pub(crate) tolerable_failed_checkpoints: u32,
     /// The chunk table of the snapshot the operator is restored from.
     pub(crate) chunks: Vec<checkpoint_core::ChunkRef>,
 }
@@ -159,6 +161,8 @@ pub(crate) struct Core<L: Lifecycle> {
     faults: Option<Faults>,
     tuples_in_window: u64,
     save_started: Option<std::time::Instant>,
+    /// Checkpoints abandoned since the last durable one.
+    failed_in_a_row: u32,
     /// Spilled windows already added to the run's count.
     spilled_reported: u64,
 }
@@ -188,6 +192,7 @@ impl<L: Lifecycle> Core<L> {
             faults: None,
             tuples_in_window: 0,
             save_started: None,
+            failed_in_a_row: 0,
             spilled_reported: 0,
         };
         core.faults = faults;
@@ -448,7 +453,7 @@ impl<L: Lifecycle> Core<L> {
                     self.buffer = buffer;
                 }
                 match result {
-                    Err(e) => return Err(self.fail(format!("saving its checkpoint at {window}: {e}"))),
+                    Err(failed) => return self.save_failed(window, failed),
                     Ok(Some(chunks)) => self.chunks = chunks,
                     Ok(None) => {}
                 }
