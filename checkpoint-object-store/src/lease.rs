@@ -74,18 +74,46 @@ pub(crate) struct LeaseTarget {
     pub(crate) lease: Duration,
 }
 
-/// What the renewing thread and [`StorageLock::check`] share.
-struct Shared {
+/// What the renewing thread, [`StorageLock::check`] and the agent's own
+/// writes share.
+pub(crate) struct Shared {
     lost: AtomicBool,
     /// When the newest successful renewal was sent.
     renewed: Mutex<Instant>,
     /// Who took the lease over, once someone did.
     taker: Mutex<Option<String>>,
+    what: String,
+    lease: Duration,
+}
+
+impl Shared {
+    /// `Ok` while the lease is surely held: not taken over, and renewed
+    /// within the last half period.
+    pub(crate) fn check(&self) -> Result<(), StorageError> {
+        if self.lost.load(Ordering::SeqCst) {
+            let taker = self.taker.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            return Err(StorageError::Superseded {
+                what: self.what.clone(),
+                detail: format!(
+                    "its lease was taken by {}",
+                    taker.unwrap_or_else(|| "another job".to_owned())
+                ),
+            });
+        }
+        let silent = self.renewed.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+        if silent > self.lease / 2 {
+            return Err(StorageError::LeaseUncertain {
+                what: self.what.clone(),
+                detail: format!("no renewal succeeded for {silent:?} (the lease is {:?})", self.lease),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Takes the lease, waiting up to one lease period of the holder's to see
 /// whether a holder is alive; [`StorageError::Locked`] if it is.
-pub(crate) fn acquire(target: LeaseTarget) -> Result<StorageLock, StorageError> {
+pub(crate) fn acquire(target: LeaseTarget) -> Result<(StorageLock, std::sync::Weak<Shared>), StorageError> {
     let holder = holder_id();
     let mut record = Record {
         holder,
@@ -150,15 +178,20 @@ pub(crate) fn acquire(target: LeaseTarget) -> Result<StorageLock, StorageError> 
 
 /// Starts renewing a lease just taken (`e_tag` its version, `sent` when the
 /// put that took it was sent).
-fn hold(target: LeaseTarget, record: Record, e_tag: Option<String>, sent: Instant) -> StorageLock {
+fn hold(
+    target: LeaseTarget,
+    record: Record,
+    e_tag: Option<String>,
+    sent: Instant,
+) -> (StorageLock, std::sync::Weak<Shared>) {
     let shared = Arc::new(Shared {
         lost: AtomicBool::new(false),
         renewed: Mutex::new(sent),
         taker: Mutex::new(None),
+        what: target.what.clone(),
+        lease: target.lease,
     });
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let what = target.what.clone();
-    let lease = target.lease;
     let thread = {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -169,26 +202,8 @@ fn hold(target: LeaseTarget, record: Record, e_tag: Option<String>, sent: Instan
         stop: Some(stop_tx),
         thread: thread.ok(),
     };
-    StorageLock::holding_checked(guard, move || {
-        if shared.lost.load(Ordering::SeqCst) {
-            let taker = shared.taker.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            return Err(StorageError::Superseded {
-                what: what.clone(),
-                detail: format!(
-                    "its lease was taken by {}",
-                    taker.unwrap_or_else(|| "another job".to_owned())
-                ),
-            });
-        }
-        let silent = shared.renewed.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
-        if silent > lease / 2 {
-            return Err(StorageError::LeaseUncertain {
-                what: what.clone(),
-                detail: format!("no renewal succeeded for {silent:?} (the lease is {lease:?})"),
-            });
-        }
-        Ok(())
-    })
+    let weak = Arc::downgrade(&shared);
+    (StorageLock::holding_checked(guard, move || shared.check()), weak)
 }
 
 /// Stops the renewals and releases the lease when the job lets go.

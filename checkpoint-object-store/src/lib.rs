@@ -25,8 +25,11 @@
 //! the agent retries its other calls (reads, lists, deletes, conditional
 //! manifest writes) up to three times. Every call gives up at the calling
 //! thread's [`Deadline`] (the runtime sets the checkpoint's save timeout).
+//! Objects of 16 MiB or more go up in parts
+//! ([`ObjectStoreAgent::with_multipart`]).
 //!
-//! Not yet: multipart uploads of large objects.
+//! [`ExactlyOnceObjectSink`] publishes a job's output into an object store,
+//! one object per committed window, never twice.
 //!
 //! # Examples
 //!
@@ -56,6 +59,9 @@ use object_store::path::{Path, PathPart};
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 mod lease;
+mod sink;
+
+pub use sink::{ExactlyOnceObjectSink, ObjectOutput};
 
 /// The manifest's object name under the prefix (operator names cannot
 /// start with a dot, so nothing collides with it).
@@ -81,11 +87,15 @@ const CHUNK_DIR: &str = "chunks";
 /// runtime's saver and supervisor threads. Do not call it from inside an
 /// async runtime.
 pub struct ObjectStoreAgent {
-    store: Arc<dyn ObjectStore>,
-    prefix: Path,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: Path,
     description: String,
     runtime: Arc<tokio::runtime::Runtime>,
     lease: Duration,
+    multipart: Multipart,
+    /// The lease this agent took ([`StorageAgent::lock`]), while it is held:
+    /// every write and delete, and every retry of one, checks it first.
+    held: std::sync::Mutex<std::sync::Weak<lease::Shared>>,
 }
 
 impl fmt::Debug for ObjectStoreAgent {
@@ -131,7 +141,35 @@ impl ObjectStoreAgent {
             description,
             runtime: Arc::new(runtime),
             lease: DEFAULT_LEASE,
+            multipart: Multipart::default(),
+            held: std::sync::Mutex::new(std::sync::Weak::new()),
         })
+    }
+
+    /// The same agent uploading objects of at least `threshold` bytes in
+    /// parts of `part_size` bytes (at least 5 MiB, S3's smallest part), up
+    /// to 4 at once; default: 16 MiB in 8 MiB parts. A multipart upload
+    /// that fails is aborted (its parts removed); one cut short by the
+    /// save timeout or a crash is left for the bucket's lifecycle rule for
+    /// incomplete uploads to remove, and is never visible as an object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_object_store::ObjectStoreAgent;
+    ///
+    /// let agent = ObjectStoreAgent::from_url("memory://jobs/big")?.with_multipart(32 << 20, 16 << 20);
+    /// # let _ = agent;
+    /// # Ok::<(), checkpoint_core::StorageError>(())
+    /// ```
+    #[must_use]
+    pub fn with_multipart(mut self, threshold: usize, part_size: usize) -> Self {
+        let part_size = part_size.max(MIN_PART);
+        self.multipart = Multipart {
+            threshold: threshold.max(part_size),
+            part_size,
+        };
+        self
     }
 
     /// The same agent with lease period `lease` (default [`DEFAULT_LEASE`],
@@ -236,7 +274,7 @@ impl ObjectStoreAgent {
     /// growing wait, while it fails for a reason that may pass and the
     /// calling thread's [`Deadline`], if any, leaves time. Saves of
     /// snapshots and chunks are not: the runtime retries and counts those.
-    fn block_retrying<T, F, Fut>(&self, what: &'static str, make: F) -> Result<T, object_store::Error>
+    pub(crate) fn block_retrying<T, F, Fut>(&self, what: &'static str, make: F) -> Result<T, object_store::Error>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, object_store::Error>>,
@@ -248,7 +286,8 @@ impl ObjectStoreAgent {
                 Err(e)
                     if may_pass(&e)
                         && tries < CALL_RETRIES
-                        && Deadline::current().is_none_or(|d| std::time::Instant::now() + wait < d) =>
+                        && Deadline::current().is_none_or(|d| std::time::Instant::now() + wait < d)
+                        && self.fence().is_ok() =>
                 {
                     tries += 1;
                     tracing::warn!(storage = %self.what(), call = what, retry = tries, error = %e, "object store call failed; retrying");
@@ -260,8 +299,20 @@ impl ObjectStoreAgent {
         }
     }
 
+    /// `Ok` unless this agent holds a lease it cannot vouch for (lost, or
+    /// not renewed for half a period): then it writes and deletes nothing,
+    /// not even a retry of a call made while the lease was good.
+    fn fence(&self) -> Result<(), StorageError> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .upgrade();
+        held.map_or(Ok(()), |shared| shared.check())
+    }
+
     /// The storage as messages name it.
-    fn what(&self) -> String {
+    pub(crate) fn what(&self) -> String {
         if self.description.contains("://") {
             self.description.clone()
         } else {
@@ -297,7 +348,7 @@ impl ObjectStoreAgent {
     }
 
     /// The names of the objects directly under `dir`, decoded.
-    fn names_under(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
+    pub(crate) fn names_under(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
         let listed = self
             .block_retrying("list", || self.store.list_with_delimiter(Some(dir)))
             .map_err(|e| store_error("listing", dir, e))?;
@@ -313,9 +364,9 @@ impl StorageAgent for ObjectStoreAgent {
     fn save(&self, operator: &str, window: WindowId, snapshot: &[u8]) -> Result<(), StorageError> {
         let path = self.snapshot_path(operator, window)?;
         check_placement(operator, window, snapshot)?;
-        self.block(self.store.put(&path, PutPayload::from(snapshot.to_vec())))
-            .map(|_| ())
-            .map_err(|e| store_error("writing", &path, e))
+        self.fence()?;
+        let put = put_object(Arc::clone(&self.store), path.clone(), snapshot.to_vec(), self.multipart);
+        self.block(put).map_err(|e| store_error("writing", &path, e))
     }
 
     fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
@@ -367,13 +418,15 @@ impl StorageAgent for ObjectStoreAgent {
 
     /// Takes the prefix's lease (see [`with_lease`](ObjectStoreAgent::with_lease)).
     fn lock(&self) -> Result<StorageLock, StorageError> {
-        lease::acquire(lease::LeaseTarget {
+        let (lock, held) = lease::acquire(lease::LeaseTarget {
             store: Arc::clone(&self.store),
             runtime: Arc::clone(&self.runtime),
             path: self.prefix.child(LEASE),
             what: self.what(),
             lease: self.lease,
-        })
+        })?;
+        *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = held;
+        Ok(lock)
     }
 
     fn load_manifest_versioned(&self) -> Result<Option<(Vec<u8>, ManifestVersion)>, StorageError> {
@@ -403,6 +456,7 @@ impl StorageAgent for ObjectStoreAgent {
         expected: Option<&ManifestVersion>,
     ) -> Result<ManifestVersion, StorageError> {
         let path = self.prefix.child(MANIFEST);
+        self.fence()?;
         let mode = match expected {
             None => PutMode::Create,
             Some(version) => PutMode::Update(UpdateVersion {
@@ -441,6 +495,7 @@ impl StorageAgent for ObjectStoreAgent {
 
     fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
         let path = self.prefix.child(MANIFEST);
+        self.fence()?;
         self.block(self.store.put(&path, PutPayload::from(manifest.to_vec())))
             .map(|_| ())
             .map_err(|e| store_error("writing", &path, e))
@@ -462,19 +517,13 @@ impl StorageAgent for ObjectStoreAgent {
     /// Puts every chunk of the batch at once; each is durable when its put
     /// is acknowledged, and the call returns once all of them are.
     fn save_chunks(&self, operator: &str, chunks: &[(ChunkId, Vec<u8>)]) -> Result<(), StorageError> {
+        self.fence()?;
         let mut puts = Vec::with_capacity(chunks.len());
         for (id, bytes) in chunks {
             check_chunk_placement(operator, *id, bytes)?;
             let path = self.chunk_path(operator, *id)?;
-            let store = Arc::clone(&self.store);
-            let payload = PutPayload::from(bytes.clone());
-            puts.push(async move {
-                store
-                    .put(&path, payload)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| store_error("writing", &path, e))
-            });
+            let put = put_object(Arc::clone(&self.store), path.clone(), bytes.clone(), self.multipart);
+            puts.push(async move { put.await.map_err(|e| store_error("writing", &path, e)) });
         }
         self.block(try_join_all(puts)).map(|_| ())
     }
@@ -503,6 +552,52 @@ impl StorageAgent for ObjectStoreAgent {
         chunks.sort_unstable();
         Ok(chunks)
     }
+}
+
+/// S3's smallest part of a multipart upload (but the last).
+const MIN_PART: usize = 5 << 20;
+
+/// When and how objects are uploaded in parts.
+#[derive(Debug, Clone, Copy)]
+struct Multipart {
+    threshold: usize,
+    part_size: usize,
+}
+
+impl Default for Multipart {
+    fn default() -> Self {
+        Multipart {
+            threshold: 16 << 20,
+            part_size: 8 << 20,
+        }
+    }
+}
+
+/// Puts `bytes` at `path`: in one request, or in parts if large. An
+/// upload in parts becomes visible only when completed, all at once, as a
+/// single put does; one that fails is aborted.
+async fn put_object(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    bytes: Vec<u8>,
+    multipart: Multipart,
+) -> Result<(), object_store::Error> {
+    if bytes.len() < multipart.threshold {
+        return store.put(&path, PutPayload::from(bytes)).await.map(|_| ());
+    }
+    let upload = store.put_multipart(&path).await?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, multipart.part_size);
+    let mut bytes = bytes::Bytes::from(bytes);
+    while !bytes.is_empty() {
+        if let Err(e) = writer.wait_for_capacity(4).await {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        let piece = bytes.split_to(bytes.len().min(multipart.part_size));
+        writer.put(piece);
+    }
+    // `finish` aborts the upload itself if completing it fails.
+    writer.finish().await.map(|_| ())
 }
 
 /// Whether a failed call may succeed if made again: not when the store
@@ -552,6 +647,7 @@ impl From<DeadlinePassed> for StorageError {
 }
 
 fn delete_if_exists(agent: &ObjectStoreAgent, path: &Path) -> Result<(), StorageError> {
+    agent.fence()?;
     match agent.block_retrying("delete", || agent.store.delete(path)) {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(store_error("deleting", path, e)),

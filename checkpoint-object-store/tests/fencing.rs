@@ -1,9 +1,11 @@
 //! Fencing on an S3 endpoint: one job per prefix. A second job is refused
 //! while the first runs and resumes after it; a job whose holder died
-//! takes the prefix over after one lease period; a job another one took
-//! the prefix from stops and deletes nothing.
+//! takes the prefix over after one lease period; a job cut off from the
+//! store long enough to be taken over stops, once it reaches the store
+//! again, and deletes nothing.
 
 mod common;
+mod proxy;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,12 +13,14 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use checkpoint_core::{Checkpoint, StorageAgent, StorageError};
+use checkpoint_object_store::ObjectStoreAgent;
 use checkpoint_runtime::{
     Config, Dag, Emit, InputOperator, JobManifest, Operator, OperatorResult, Output, RunError, RunReport, Runtime,
     WindowMode,
 };
 use futures::TryStreamExt;
 use object_store::{ObjectStore, PutPayload};
+use proxy::{Fault, Proxy, Rule};
 
 const TUPLES: u64 = 600;
 const LEASE: Duration = Duration::from_millis(600);
@@ -61,7 +65,14 @@ impl Operator for Sum {
 }
 
 fn run(url: &str, gate: Option<Arc<AtomicBool>>) -> Result<RunReport, RunError> {
-    let storage: Arc<dyn StorageAgent> = Arc::new(common::agent_at(url).with_lease(LEASE));
+    run_on(Arc::new(common::agent_at(url).with_lease(LEASE)), gate, |c| c)
+}
+
+fn run_on(
+    storage: Arc<dyn StorageAgent>,
+    gate: Option<Arc<AtomicBool>>,
+    tune: impl FnOnce(Config) -> Config,
+) -> Result<RunReport, RunError> {
     let mut dag = Dag::new();
     let numbers = dag.input("numbers", Gated { next: 0, gate });
     let sum = dag.operator("sum", Sum::default());
@@ -71,7 +82,7 @@ fn run(url: &str, gate: Option<Arc<AtomicBool>>) -> Result<RunReport, RunError> 
         .window_mode(WindowMode::Tuples(20))
         .window_base(0x6553_f100)
         .restart_limit(0);
-    Runtime::new(config).run(dag)
+    Runtime::new(tune(config)).run(dag)
 }
 
 fn in_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
@@ -202,33 +213,67 @@ fn a_job_whose_holder_died_takes_the_prefix_over_after_one_lease_period() {
 }
 
 #[test]
-fn a_superseded_job_stops_and_deletes_nothing() {
+fn a_job_cut_off_from_the_store_is_taken_over_and_then_stops_and_deletes_nothing() {
+    let proxy = Proxy::start(&common::endpoint());
     let url = common::location("jobs/superseded");
-    let (gate, first) = first_job_half_way(&url);
-    // Another job takes the prefix over (as one would after this one's
-    // lease had lapsed): a lease of its own and the next generation.
-    let mut taken = manifest(&url).expect("manifest");
-    taken.generation += 1;
-    put_raw(
-        &url,
-        ".lease",
-        b"holder=process 2 on another host (run 1)\nlease_ms=600000\nstate=held\nbeat=0\n".to_vec(),
-    );
-    put_raw(&url, ".manifest", taken.to_bytes());
-    let before = objects(&url);
-    // Left alone, the first job would now finish: commit, and delete the
-    // checkpoints its commits make obsolete.
+    // The first job reaches the endpoint through the proxy; its requests
+    // give up after 2 s.
+    let gate = Arc::new(AtomicBool::new(false));
+    let first = in_thread({
+        let (url, gate, endpoint) = (url.clone(), Arc::clone(&gate), proxy.url());
+        move || {
+            let mut settings = common::settings();
+            settings.push(("timeout", "2s".to_owned()));
+            for (key, value) in &mut settings {
+                if *key == "aws_endpoint" {
+                    value.clone_from(&endpoint);
+                }
+            }
+            let agent = ObjectStoreAgent::from_url_with(&url, settings.iter().map(|(k, v)| (*k, v.as_str())))
+                .expect("agent")
+                .with_lease(LEASE);
+            run_on(Arc::new(agent), Some(gate), |c| {
+                c.save_timeout(Duration::from_secs(2))
+                    .stop_timeout(Duration::from_secs(10))
+            })
+        }
+    });
+    wait_for("a commit of the first job", || {
+        assert!(!first.is_finished(), "the first job ended early");
+        manifest(&url).is_some_and(|m| m.committed.is_some_and(|c| c.sequence() >= 4))
+    });
+    // Cut off from the store (every request swallowed), the first job goes
+    // on: it would commit, and delete what its commits make obsolete.
+    proxy.set(Rule {
+        method: "*",
+        path: String::new(),
+        skip: 0,
+        count: u32::MAX,
+        fault: Fault::Swallow,
+    });
+    let cut = std::time::Instant::now();
     gate.store(true, Ordering::SeqCst);
+    // A second job sees the lease silent for a whole period, takes the
+    // prefix over and runs the job to its end.
+    let second = run(&url, None).expect("the second job takes over");
+    assert!(cut.elapsed() >= LEASE, "took over only after a silent lease period");
+    assert!(!second.resumed_from.is_empty(), "{second:?}");
+    let taken = manifest(&url).expect("manifest");
+    assert_eq!(taken.generation, 2);
+    let before = objects(&url);
+    // The first job reaches the store again: it finds its lease taken and
+    // stops, and deletes nothing of the second job's.
+    proxy.clear();
     let error = first.join().expect("thread").expect_err("superseded");
-    assert!(
-        matches!(error, RunError::Storage(StorageError::Superseded { .. })),
-        "{error}"
-    );
-    assert!(error.to_string().contains("deletes nothing"), "{error}");
+    assert!(matches!(error, RunError::Storage(_)), "{error}");
     let after = objects(&url);
     let gone: Vec<_> = before.difference(&after).collect();
-    assert!(gone.is_empty(), "the superseded job deleted {gone:?}");
-    assert_eq!(manifest(&url), Some(taken), "the new holder's manifest is untouched");
+    assert!(gone.is_empty(), "the superseded job deleted {gone:?} ({error})");
+    assert_eq!(
+        manifest(&url),
+        Some(taken),
+        "the second job's manifest is untouched ({error})"
+    );
 }
 
 #[test]

@@ -144,7 +144,8 @@ impl OperatorContext {
 /// application window: `begin_window`, `process` for each tuple,
 /// `end_window`; at a checkpoint window `before_checkpoint` then (once the
 /// snapshot is durable) `checkpointed`; `committed(W)` between windows once
-/// every operator's recovery point has reached `W`.
+/// every operator's recovery point has reached `W`; after the last window's
+/// `end_window`, once every input has ended, `end_of_stream`.
 ///
 /// # Examples
 ///
@@ -190,6 +191,46 @@ pub trait Operator: Checkpoint + Send + 'static {
 
     /// Called at the end of every application window.
     fn end_window(&mut self, _out: Output<'_, Self::Output>) -> OperatorResult {
+        Ok(())
+    }
+
+    /// Called once when every input of the operator has ended, right after
+    /// the `end_window` of the last window and still inside it: what it
+    /// emits here belongs to that window, and its state afterwards is what
+    /// the final checkpoint saves. The place to flush what it holds (open
+    /// sessions, unmatched join rows). A failure in the last window replays
+    /// it, and this is called again on the restored state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    ///
+    /// use checkpoint_core::Checkpoint;
+    /// use checkpoint_runtime::{Operator, OperatorResult, Output};
+    ///
+    /// /// Sums per key; the sums go out when the stream ends.
+    /// #[derive(Default, Checkpoint)]
+    /// struct Totals {
+    ///     sums: BTreeMap<u64, u64>,
+    /// }
+    ///
+    /// impl Operator for Totals {
+    ///     type Input = (u64, u64);
+    ///     type Output = (u64, u64);
+    ///     fn process(&mut self, (key, n): (u64, u64), _out: Output<'_, (u64, u64)>) -> OperatorResult {
+    ///         *self.sums.entry(key).or_default() += n;
+    ///         Ok(())
+    ///     }
+    ///     fn end_of_stream(&mut self, out: Output<'_, (u64, u64)>) -> OperatorResult {
+    ///         for (key, sum) in std::mem::take(&mut self.sums) {
+    ///             out.emit((key, sum));
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn end_of_stream(&mut self, _out: Output<'_, Self::Output>) -> OperatorResult {
         Ok(())
     }
 

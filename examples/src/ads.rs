@@ -516,38 +516,6 @@ impl Operator for Aggregate {
     }
 }
 
-/// Collects each streaming window's lines from every partition and emits
-/// them sorted at its end. Stateless (empty at every window boundary).
-#[derive(Debug, Default, Checkpoint)]
-#[checkpoint(stateless)]
-pub struct Merge {
-    #[checkpoint(transient)]
-    lines: Vec<String>,
-}
-
-impl Operator for Merge {
-    type Input = String;
-    type Output = String;
-
-    fn begin_window(&mut self, _window: WindowId) -> OperatorResult {
-        self.lines.clear();
-        Ok(())
-    }
-
-    fn process(&mut self, line: String, _out: Output<'_, String>) -> OperatorResult {
-        self.lines.push(line);
-        Ok(())
-    }
-
-    fn end_window(&mut self, out: Output<'_, String>) -> OperatorResult {
-        self.lines.sort_unstable();
-        for line in self.lines.drain(..) {
-            out.emit(line);
-        }
-        Ok(())
-    }
-}
-
 /// What each output line means; `dimensions` writes it to `README.txt` in
 /// the output directory.
 pub const OUTPUT_FORMAT: &str = "\
@@ -613,7 +581,8 @@ pub fn dag(settings: &JobSettings) -> Dag {
     let aggregate = dag.operator_partitioned(AGGREGATE, settings.partitions.max(1), move |_| {
         Aggregate::new(bucket_apps)
     });
-    let merge = dag.operator(MERGE, Merge::default());
+    // Lines from every partition, sorted per window: the same order every run.
+    let merge = dag.operator(MERGE, checkpoint_runtime::io::SortWindow::<String>::new());
     let output = dag.operator(OUTPUT, ExactlyOnceFileSink::<String>::new(&settings.output));
     dag.connect_thread_local(&events, &expand)
         .connect_by_key(&expand, &aggregate, |t: &DimTuple| t.key.packed())

@@ -22,8 +22,8 @@ pub(crate) enum Fault {
     Delay(Duration),
 }
 
-/// Which requests to fault: those with `method` whose path contains
-/// `path`, after the first `skip` of them, `count` of them.
+/// Which requests to fault: those with `method` (`"*"`: any) whose path
+/// contains `path`, after the first `skip` of them, `count` of them.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
     pub(crate) method: &'static str,
@@ -78,6 +78,11 @@ impl Proxy {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).rule = Some(rule);
     }
 
+    /// Faults nothing from now on (requests already swallowed stay so).
+    pub(crate) fn clear(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).rule = None;
+    }
+
     /// Requests faulted so far.
     pub(crate) fn faulted(&self) -> u64 {
         self.faulted.load(Ordering::SeqCst)
@@ -95,7 +100,7 @@ fn choose(chunk: &[u8], state: &Mutex<State>) -> Option<Fault> {
     }
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
     let rule = state.rule.as_mut()?;
-    if rule.method != method || !path.contains(&rule.path) || rule.count == 0 {
+    if (rule.method != "*" && rule.method != method) || !path.contains(&rule.path) || rule.count == 0 {
         return None;
     }
     if rule.skip > 0 {

@@ -57,6 +57,7 @@ pub(crate) enum EdgeKind {
     Plain,
     Converted,
     Keyed,
+    Broadcast,
     ThreadLocal,
 }
 
@@ -66,6 +67,7 @@ impl EdgeKind {
             EdgeKind::Plain => "plain",
             EdgeKind::Converted => "converted",
             EdgeKind::Keyed => "keyed",
+            EdgeKind::Broadcast => "broadcast",
             EdgeKind::ThreadLocal => "thread-local",
         }
     }
@@ -335,6 +337,49 @@ impl Dag {
     ) -> &mut Self {
         let hash = move |t: &T| key(t).stable_hash();
         self.edge(from, to, EdgeKind::Keyed, wiring::keyed_edge(hash));
+        self
+    }
+
+    /// Connects `from` to every partition of `to`: each partition receives
+    /// every tuple (rules, a dimension table, a flush signal), in the same
+    /// windows as everything else it reads. The batches are shared between
+    /// the partitions, not copied. `to` may have any partition count, and
+    /// `from` too.
+    ///
+    /// ```
+    /// # use checkpoint_runtime::{Dag, Node};
+    /// # fn wire(dag: &mut Dag, rules: &Node<checkpoint_runtime::NoInput, String>, check: &Node<String, ()>) {
+    /// dag.connect_broadcast(rules, check);
+    /// # }
+    /// ```
+    pub fn connect_broadcast<A, T: Tuple, B>(&mut self, from: &Node<A, T>, to: &Node<T, B>) -> &mut Self {
+        self.edge(from, to, EdgeKind::Broadcast, wiring::broadcast_edge::<T>());
+        self
+    }
+
+    /// Connects `from` to every partition of an operator whose input is
+    /// another type, wrapping each tuple with `wrap`: a broadcast edge
+    /// ([`connect_broadcast`](Dag::connect_broadcast)) into one of several
+    /// inputs ([`connect_with`](Dag::connect_with)).
+    ///
+    /// ```
+    /// # use checkpoint_runtime::{Dag, Node};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// enum Input { Event(u64), Rule(String) }
+    /// # fn wire(dag: &mut Dag, events: &Node<checkpoint_runtime::NoInput, u64>,
+    /// #         rules: &Node<checkpoint_runtime::NoInput, String>, check: &Node<Input, ()>) {
+    /// dag.connect_with(events, check, Input::Event);
+    /// dag.connect_broadcast_with(rules, check, Input::Rule);
+    /// # }
+    /// ```
+    pub fn connect_broadcast_with<A, T: Tuple, In: Tuple, B>(
+        &mut self,
+        from: &Node<A, T>,
+        to: &Node<In, B>,
+        wrap: impl Fn(T) -> In + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.edge(from, to, EdgeKind::Broadcast, wiring::broadcast_convert_edge(wrap));
         self
     }
 

@@ -14,7 +14,8 @@ use crate::failure::Failure;
 use crate::operator::{InputOperator, Operator, Tuple};
 use crate::replay::{ReplayBuffer, SpillPolicy};
 use crate::stream::{
-    Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Link, Message, Subscriber,
+    BroadcastSubscriber, Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Link, Message,
+    Subscriber,
 };
 use crate::task::{AsInput, AsOperator, Core, InlineSubscriber, NodeEnv};
 use crate::task::{StopFlag, run_input, run_operator};
@@ -342,6 +343,65 @@ impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
             inner,
         });
         Box::new(subscriber)
+    }
+}
+
+pub(super) fn broadcast_edge<T: Tuple>() -> Box<dyn EdgeWiring> {
+    Box::new(BroadcastEdge::<T>(PhantomData))
+}
+
+struct BroadcastEdge<T>(PhantomData<fn() -> T>);
+
+impl<T: Tuple> EdgeWiring for BroadcastEdge<T> {
+    fn channel(&self, capacity: usize) -> (Erased, Erased) {
+        channel_of::<T>(capacity)
+    }
+
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, _key_groups: KeyGroups) -> Erased {
+        let subscriber: Box<dyn Subscriber<T>> = Box::new(BroadcastSubscriber {
+            partitions: channels_of::<T>(channels),
+            link: link.clone(),
+        });
+        Box::new(subscriber)
+    }
+
+    fn chain(&self, downstream: Erased) -> Erased {
+        // Validation allows thread-local edges only as plain edges.
+        downstream
+    }
+}
+
+pub(super) fn broadcast_convert_edge<T: Tuple, In: Tuple>(
+    convert: impl Fn(T) -> In + Send + Sync + 'static,
+) -> Box<dyn EdgeWiring> {
+    Box::new(BroadcastConvertEdge::<T, In> {
+        convert: Arc::new(convert),
+    })
+}
+
+struct BroadcastConvertEdge<T, In> {
+    convert: Arc<dyn Fn(T) -> In + Send + Sync>,
+}
+
+impl<T: Tuple, In: Tuple> EdgeWiring for BroadcastConvertEdge<T, In> {
+    fn channel(&self, capacity: usize) -> (Erased, Erased) {
+        channel_of::<In>(capacity)
+    }
+
+    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, _key_groups: KeyGroups) -> Erased {
+        let subscriber: Box<dyn Subscriber<T>> = Box::new(ConvertSubscriber {
+            convert: Arc::clone(&self.convert),
+            inner: Box::new(BroadcastSubscriber {
+                partitions: channels_of::<In>(channels),
+                link: link.clone(),
+            }),
+        });
+        Box::new(subscriber)
+    }
+
+    fn chain(&self, downstream: Erased) -> Erased {
+        // Validation allows thread-local edges only as plain edges.
+        downstream
     }
 }
 

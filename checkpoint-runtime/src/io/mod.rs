@@ -70,9 +70,11 @@
 mod error;
 mod file_sink;
 mod line_input;
+mod sort_window;
 mod window_data;
 
 pub use error::FileOperatorError;
 pub use file_sink::{ExactlyOnceFileSink, published_windows, read_output};
 pub use line_input::LineInput;
+pub use sort_window::SortWindow;
 pub use window_data::{WindowDataError, WindowDataManager};

@@ -3,6 +3,7 @@
 //! operators (`channel.rs`, `keyed.rs`, `convert.rs`), and the cursors that
 //! replay a stream's store to recovered ones (`cursor.rs`).
 
+mod broadcast;
 mod channel;
 mod convert;
 mod cursor;
@@ -15,6 +16,7 @@ use std::sync::atomic::AtomicU64;
 
 use checkpoint_core::WindowId;
 
+pub(crate) use broadcast::BroadcastSubscriber;
 pub(crate) use channel::{Channel, ChannelSubscriber};
 pub(crate) use convert::ConvertSubscriber;
 use cursor::Sink;

@@ -124,6 +124,13 @@ impl Supervisor {
                 storage: self.storage.clone(),
             };
             let restore = self.restore[node].take();
+            if self.ended[node] {
+                // Restored from the final checkpoint of a stream that ended.
+                self.ended_inputs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(node);
+            }
             let env = NodeEnv {
                 node,
                 epoch: self.epoch[node],
@@ -159,6 +166,8 @@ impl Supervisor {
                         .collect(),
                     None => Vec::new(),
                 },
+                ended_inputs: Arc::clone(&self.ended_inputs),
+                sources: self.sources[node].clone(),
             };
             let spill = self.spill_dir.as_ref().map(|dir| SpillPolicy {
                 memory_cap: self.config.replay_memory_cap,

@@ -94,6 +94,10 @@ pub(crate) struct Supervisor {
     rescaled: Vec<Option<Rescaled>>,
     /// Inputs restored from the final checkpoint of a stream that ended.
     ended: Vec<bool>,
+    /// Inputs whose stream ended for good, shared with every operator.
+    ended_inputs: crate::task::EndedInputs,
+    /// Per node, the inputs it reads from, directly or through others.
+    sources: Vec<Vec<usize>>,
     epoch: Vec<u32>,
     kill: Vec<Option<KillSwitch>>,
     control: Vec<Option<Sender<(usize, Control)>>>,
@@ -115,6 +119,23 @@ pub(crate) struct Supervisor {
     started: Instant,
     /// Failures reported while a recovery was under way, handled next.
     pending: std::collections::VecDeque<Event>,
+}
+
+/// Per node, the nodes `is_input` picks among those it reads from,
+/// directly or through others, ascending.
+fn sources_of(upstream: &[Vec<usize>], is_input: impl Fn(usize) -> bool) -> Vec<Vec<usize>> {
+    (0..upstream.len())
+        .map(|node| {
+            let mut seen = BTreeSet::new();
+            let mut stack: Vec<usize> = upstream[node].clone();
+            while let Some(up) = stack.pop() {
+                if seen.insert(up) {
+                    stack.extend(upstream[up].iter().copied());
+                }
+            }
+            seen.into_iter().filter(|n| is_input(*n)).collect()
+        })
+        .collect()
 }
 
 /// Why the supervisor stops the job.
@@ -261,6 +282,9 @@ impl Supervisor {
             }
             _ => None,
         };
+        let sources = sources_of(&upstream, |node| {
+            dag.nodes[physical[node].logical].kind == NodeKind::Input
+        });
         let mut supervisor = Supervisor {
             config: config.clone(),
             stop,
@@ -282,6 +306,8 @@ impl Supervisor {
             restore: (0..n).map(|_| None).collect(),
             rescaled: (0..n).map(|_| None).collect(),
             ended: vec![false; n],
+            ended_inputs: Arc::default(),
+            sources,
             epoch: vec![0; n],
             kill: (0..n).map(|_| None).collect(),
             control: (0..n).map(|_| None).collect(),

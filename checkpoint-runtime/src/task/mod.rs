@@ -35,6 +35,9 @@ pub(crate) trait Lifecycle: Send + 'static {
     fn setup(&mut self, ctx: &OperatorContext) -> OperatorResult;
     fn begin_window(&mut self, window: WindowId) -> OperatorResult;
     fn end_window(&mut self, out: &mut Emitter<Self::Out>) -> OperatorResult;
+    /// Every input ended (an operator's hook; nothing for an input, whose
+    /// own `Emit::Done` ended the stream).
+    fn end_of_stream(&mut self, out: &mut Emitter<Self::Out>) -> OperatorResult;
     fn teardown(&mut self);
     fn before_checkpoint(&mut self, window: WindowId) -> OperatorResult;
     fn checkpointed(&mut self, window: WindowId) -> OperatorResult;
@@ -48,7 +51,7 @@ pub(crate) struct AsOperator<O>(pub(crate) O);
 pub(crate) struct AsInput<I>(pub(crate) I);
 
 macro_rules! lifecycle {
-    ($wrapper:ident, $bound:ident) => {
+    ($wrapper:ident, $bound:ident, $end_of_stream:expr) => {
         impl<O: $bound> Lifecycle for $wrapper<O> {
             type State = O;
             type Out = O::Output;
@@ -63,6 +66,10 @@ macro_rules! lifecycle {
             }
             fn end_window(&mut self, out: &mut Emitter<O::Output>) -> OperatorResult {
                 self.0.end_window(out)
+            }
+            fn end_of_stream(&mut self, out: &mut Emitter<O::Output>) -> OperatorResult {
+                let end_of_stream: fn(&mut O, &mut Emitter<O::Output>) -> OperatorResult = $end_of_stream;
+                end_of_stream(&mut self.0, out)
             }
             fn teardown(&mut self) {
                 self.0.teardown()
@@ -79,8 +86,8 @@ macro_rules! lifecycle {
         }
     };
 }
-lifecycle!(AsOperator, Operator);
-lifecycle!(AsInput, InputOperator);
+lifecycle!(AsOperator, Operator, |op, out| op.end_of_stream(out));
+lifecycle!(AsInput, InputOperator, |_, _| Ok(()));
 
 /// What a physical operator needs from the runtime.
 pub(crate) struct NodeEnv {
@@ -116,7 +123,16 @@ pub(crate) struct NodeEnv {
     pub(crate) tolerable_failed_checkpoints: u32,
     /// The chunk table of the snapshot the operator is restored from.
     pub(crate) chunks: Vec<checkpoint_core::ChunkRef>,
+    /// Inputs whose stream ended for good (their source said `Done`), as
+    /// opposed to one a stop ended: what tells an operator its stream is
+    /// over rather than paused.
+    pub(crate) ended_inputs: EndedInputs,
+    /// The inputs this node reads from, directly or through others.
+    pub(crate) sources: Vec<usize>,
 }
+
+/// The job's inputs whose stream ended for good, by node.
+pub(crate) type EndedInputs = Arc<std::sync::Mutex<std::collections::BTreeSet<usize>>>;
 
 /// A failure from the emitter (a chained operator's, an abort) passed
 /// through [`Core::call`] unchanged.
@@ -223,6 +239,12 @@ impl<L: Lifecycle> Core<L> {
     /// at `window` (where its final checkpoint comes next), and waits for
     /// it. Without storage there is nothing to record.
     pub(crate) fn record_end(&mut self, window: WindowId) -> Result<(), Failure> {
+        // Before the window's end goes downstream, whose operators check it.
+        self.env
+            .ended_inputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.env.node);
         if !self.checkpointing() {
             return Ok(());
         }
@@ -369,6 +391,9 @@ impl<L: Lifecycle> Core<L> {
             self.call(|op, out| op.end_window(out))?;
             self.in_app_window = false;
         }
+        if last && self.stream_ended() {
+            self.call(|op, out| op.end_of_stream(out))?;
+        }
         self.call(|_, out| out.end_window(window, last).map_err(|f| Box::new(Forward(f)).into()))?;
         self.window = None;
         self.last_ended = window;
@@ -407,6 +432,18 @@ impl<L: Lifecycle> Core<L> {
             })?;
         }
         Ok(())
+    }
+
+    /// Whether every input this operator reads from ended for good: a
+    /// stream a stop ended is only paused (the job resumes it), and gets no
+    /// `end_of_stream`.
+    fn stream_ended(&self) -> bool {
+        let ended = self
+            .env
+            .ended_inputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !self.env.sources.is_empty() && self.env.sources.iter().all(|s| ended.contains(s))
     }
 
     /// Ends the stream without a window: every upstream ended before this
