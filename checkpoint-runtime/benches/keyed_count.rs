@@ -56,6 +56,14 @@
 //! - `--chunk C`: tuples the source emits per `emit_tuples` call (default
 //!   1,024);
 //! - `--dir PATH`: where checkpoint directories are made (default `/tmp`);
+//! - `--storage S[,S...]`: where checkpoints go, `fs` (a directory under
+//!   `--dir`, `FsStorageAgent`, the default) and/or `s3` (the
+//!   `checkpoint-object-store` agent on a fresh bucket of an S3 endpoint:
+//!   `CHECKPOINT_S3_ENDPOINT` if set, with `CHECKPOINT_S3_BUCKET` naming an
+//!   existing bucket for a server that does not create buckets from an
+//!   unsigned `PUT /bucket`, else a `moto` server this process starts on a
+//!   loopback port, as the object-store crate's tests do); several are
+//!   interleaved in one session, like scopes;
 //! - `--scope S[,S...]`: recovery scopes, `partial` (Apex's, the runtime's
 //!   default: replay buffers kept) and/or `global` (Flink's: none kept);
 //!   default `partial`; several are interleaved in one session;
@@ -86,10 +94,16 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use checkpoint_core::{Checkpoint, FsStorageAgent, KeyedMap, StateKey, StorageAgent};
+use checkpoint_core::{Checkpoint, FsStorageAgent, KeyedMap, StateKey, StorageAgent, StorageError};
 use checkpoint_runtime::{
     Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, RecoveryScope, Runtime, Tuple, WindowMode,
 };
+
+/// The S3 endpoint of `--storage s3`: the object-store crate's test
+/// helper (an endpoint from the environment, or a `moto` server started
+/// here).
+#[path = "../../checkpoint-object-store/tests/common/mod.rs"]
+mod s3;
 
 /// splitmix64 as DESIGN.md defines it (wrapping u64 arithmetic).
 fn splitmix64(i: u64) -> u64 {
@@ -331,6 +345,31 @@ impl Dist {
     }
 }
 
+/// Where checkpoints go (`--storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    /// `FsStorageAgent` in a fresh directory under `--dir`.
+    Fs,
+    /// `ObjectStoreAgent` on a fresh bucket (or prefix) of the S3 endpoint.
+    S3,
+}
+
+impl Storage {
+    fn name(self) -> &'static str {
+        match self {
+            Storage::Fs => "fs",
+            Storage::S3 => "s3",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        [Storage::Fs, Storage::S3]
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown --storage {s:?} (fs, s3)"))
+    }
+}
+
 /// The counter's state (`--state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StateKind {
@@ -437,6 +476,7 @@ struct Variant {
     config: Checkpoints,
     scope: RecoveryScope,
     workload: Workload,
+    storage: Storage,
 }
 
 impl Variant {
@@ -446,6 +486,15 @@ impl Variant {
             "-"
         } else {
             scope_name(self.scope)
+        }
+    }
+
+    /// The storage as the JSON line names it (`-` without checkpoints).
+    fn storage_name(self) -> &'static str {
+        if self.config.interval().is_none() {
+            "-"
+        } else {
+            self.storage.name()
         }
     }
 }
@@ -461,6 +510,7 @@ struct Options {
     replay_cap: Option<usize>,
     chunk: u64,
     dir: PathBuf,
+    storages: Vec<Storage>,
     fx: bool,
     scopes: Vec<RecoveryScope>,
     workloads: Vec<Workload>,
@@ -508,6 +558,7 @@ fn parse_args() -> Result<Options, String> {
         replay_cap: None,
         chunk: 1024,
         dir: PathBuf::from("/tmp"),
+        storages: vec![Storage::Fs],
         fx: false,
         scopes: vec![RecoveryScope::Partial],
         workloads: vec![Workload::U64],
@@ -540,6 +591,7 @@ fn parse_args() -> Result<Options, String> {
             "--replay-cap" => options.replay_cap = Some(parse_number(&flag, &value)? as usize),
             "--chunk" => options.chunk = parse_number(&flag, &value)?,
             "--dir" => options.dir = PathBuf::from(value),
+            "--storage" => options.storages = parse_list(&value, Storage::parse)?,
             "--scope" => options.scopes = parse_list(&value, parse_scope)?,
             "--workload" => options.workloads = parse_list(&value, Workload::parse)?,
             "--state" => options.state = StateKind::parse(&value)?,
@@ -611,6 +663,8 @@ struct RunRecord {
     last_checkpoint_bytes: u64,
     /// `keyed` or `hashmap`.
     state: String,
+    /// Where checkpoints went: `fs` or `s3` (`-` without checkpoints).
+    storage: String,
     /// `uniform` or `hot`.
     dist: String,
     /// The bytes of the counter's whole newest checkpoint (with a
@@ -627,8 +681,8 @@ struct RunRecord {
     median_encode_ms: f64,
     /// The counter's longest encode-to-durable latency, ms.
     max_durable_ms: f64,
-    /// Time to load and decode the counter's newest checkpoint from disk
-    /// after the run (what a recovery pays for it), ms.
+    /// Time to load and decode the counter's newest checkpoint from its
+    /// storage after the run (what a recovery pays for it), ms.
     restore_ms: Option<f64>,
     /// Peak resident set size of the process so far, MiB (Linux): of this
     /// run alone if `own_process`, else of the session up to this run.
@@ -679,6 +733,7 @@ fn run_bare<K: Key, S: BuildHasher + Default>(options: &Options, keys: u64, expe
         checkpoints: 0,
         last_checkpoint_bytes: 0,
         state: "-".to_owned(),
+        storage: "-".to_owned(),
         dist: options.dist.name().to_owned(),
         full_state_bytes: None,
         windows: 0,
@@ -779,16 +834,28 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
     }
     // Kept alive until the run is over, then removed.
     let mut dir = None;
+    // Where the checkpoints are, to restore from after the run.
+    let mut checkpoints: Option<CheckpointPlace> = None;
     if let Some(interval) = config.interval() {
         let every = u32::try_from(interval.as_nanos() / options.window.as_nanos()).map_err(|e| e.to_string())?;
         dag.default_checkpoint_window_count(every);
-        let tmp = tempfile::Builder::new()
-            .prefix("keyed-count-")
-            .tempdir_in(&options.dir)
-            .map_err(|e| format!("making a checkpoint directory in {}: {e}", options.dir.display()))?;
-        let storage = FsStorageAgent::new(tmp.path()).map_err(|e| e.to_string())?;
-        runtime_config = runtime_config.storage(storage);
-        dir = Some(tmp);
+        match variant.storage {
+            Storage::Fs => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("keyed-count-")
+                    .tempdir_in(&options.dir)
+                    .map_err(|e| format!("making a checkpoint directory in {}: {e}", options.dir.display()))?;
+                let storage = FsStorageAgent::new(tmp.path()).map_err(|e| e.to_string())?;
+                runtime_config = runtime_config.storage(storage);
+                checkpoints = Some(CheckpointPlace::Dir(tmp.path().to_owned()));
+                dir = Some(tmp);
+            }
+            Storage::S3 => {
+                let url = s3::location("keyed-count");
+                runtime_config = runtime_config.storage(s3::agent_at(&url));
+                checkpoints = Some(CheckpointPlace::S3(url));
+            }
+        }
     }
 
     let started = Instant::now();
@@ -804,9 +871,13 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
     let peak_rss = peak_rss_mib();
     // Recovery's cost for the counter: load its newest snapshot and decode it.
     let mut full_state_bytes = None;
-    let restore_ms = match &dir {
-        Some(tmp) => {
-            let storage = FsStorageAgent::new(tmp.path()).map_err(|e| e.to_string())?;
+    let restore_ms = match &checkpoints {
+        Some(place) => {
+            // A fresh agent, as a recovering process would make.
+            let storage: Box<dyn StorageAgent> = match place {
+                CheckpointPlace::Dir(path) => Box::new(FsStorageAgent::new(path).map_err(|e| e.to_string())?),
+                CheckpointPlace::S3(url) => Box::new(s3::agent_at(url)),
+            };
             let newest = *storage
                 .windows("count")
                 .map_err(|e| e.to_string())?
@@ -838,6 +909,10 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
                     took
                 }
             };
+            if matches!(place, CheckpointPlace::S3(_)) {
+                // The endpoint may keep objects in memory (moto does).
+                remove_all(&*storage).map_err(|e| format!("emptying the bucket: {e}"))?;
+            }
             Some(took)
         }
         None => None,
@@ -866,6 +941,7 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
         checkpoints: count.checkpoints,
         last_checkpoint_bytes: count.last_checkpoint_bytes,
         state: options.state.name().to_owned(),
+        storage: variant.storage_name().to_owned(),
         dist: options.dist.name().to_owned(),
         full_state_bytes,
         windows: count.windows,
@@ -885,6 +961,26 @@ fn run_job<K: Key, S: BuildHasher + Default + Send + Sync + 'static>(
 
 /// One run in a child process (this binary, with the arguments of that run
 /// and `--child-run`): its JSON line and the record read back from it.
+/// Where a run's checkpoints are.
+enum CheckpointPlace {
+    Dir(PathBuf),
+    /// An `s3://bucket/prefix` URL on the endpoint.
+    S3(String),
+}
+
+/// Deletes every operator's snapshots and chunks.
+fn remove_all(storage: &dyn StorageAgent) -> Result<(), StorageError> {
+    for operator in storage.operators()? {
+        for window in storage.windows(&operator)? {
+            storage.delete(&operator, window)?;
+        }
+        for chunk in storage.chunks(&operator)? {
+            storage.delete_chunk(&operator, chunk)?;
+        }
+    }
+    Ok(())
+}
+
 fn run_in_child(
     options: &Options,
     variant: Variant,
@@ -907,6 +1003,7 @@ fn run_in_child(
         .args(["--dist", options.dist.name()])
         .arg("--dir")
         .arg(&options.dir)
+        .args(["--storage", variant.storage.name()])
         .args(["--child-run", &run.to_string()])
         .args(["--expected", &expected.to_string()]);
     if let Some(batch) = options.batch_size {
@@ -914,6 +1011,10 @@ fn run_in_child(
     }
     if let Some(cap) = options.replay_cap {
         command.args(["--replay-cap", &cap.to_string()]);
+    }
+    if variant.storage_name() == "s3" {
+        // The parent's endpoint (a `moto` it started, or the environment's).
+        command.env("CHECKPOINT_S3_ENDPOINT", s3::endpoint());
     }
     let output = command
         .stdin(Stdio::null())
@@ -940,23 +1041,27 @@ fn run_in_child(
     Ok((line.to_owned(), record))
 }
 
-/// Every (checkpoints, scope, workload) triple to run; `bare` and `off`
-/// with one scope, since the scope only matters with checkpoints.
+/// Every (checkpoints, scope, workload, storage) to run; `bare` and `off`
+/// with one scope and one storage, since those only matter with
+/// checkpoints.
 fn variants(options: &Options) -> Vec<Variant> {
     let mut out = Vec::new();
     for &config in &options.configs {
-        let scopes = if config.interval().is_none() {
-            &options.scopes[..1]
+        let (scopes, storages) = if config.interval().is_none() {
+            (&options.scopes[..1], &options.storages[..1])
         } else {
-            &options.scopes[..]
+            (&options.scopes[..], &options.storages[..])
         };
         for &scope in scopes {
-            for &workload in &options.workloads {
-                out.push(Variant {
-                    config,
-                    scope,
-                    workload,
-                });
+            for &storage in storages {
+                for &workload in &options.workloads {
+                    out.push(Variant {
+                        config,
+                        scope,
+                        workload,
+                        storage,
+                    });
+                }
             }
         }
     }
@@ -980,6 +1085,7 @@ fn child_main(options: &Options, run: usize, expected: u128) -> ExitCode {
         config: options.configs[0],
         scope: options.scopes[0],
         workload: options.workloads[0],
+        storage: options.storages[0],
     };
     let record = match run_once(options, variant, options.keys[0], expected, run) {
         Ok(record) => record,
@@ -1061,20 +1167,32 @@ fn main() -> ExitCode {
 
     eprintln!();
     eprintln!(
-        "| checkpoints | scope | workload | K | N | runs | median s | median tuples/s | checkpoints | last checkpoint \
-         | median peak RSS |"
+        "| checkpoints | scope | storage | workload | K | N | runs | median s | median tuples/s | checkpoints \
+         | last checkpoint | median max durable | median restore | median peak RSS |"
     );
-    eprintln!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    eprintln!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &(keys, _) in &expectations {
         for variant in variants(&options) {
             let scope = variant.scope_name();
             let workload = variant.workload.name();
+            let storage = variant.storage_name();
             let runs: Vec<&RunRecord> = records
                 .iter()
                 .filter(|r| {
-                    r.keys == keys && r.config == variant.config.name() && r.scope == scope && r.workload == workload
+                    r.keys == keys
+                        && r.config == variant.config.name()
+                        && r.scope == scope
+                        && r.workload == workload
+                        && r.storage == storage
                 })
                 .collect();
+            let mut durable: Vec<f64> = runs.iter().map(|r| r.max_durable_ms).collect();
+            let mut restore: Vec<f64> = runs.iter().filter_map(|r| r.restore_ms).collect();
+            let restore = if restore.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0} ms", median(&mut restore))
+            };
             let mut seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
             let mut rates: Vec<f64> = runs.iter().map(|r| r.tuples_per_second).collect();
             let mut checkpoints: Vec<f64> = runs.iter().map(|r| r.checkpoints as f64).collect();
@@ -1087,14 +1205,16 @@ fn main() -> ExitCode {
             };
             let bytes = runs.last().map_or(0, |r| r.last_checkpoint_bytes);
             eprintln!(
-                "| {} | {scope} | {workload} | {keys} | {} | {} | {:.2} | {:.2}M | {} | {:.1} MB | {rss} |",
+                "| {} | {scope} | {storage} | {workload} | {keys} | {} | {} | {:.2} | {:.2}M | {} | {:.1} MB | {:.0} ms \
+                 | {restore} | {rss} |",
                 variant.config.name(),
                 options.tuples,
                 runs.len(),
                 median(&mut seconds),
                 median(&mut rates) / 1e6,
                 median(&mut checkpoints),
-                bytes as f64 / 1e6
+                bytes as f64 / 1e6,
+                median(&mut durable)
             );
         }
     }
