@@ -71,6 +71,11 @@ use crate::error::{PayloadError, SnapshotError};
 /// assert!(restored.scratch.is_empty());
 /// # Ok::<(), checkpoint_core::SnapshotError>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement `Checkpoint`: add `#[derive(Checkpoint)]` to it",
+    label = "`{Self}` has no `#[derive(Checkpoint)]`",
+    note = "the runtime saves an operator's state through `Checkpoint`: write `#[derive(Checkpoint)]` (from `checkpoint_core`) on the type, and mark the fields that must not be saved `#[checkpoint(transient)]`"
+)]
 pub trait Checkpoint: Sized {
     /// The type's name, recorded in snapshots and used in error messages
     /// only: renaming a type does not make its snapshots unreadable.

@@ -135,6 +135,9 @@ impl Config {
     /// Fixes the window base (the high 32 bits of every window id) of a new
     /// job instead of the current Unix time: for reproducible window ids in
     /// tests. A job resumed from storage keeps the base it started with.
+    /// Without it, two fresh runs of one job have different window ids, and
+    /// so an exactly-once sink names its output files differently, even in
+    /// a deterministic window mode.
     pub fn window_base(mut self, base_seconds: u32) -> Self {
         self.window_base = Some(base_seconds);
         self

@@ -126,7 +126,7 @@ pub enum DagError {
 ///
 /// match Runtime::new(Config::default()).run(Dag::new()) {
 ///     Err(RunError::Dag(e)) => println!("cannot run: {e}"),
-///     Err(RunError::OperatorFailed { operator, window, cause }) => {
+///     Err(RunError::OperatorFailed { operator, window, cause, .. }) => {
 ///         println!("{operator} failed at {window:?}: {cause}")
 ///     }
 ///     Err(other) => println!("{other}"),
@@ -151,6 +151,28 @@ pub enum RunError {
         window: Option<WindowId>,
         /// The error or panic message.
         cause: String,
+        /// The error the operator returned, with its type: a program gets
+        /// its own error type back with `downcast_ref` (also through
+        /// [`std::error::Error::source`]). `None` for a panic, or a failure
+        /// of the runtime's own making (a save that failed, say).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+    /// An operator's checkpoint does not decode as its state type: a layout
+    /// that does not match (a struct changed without a version bump,
+    /// [`SnapshotError::LayoutMismatch`](checkpoint_core::SnapshotError::LayoutMismatch),
+    /// with the type, its version and both fingerprints), a version its
+    /// chain of previous versions does not reach, or damaged bytes. No
+    /// restart can help; nothing was deleted.
+    #[error("operator {operator:?} cannot be restored from its checkpoint at {window}: {source}; nothing was deleted")]
+    Restore {
+        /// The physical operator.
+        operator: String,
+        /// The checkpoint's window.
+        window: WindowId,
+        /// Why it does not decode.
+        #[source]
+        source: checkpoint_core::SnapshotError,
     },
     /// The storage agent failed outside an operator (the manifest, a purge).
     #[error("storage: {0}")]

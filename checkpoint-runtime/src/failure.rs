@@ -15,6 +15,8 @@ pub(crate) enum Failure {
         operator: String,
         window: Option<WindowId>,
         cause: String,
+        /// The error the operator's hook returned, kept with its type.
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// The job cannot go on, and no recovery would help (the window
     /// sequence is exhausted, say): the job stops with this error.
@@ -29,11 +31,13 @@ impl std::fmt::Display for Failure {
                 operator,
                 window: Some(window),
                 cause,
+                ..
             } => write!(f, "operator {operator:?} failed at window {window}: {cause}"),
             Failure::Operator {
                 operator,
                 window: None,
                 cause,
+                ..
             } => write!(f, "operator {operator:?} failed: {cause}"),
             Failure::Fatal(error) => error.fmt(f),
         }
@@ -55,6 +59,22 @@ impl Failure {
             operator: operator.to_owned(),
             window,
             cause: cause.to_string(),
+            source: None,
+        }
+    }
+
+    /// `operator`'s hook returned `error`: kept with its type, for the run
+    /// error's `source`.
+    pub(crate) fn returned(
+        operator: &str,
+        window: Option<WindowId>,
+        error: Box<dyn std::error::Error + Send + Sync + 'static>,
+    ) -> Self {
+        Failure::Operator {
+            operator: operator.to_owned(),
+            window,
+            cause: error.to_string(),
+            source: Some(error),
         }
     }
 }

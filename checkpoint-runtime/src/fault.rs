@@ -73,11 +73,16 @@ pub struct Fault {
     pub(crate) point: FaultPoint,
     pub(crate) kind: FaultKind,
     pub(crate) times: u32,
+    /// A panic goes through the panic hook (printed).
+    pub(crate) printed: bool,
 }
 
 impl Fault {
     /// The physical operator `operator` (`count#1` for a partition) panics
     /// at the start of the window with sequence number `window_sequence`.
+    /// The panic unwinds without the panic hook, so nothing is printed for
+    /// it (the run report and the run error name it); [`Fault::printed`]
+    /// has it printed, with a backtrace under `RUST_BACKTRACE`.
     pub fn panic(operator: &str, window_sequence: u32) -> Self {
         Fault {
             operator: operator.to_owned(),
@@ -85,6 +90,7 @@ impl Fault {
             point: FaultPoint::BeginWindow,
             kind: FaultKind::Panic,
             times: 1,
+            printed: false,
         }
     }
 
@@ -94,6 +100,23 @@ impl Fault {
             kind: FaultKind::Error,
             ..Fault::panic(operator, window_sequence)
         }
+    }
+
+    /// A panic that goes through the panic hook, as an unexpected one does:
+    /// printed (with a backtrace under `RUST_BACKTRACE`), or reported by a
+    /// hook the program installed (the examples print one line).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_runtime::Fault;
+    ///
+    /// let fault = Fault::panic("count", 9).printed();
+    /// # let _ = fault;
+    /// ```
+    pub fn printed(mut self) -> Self {
+        self.printed = true;
+        self
     }
 
     /// Fires at `point` of the window instead of its start.
@@ -144,7 +167,7 @@ impl Faults {
     /// Fires the fault armed for this point, if any: a panic, or the error
     /// to return.
     pub(crate) fn check(&self, operator: &str, window: WindowId, point: FaultPoint) -> Result<(), String> {
-        let kind = {
+        let (kind, printed) = {
             let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
             let Some(fault) = armed
                 .iter_mut()
@@ -153,11 +176,16 @@ impl Faults {
                 return Ok(());
             };
             fault.times -= 1;
-            fault.kind
+            (fault.kind, fault.printed)
         };
         let message = format!("injected fault at window {window}, {point}");
         match kind {
-            FaultKind::Panic => panic!("{message}"),
+            // An injected panic unwinds like any other but skips the panic
+            // hook, which would print it (with a backtrace under
+            // `RUST_BACKTRACE`) although the runtime recovers from it and
+            // reports it; `printed` asks for the hook.
+            FaultKind::Panic if printed => panic!("{message}"),
+            FaultKind::Panic => std::panic::resume_unwind(Box::new(message)),
             FaultKind::Error => Err(message),
         }
     }

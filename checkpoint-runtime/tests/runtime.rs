@@ -597,6 +597,7 @@ fn past_the_restart_limit_an_operator_error_fails_the_job_naming_operator_and_wi
                 operator,
                 window,
                 cause,
+                ..
             }) => {
                 assert_eq!(operator, "summer");
                 assert_eq!(window, Some(w(3)));
@@ -843,6 +844,7 @@ fn a_failed_save_is_a_failure_of_that_operator() {
                 operator,
                 window,
                 cause,
+                ..
             }) => {
                 assert_eq!(operator, "summer");
                 // Saves: initial (0), 1, then 3 fails.

@@ -87,7 +87,7 @@ fn instance<T: Checkpoint>(
     name: &str,
     config: &mut RunConfig,
     fresh: impl FnOnce() -> Option<T>,
-) -> Result<T, String> {
+) -> Result<T, BuildError> {
     if let Restore::Fresh = restore {
         let value = fresh().ok_or_else(|| format!("operator {name:?} was already built"))?;
         config.capture(&value);
@@ -109,7 +109,7 @@ fn instance<T: Checkpoint>(
             storage,
         } => {
             let Some(storage) = storage else {
-                return Err(format!("restoring {name:?} from its old partitions: no storage"));
+                return Err(format!("restoring {name:?} from its old partitions: no storage").into());
             };
             let sources: Vec<(&str, &[u8])> = sources.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
             let mut value = if T::STATELESS {
@@ -117,7 +117,7 @@ fn instance<T: Checkpoint>(
             } else {
                 Snapshot::decode_rescaled::<T>(&sources, name, key_groups, owned, |op, id| storage.load_chunk(op, id))
                     .map(|(_, value)| value)
-                    .map_err(|e| format!("restoring {name:?} from its old partitions: {e}"))?
+                    .map_err(BuildError::Restore)?
             };
             if let Some(Some(carrier)) = &config.captured {
                 value.restore_config(&**carrier);
@@ -134,14 +134,28 @@ fn instance<T: Checkpoint>(
             Some(storage) => Snapshot::decode_with_chunks::<T>(&bytes, name, None, |op, id| storage.load_chunk(op, id)),
             None => Snapshot::decode::<T>(&bytes),
         };
-        decoded
-            .map(|(_, value)| value)
-            .map_err(|e| format!("restoring {name:?}: {e}"))?
+        decoded.map(|(_, value)| value).map_err(BuildError::Restore)?
     };
     if let Some(Some(carrier)) = &config.captured {
         value.restore_config(&**carrier);
     }
     Ok(value)
+}
+
+/// Why a partition could not be built.
+#[derive(Debug)]
+pub(crate) enum BuildError {
+    /// Its snapshot does not decode as its state type (a layout that does
+    /// not match, say).
+    Restore(checkpoint_core::SnapshotError),
+    /// Anything else, said in words.
+    Other(String),
+}
+
+impl From<String> for BuildError {
+    fn from(detail: String) -> Self {
+        BuildError::Other(detail)
+    }
 }
 
 /// A built partition: a thread body, or (for the downstream of a
@@ -153,7 +167,13 @@ pub(crate) enum Built {
 }
 
 pub(crate) trait NodeFactory: Send {
-    fn build(&mut self, partition: usize, parts: NodeParts, inline: bool, restore: Restore) -> Result<Built, String>;
+    fn build(
+        &mut self,
+        partition: usize,
+        parts: NodeParts,
+        inline: bool,
+        restore: Restore,
+    ) -> Result<Built, BuildError>;
 }
 
 fn downcast_all<T: 'static>(boxes: Vec<Box<dyn Any + Send>>) -> Vec<T> {
@@ -188,7 +208,13 @@ struct OperatorFactory<O, F> {
 }
 
 impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorFactory<O, F> {
-    fn build(&mut self, partition: usize, parts: NodeParts, inline: bool, restore: Restore) -> Result<Built, String> {
+    fn build(
+        &mut self,
+        partition: usize,
+        parts: NodeParts,
+        inline: bool,
+        restore: Restore,
+    ) -> Result<Built, BuildError> {
         if self.config.len() <= partition {
             self.config.resize_with(partition + 1, RunConfig::default);
         }
@@ -226,7 +252,13 @@ struct InputFactory<I> {
 }
 
 impl<I: InputOperator> NodeFactory for InputFactory<I> {
-    fn build(&mut self, _partition: usize, parts: NodeParts, _inline: bool, restore: Restore) -> Result<Built, String> {
+    fn build(
+        &mut self,
+        _partition: usize,
+        parts: NodeParts,
+        _inline: bool,
+        restore: Restore,
+    ) -> Result<Built, BuildError> {
         let slot = &mut self.op;
         let op = instance(restore, &parts.env.ctx.name, &mut self.config, || slot.take())?;
         let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(parts.subscribers);

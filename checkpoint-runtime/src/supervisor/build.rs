@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::dag::EdgeKind;
-use crate::dag::wiring::{Built, Erased, NodeParts, Restore, ThreadBody};
+use crate::dag::wiring::{BuildError, Built, Erased, NodeParts, Restore, ThreadBody};
 use crate::error::RunError;
 use crate::failure::{Failure, panic_message};
 use crate::operator::{OperatorContext, ProcessingMode};
@@ -200,10 +200,18 @@ impl Supervisor {
             let built = self.dag.nodes[logical]
                 .factory
                 .build(partition, parts, chained, restore)
-                .map_err(|cause| RunError::OperatorFailed {
-                    operator: name.clone(),
-                    window: Some(self.activation[node]),
-                    cause,
+                .map_err(|e| match e {
+                    BuildError::Restore(source) => RunError::Restore {
+                        operator: name.clone(),
+                        window: self.activation[node],
+                        source,
+                    },
+                    BuildError::Other(cause) => RunError::OperatorFailed {
+                        operator: name.clone(),
+                        window: Some(self.activation[node]),
+                        cause,
+                        source: None,
+                    },
                 })?;
             match built {
                 Built::Thread(body) => bodies.push((node, body)),

@@ -424,6 +424,7 @@ impl Supervisor {
                             operator,
                             window,
                             cause,
+                            source,
                         },
                     )) = self.apply(event)
                     {
@@ -431,6 +432,7 @@ impl Supervisor {
                             operator,
                             window,
                             cause: format!("{cause} (after the job's last window)"),
+                            source,
                         });
                     }
                 }
@@ -495,6 +497,7 @@ impl Supervisor {
                              that never returns?",
                             self.config.stop_timeout
                         ),
+                        source: None,
                     });
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -545,6 +548,7 @@ impl Supervisor {
                                 window: None,
                                 cause: "internal error: every operator thread exited before the job finished"
                                     .to_owned(),
+                                source: None,
                             });
                         }
                         continue;

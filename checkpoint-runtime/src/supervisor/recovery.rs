@@ -130,15 +130,19 @@ impl Supervisor {
             operator,
             window,
             cause,
+            source,
         } = failure
         else {
             return Ok(());
         };
         let failed = self.physical.iter().position(|p| p.name == operator).unwrap_or(node);
+        // The operator's own error goes with the run error that gives up.
+        let source = std::cell::RefCell::new(source);
         let give_up = |cause: String| RunError::OperatorFailed {
             operator: operator.clone(),
             window,
             cause,
+            source: source.borrow_mut().take(),
         };
         if self.storage.is_none() {
             return Err(give_up(cause));

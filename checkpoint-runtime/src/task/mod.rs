@@ -318,7 +318,7 @@ impl<L: Lifecycle> Core<L> {
             Ok(Err(e)) => {
                 return Err(match e.downcast::<Forward>() {
                     Ok(forward) => forward.0,
-                    Err(e) => self.fail(e),
+                    Err(e) => Failure::returned(&self.env.ctx.name, self.window.or(Some(self.last_ended)), e),
                 });
             }
             Err(panic) => return Err(self.fail(panic_message(&*panic))),

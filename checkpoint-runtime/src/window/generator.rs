@@ -25,6 +25,16 @@ pub enum WindowMode {
     /// Deterministic: an input ends its window after the `emit_tuples` call
     /// that brings it to at least this many tuples in that window. `Idle`
     /// never ends a window in this mode.
+    ///
+    /// Two defaults that surprise here: a checkpoint is taken every 60
+    /// windows unless the DAG says otherwise
+    /// ([`Dag::default_checkpoint_window_count`](crate::Dag::default_checkpoint_window_count)),
+    /// which in this mode is every 60 × N tuples, not every 30 s (a short
+    /// job may never checkpoint before its end); and the window base, the
+    /// high 32 bits of every window id, is the Unix time when the job first
+    /// started, so window ids, and the output file names an exactly-once
+    /// sink derives from them, differ between two fresh runs unless
+    /// [`Config::window_base`](crate::Config::window_base) fixes it.
     Tuples(u64),
     /// Deterministic: windows end when the test calls
     /// [`WindowStepper::step`].

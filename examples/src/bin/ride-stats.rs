@@ -198,7 +198,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
         config = config.window_base(DETERMINISTIC_BASE);
     }
     if let Some(window) = args.fail_at_window {
-        config = config.inject(Fault::panic(rides::STATS, window));
+        config = config.inject(Fault::panic(rides::STATS, window).printed());
     }
 
     // What this run starts from.

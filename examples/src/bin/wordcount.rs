@@ -421,7 +421,7 @@ fn run(args: &Args) -> Result<(), String> {
         config = config.window_base(DETERMINISTIC_BASE);
     }
     if let Some(window) = args.fail_at_window {
-        config = config.inject(Fault::panic(COUNT, window));
+        config = config.inject(Fault::panic(COUNT, window).printed());
     }
 
     print_header(args, &files, resuming, &window_text);
