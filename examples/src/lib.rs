@@ -1,7 +1,6 @@
 //! Example jobs for the checkpoint workspace. Each example is a binary in
 //! `src/bin/`; tests that run them live in `tests/`.
 pub mod ads;
-pub mod dump;
 pub mod location;
 pub mod progress;
 pub mod ride_totals;

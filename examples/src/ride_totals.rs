@@ -1,8 +1,8 @@
 //! The state of the `resume-demo` example: rides and revenue per pickup zone,
 //! updated one window of deterministic synthetic rides at a time.
 //!
-//! It lives in the library (not in the binary) so the `checkpoint` tool can
-//! decode its snapshots (`checkpoint dump`, see [`crate::dump`]).
+//! It lives in the library (not in the binary) so the `checkpoint` tool
+//! (the `checkpoint-cli` crate) can decode its snapshots (`checkpoint dump`).
 
 use std::collections::BTreeMap;
 

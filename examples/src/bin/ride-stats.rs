@@ -485,7 +485,7 @@ fn print_output(output: &Path) {
 
 /// How to look at the checkpoints.
 fn print_inspect(checkpoints: &CheckpointLocation) {
-    println!("  inspect:       cargo run -p checkpoint-examples --bin checkpoint -- ls {checkpoints}");
+    println!("  inspect:       cargo run -p checkpoint-cli -- ls {checkpoints}");
 }
 
 /// The long help of `--checkpoints`.

@@ -609,7 +609,7 @@ fn print_summary(args: &Args, files: &[PathBuf], report: &RunReport, stopped: bo
     }
     println!("                 e.g. cat {out}/[0-9a-f]* | grep '^liberty '   (a word's count per window and total)");
     println!(
-        "  inspect:       cargo run -p checkpoint-examples --bin checkpoint -- ls {}",
+        "  inspect:       cargo run -p checkpoint-cli -- ls {}",
         args.checkpoints
     );
     if stopped {

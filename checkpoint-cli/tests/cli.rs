@@ -1,14 +1,15 @@
 //! The `checkpoint` tool on real checkpoint directories: one written by a
 //! runtime job (numbers -> a stateless doubler -> a counter in two
-//! partitions -> a sink) that failed part-way, and one written by the
-//! `resume-demo` binary, plus corrupted and garbage files.
+//! partitions -> a sink) that failed part-way, and one laid out as the
+//! `resume-demo` example leaves it (with its state type, `RideTotals`, which
+//! `dump` decodes), plus corrupted and garbage files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output as ProcessOutput};
 use std::sync::Arc;
 
-use checkpoint_core::{Checkpoint, FsStorageAgent, Snapshot, StorageAgent, WindowId};
+use checkpoint_core::{Checkpoint, FsStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
 use checkpoint_examples::ride_totals::RideTotals;
 use checkpoint_runtime::coordinator::{OperatorCheckpoints, Topology, plan};
 use checkpoint_runtime::io::WindowDataManager;
@@ -429,41 +430,34 @@ fn verify_passes_then_names_the_corrupted_file() {
     );
 }
 
+/// A checkpoint directory as the `resume-demo` example leaves it after
+/// `--windows 4`: `RideTotals` snapshots of windows 2 and 3 of operator
+/// `ride-totals` (it keeps the newest two) and its own (non-runtime) job
+/// manifest. Returns the state at window 3.
+fn resume_demo_directory(dir: &Path) -> RideTotals {
+    let storage = FsStorageAgent::new(dir).expect("storage");
+    storage
+        .save_manifest(format!("window-base={BASE}\n").as_bytes())
+        .expect("manifest");
+    let mut totals = RideTotals::default();
+    for seq in 0..4 {
+        let window = WindowId::new(BASE, seq);
+        totals.process_window(window);
+        let bytes = Snapshot::encode(&totals, SnapshotMeta::new("ride-totals", window)).expect("encode");
+        storage.save("ride-totals", window, &bytes).expect("save");
+        if seq >= 2 {
+            storage
+                .delete("ride-totals", WindowId::new(BASE, seq - 2))
+                .expect("delete");
+        }
+    }
+    totals
+}
+
 #[test]
 fn dump_prints_the_state_the_job_computed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = Command::new(env!("CARGO_BIN_EXE_resume-demo"))
-        .args(["--dir", path_str(dir.path()), "--windows", "4"])
-        .output()
-        .expect("run resume-demo");
-    assert!(demo.status.success(), "{demo:?}");
-    let printed = String::from_utf8_lossy(&demo.stdout).into_owned();
-
-    // What the job computed: its last progress line, and the same windows
-    // replayed through the state type.
-    let last = printed
-        .lines()
-        .rfind(|l| l.starts_with("window "))
-        .expect("a window line");
-    let (_, rest) = last.split_once("): ").expect("totals");
-    let rides: u64 = rest
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("rides");
-    let mut expected = RideTotals::default();
-    for seq in 0..4 {
-        expected.process_window(WindowId::new(BASE, seq));
-    }
-    assert_eq!(rides, expected.rides);
-    assert!(
-        last.contains(&format!(
-            "${}.{:02} revenue",
-            expected.revenue_cents / 100,
-            expected.revenue_cents % 100
-        )),
-        "{last}"
-    );
+    let expected = resume_demo_directory(dir.path());
 
     let out = ok(&["dump", path_str(dir.path()), "ride-totals", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON output");

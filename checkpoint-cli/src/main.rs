@@ -2,6 +2,17 @@
 //! checkpoint directory (the root of an `FsStorageAgent`, as a job writes
 //! it) or an S3 prefix (`s3://bucket/prefix`, an `ObjectStoreAgent`'s).
 //!
+//! # Install
+//!
+//! From the workspace root:
+//!
+//! ```text
+//! cargo install --path checkpoint-cli      # puts `checkpoint` in ~/.cargo/bin
+//! cargo run -p checkpoint-cli -- --help    # or run it without installing
+//! ```
+//!
+//! # Use
+//!
 //! ```text
 //! checkpoint ls checkpoints                      # operators, windows, committed, recovery
 //! checkpoint show checkpoints count#0            # the newest snapshot's header and checksum
@@ -11,6 +22,9 @@
 //! checkpoint purge checkpoints --keep 2 --dry-run
 //! checkpoint ls s3://bucket/jobs/rides             # the same, in an S3 prefix
 //! ```
+//!
+//! Every command has `--help`. Exit status: 0 on success, 1 when a command
+//! fails or finds a problem (`verify`), 2 for bad arguments.
 //!
 //! The tool reads the checkpoints itself (never through a running job) and
 //! only `purge` changes anything. The layout is `docs/FORMAT.md`'s: one
@@ -26,6 +40,13 @@
 //! output says so). Its endpoint and credentials come from the environment:
 //! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP=true` (for plain `http://`),
 //! `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
+//!
+//! # Decoding states
+//!
+//! A snapshot does not record its state's field names, so `dump` decodes
+//! only the state types compiled into the tool: the example jobs' (from the
+//! `checkpoint-examples` library), listed in `src/dump.rs`. To decode your
+//! own job's state, register its type there.
 #![warn(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -37,11 +58,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use checkpoint_core::{FsStorageAgent, Snapshot, SnapshotError, SnapshotHeader, StorageAgent, StorageError, WindowId};
-use checkpoint_examples::dump;
 use checkpoint_examples::location::{CheckpointLocation, S3_ENVIRONMENT};
 use checkpoint_runtime::io::WindowDataManager;
 use checkpoint_runtime::{JobManifest, RestorePoint, StoredPlan, plan_from_storage};
 use clap::{Parser, Subcommand};
+
+mod dump;
 
 /// Inspect, verify, decode and purge a job's checkpoints.
 #[derive(Debug, Parser)]
@@ -117,7 +139,7 @@ enum Command {
         verbose: bool,
     },
     /// Decode a snapshot's state and print it as JSON, for the state types
-    /// this tool is built with (see examples/src/dump.rs).
+    /// this tool is built with (see checkpoint-cli/src/dump.rs).
     Dump {
         /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
@@ -1086,7 +1108,7 @@ fn show(source: &Source, operator: &str, window: Option<&str>, out: &mut String)
             e
         }
     };
-    let decoder = if dump::DUMPABLE.iter().any(|(name, _)| *name == header.type_name) {
+    let decoder = if dump::decodes(&header.type_name) {
         "decodable with `checkpoint dump`"
     } else {
         "this tool cannot decode it"
