@@ -13,12 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use checkpoint_core::{FsStorageAgent, StorageAgent, WindowId};
 use checkpoint_examples::rides::{self, JobSettings};
-use checkpoint_object_store::ObjectStoreAgent;
 use checkpoint_runtime::{Config, Runtime, WindowMode};
 
 /// `ride-stats --deterministic`'s window base.
@@ -40,48 +37,6 @@ fn run_small_job(storage: Arc<dyn StorageAgent>, output: &Path) {
         .window_base(DETERMINISTIC_BASE);
     let report = Runtime::new(config).run(rides::dag(&settings)).expect("the job runs");
     assert_eq!(report.operator(rides::STATS).map(|o| o.tuples_in), Some(9_000));
-}
-
-/// A fresh `s3://` prefix on the endpoint: in a new bucket, or under a
-/// unique prefix of `CHECKPOINT_S3_BUCKET` if that names one (a server that
-/// does not create buckets from a plain request).
-fn fresh_url(name: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    match std::env::var("CHECKPOINT_S3_BUCKET") {
-        Ok(bucket) if !bucket.is_empty() => format!(
-            "s3://{bucket}/checkpoint-cli-{}-{}-{}/{name}",
-            std::process::id(),
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ),
-        _ => format!("s3://{}/{name}", common::bucket()),
-    }
-}
-
-/// The endpoint settings, as a user sets them for the binaries.
-fn s3_env(command: &mut Command) -> &mut Command {
-    command
-        .env("AWS_ENDPOINT_URL", common::endpoint())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-}
-
-/// The test's own agent on `url`, to look at what the binaries stored.
-fn agent(url: &str) -> ObjectStoreAgent {
-    let endpoint = common::endpoint();
-    ObjectStoreAgent::from_url_with(
-        url,
-        [
-            ("aws_endpoint", endpoint.as_str()),
-            ("aws_allow_http", "true"),
-            ("aws_region", "us-east-1"),
-            ("aws_access_key_id", "test"),
-            ("aws_secret_access_key", "test"),
-        ],
-    )
-    .expect("agent")
 }
 
 /// Every operator's windows.
@@ -109,7 +64,7 @@ fn describe(output: &Output) -> String {
 fn checkpoint(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_checkpoint"));
     if args.iter().any(|a| a.starts_with("s3://")) {
-        s3_env(&mut command);
+        common::s3_env(&mut command);
     }
     command.args(args).output().expect("run checkpoint")
 }
@@ -179,9 +134,9 @@ fn purged(out: &str, verb: &str) -> Vec<String> {
 
 #[test]
 fn the_checkpoint_tool_reads_and_purges_an_s3_prefix_as_it_does_a_directory() {
-    let url = fresh_url("jobs/tool");
+    let url = common::location("jobs/tool");
     let work = tempfile::tempdir().expect("tempdir");
-    run_small_job(Arc::new(agent(&url)), &work.path().join("out-s3"));
+    run_small_job(Arc::new(common::agent_at(&url)), &work.path().join("out-s3"));
     let directory = work.path().join("checkpoints");
     let dir = directory.to_str().expect("utf-8 path");
     run_small_job(
@@ -192,7 +147,7 @@ fn the_checkpoint_tool_reads_and_purges_an_s3_prefix_as_it_does_a_directory() {
     // must agree on them line for line.
     let copy_path = work.path().join("copy");
     let copy = copy_path.to_str().expect("utf-8 path");
-    copy_to_directory(&agent(&url), &copy_path);
+    copy_to_directory(&common::agent_at(&url), &copy_path);
 
     // ls
     let ls_s3 = ok(&["ls", &url]);
@@ -215,7 +170,7 @@ fn the_checkpoint_tool_reads_and_purges_an_s3_prefix_as_it_does_a_directory() {
         ls_s3.contains("committed window: 0x6553f1000000001e (#30)"),
         "30 windows of 300 rides:\n{ls_s3}"
     );
-    let stored = listing(&agent(&url));
+    let stored = listing(&common::agent_at(&url));
     for (op, windows) in &stored {
         for w in windows {
             assert!(
@@ -284,14 +239,18 @@ fn the_checkpoint_tool_reads_and_purges_an_s3_prefix_as_it_does_a_directory() {
     // purge: a dry run deletes nothing; then both delete the same windows
     // and keep the same ones, and recovery still finds everything.
     let would = ok(&["purge", &url, "--keep", "0", "--dry-run"]);
-    assert_eq!(listing(&agent(&url)), stored, "--dry-run deleted something:\n{would}");
+    assert_eq!(
+        listing(&common::agent_at(&url)),
+        stored,
+        "--dry-run deleted something:\n{would}"
+    );
     let out_s3 = ok(&["purge", &url, "--keep", "0"]);
     let out_copy = ok(&["purge", copy, "--keep", "0"]);
     let deleted = purged(&out_s3, "deleted ");
     assert!(!deleted.is_empty(), "nothing to purge in {stored:?}:\n{out_s3}");
     assert_eq!(purged(&would, "would delete "), deleted);
     assert_eq!(deleted, purged(&out_copy, "deleted "));
-    let after = listing(&agent(&url));
+    let after = listing(&common::agent_at(&url));
     assert_eq!(
         after,
         listing(&FsStorageAgent::new(&copy_path).expect("copy")),
@@ -301,7 +260,7 @@ fn the_checkpoint_tool_reads_and_purges_an_s3_prefix_as_it_does_a_directory() {
     assert_eq!(ls_recovery(&ok(&["ls", &url])), recovery, "purge changed recovery");
     assert!(ok(&["verify", &url]).contains("all ok"));
     // What `ride-stats` reads to say "the job ... already finished".
-    let job = rides::stored_job(&agent(&url))
+    let job = rides::stored_job(&common::agent_at(&url))
         .expect("the job after purge")
         .expect("a job");
     assert_eq!(job.source.position(), job.source.end(), "the job still finished");
@@ -309,7 +268,7 @@ fn the_checkpoint_tool_reads_and_purges_an_s3_prefix_as_it_does_a_directory() {
 
 #[test]
 fn an_empty_prefix_is_a_clear_error() {
-    let url = fresh_url("nothing/here");
+    let url = common::location("nothing/here");
     let output = checkpoint(&["ls", &url]);
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());

@@ -90,7 +90,7 @@ pub use dag::{DEFAULT_CHECKPOINT_WINDOW_COUNT, Dag, MAX_PHYSICAL_NAME_LEN, NoInp
 pub use error::{DagError, RunError};
 pub use fault::{Fault, FaultKind, FaultPoint};
 pub use manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator, ManifestRescale};
-pub use metrics::{OperatorReport, Progress, ProgressSnapshot, Recovery, RunReport};
+pub use metrics::{CheckpointRecord, OperatorReport, Progress, ProgressSnapshot, Recovery, RunReport};
 pub use operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output, ProcessingMode, Tuple};
 pub use recovery_plan::{BadCheckpoint, RestorePoint, StoredOperator, StoredPlan, plan_from_storage};
 pub use runtime::{Runtime, StopHandle};

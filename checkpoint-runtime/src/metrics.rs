@@ -47,6 +47,38 @@ const RECENT_ENCODES: usize = 32;
 pub(crate) struct Metrics {
     pub(crate) operators: Vec<OperatorMetrics>,
     pub(crate) committed: Mutex<Option<WindowId>>,
+    /// The newest checkpoints, oldest first, at most `HISTORY` of them.
+    history: Mutex<std::collections::VecDeque<CheckpointRecord>>,
+}
+
+/// How many checkpoints the run report's history keeps (the newest).
+const HISTORY: usize = 10_000;
+
+/// One checkpoint that became durable, in the run report's history.
+///
+/// # Examples
+///
+/// ```
+/// # fn show(report: &checkpoint_runtime::RunReport) {
+/// for c in &report.checkpoint_history {
+///     println!("{} at {}: {} bytes, encoded in {:?}, durable {:?} later", c.operator, c.window, c.bytes, c.encode, c.durable);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointRecord {
+    /// The physical operator.
+    pub operator: String,
+    /// The checkpoint's window.
+    pub window: WindowId,
+    /// Bytes it wrote (its snapshot, and for keyed state the chunks it
+    /// wrote).
+    pub bytes: u64,
+    /// The encode (the operator's pause).
+    pub encode: Duration,
+    /// From the end of the encode until it was durable.
+    pub durable: Duration,
 }
 
 impl Metrics {
@@ -54,6 +86,71 @@ impl Metrics {
         Metrics {
             operators: (0..n).map(|_| OperatorMetrics::default()).collect(),
             committed: Mutex::new(None),
+            history: Mutex::default(),
+        }
+    }
+
+    /// A checkpoint became durable: into the history, and to the `metrics`
+    /// facade.
+    pub(crate) fn checkpointed(&self, record: CheckpointRecord) {
+        let operator = record.operator.clone();
+        metrics::counter!("checkpoint_number_of_completed_checkpoints", "operator" => operator.clone()).increment(1);
+        metrics::gauge!("checkpoint_last_checkpoint_size_bytes", "operator" => operator.clone())
+            .set(record.bytes as f64);
+        metrics::gauge!("checkpoint_last_checkpoint_duration_seconds", "operator" => operator.clone())
+            .set((record.encode + record.durable).as_secs_f64());
+        metrics::histogram!("checkpoint_size_bytes", "operator" => operator.clone()).record(record.bytes as f64);
+        metrics::histogram!("checkpoint_durable_latency_seconds", "operator" => operator)
+            .record(record.durable.as_secs_f64());
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(record);
+    }
+
+    /// The newest checkpoints, oldest first.
+    pub(crate) fn history(&self) -> Vec<CheckpointRecord> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Reports the counters kept here to the `metrics` facade (a no-op
+    /// unless the program installed a recorder, such as a Prometheus
+    /// exporter). Names follow Flink's metrics where it has one
+    /// (`numRecordsIn`, `numRestarts`, `lastCheckpointSize`), in
+    /// Prometheus' spelling, each prefixed `checkpoint_`.
+    pub(crate) fn publish(&self, names: &[String], restarts: &[u32]) {
+        let mut newest: Option<WindowId> = None;
+        for (i, (m, name)) in self.operators.iter().zip(names).enumerate() {
+            let label = || ("operator", name.clone());
+            let tuples_out = m.tuples_out_before.load(Ordering::Relaxed) + m.tuples_out.load(Ordering::Relaxed);
+            metrics::counter!("checkpoint_num_records_in", &[label()]).absolute(m.tuples_in.load(Ordering::Relaxed));
+            metrics::counter!("checkpoint_num_records_out", &[label()]).absolute(tuples_out);
+            metrics::counter!("checkpoint_windows", &[label()]).absolute(m.windows.load(Ordering::Relaxed));
+            metrics::counter!("checkpoint_save_retries", &[label()]).absolute(m.save_retries.load(Ordering::Relaxed));
+            metrics::counter!("checkpoint_number_of_failed_checkpoints", &[label()])
+                .absolute(m.failed_checkpoints.load(Ordering::Relaxed));
+            metrics::counter!("checkpoint_num_restarts", &[label()])
+                .absolute(u64::from(restarts.get(i).copied().unwrap_or(0)));
+            metrics::counter!("checkpoint_spilled_windows", &[label()])
+                .absolute(m.spilled_windows.load(Ordering::Relaxed));
+            metrics::gauge!("checkpoint_replay_bytes", &[label()]).set(m.replay_bytes.load(Ordering::Relaxed) as f64);
+            if m.checkpoints.load(Ordering::Relaxed) > 0 {
+                let last = WindowId::from_u64(m.last_checkpoint.load(Ordering::Relaxed));
+                newest = newest.max(Some(last));
+            }
+        }
+        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(committed) = committed {
+            metrics::gauge!("checkpoint_committed_window").set(f64::from(committed.sequence()));
+            // How far the commit trails the newest checkpoint, in windows.
+            let lag = newest.map_or(0, |n| n.sequence().saturating_sub(committed.sequence()));
+            metrics::gauge!("checkpoint_committed_window_lag").set(f64::from(lag));
         }
     }
 
@@ -145,6 +242,9 @@ pub struct RunReport {
     /// Things worth knowing that did not stop the job: corrupt checkpoints
     /// skipped on a restart, say.
     pub notes: Vec<String>,
+    /// The checkpoints that became durable, oldest first (the newest
+    /// 10,000 of a long run).
+    pub checkpoint_history: Vec<CheckpointRecord>,
 }
 
 /// One recovery from an operator failure.

@@ -606,3 +606,82 @@ fn ctrl_c_stops_gracefully_and_the_resumed_job_ends_with_an_uninterrupted_runs_o
     );
     assert_eq!(totals(&output)["total"].0, 30_000);
 }
+
+/// One plain HTTP GET on loopback; the body, or `None` while nothing
+/// answers.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// The value of the Prometheus sample `name{labels}` (labels as printed,
+/// `""` for none) in `text`.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn the_metrics_are_served_to_prometheus_while_the_job_runs() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let job = Job::new();
+    let addr = format!("127.0.0.1:{port}");
+    // Slow enough to be scraped while it runs (about 6 s).
+    let mut child = job
+        .command(&["--rides", "60000", "--rate", "10000", "--metrics", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ride-stats");
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    let text = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: no committed window scraped in {WATCHDOG:?}"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ride-stats ended ({status}) before a scrape saw a commit");
+        }
+        match http_get(port, "/metrics") {
+            Some(text) if sample(&text, "checkpoint_committed_window", "").is_some_and(|w| w >= 4.0) => break text,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let stats = "operator=\"stats\"";
+    let records_in = sample(&text, "checkpoint_num_records_in", stats).expect("records in");
+    assert!(records_in > 0.0 && records_in <= 60_000.0, "{records_in}\n{text}");
+    let completed = sample(&text, "checkpoint_number_of_completed_checkpoints", stats).expect("checkpoints");
+    assert!(completed >= 1.0, "{text}");
+    let size = sample(&text, "checkpoint_last_checkpoint_size_bytes", stats).expect("size");
+    assert!(size > 0.0 && size < 100e6, "{size}");
+    let durable = sample(&text, "checkpoint_durable_latency_seconds_count", stats).expect("durable latency");
+    assert!(durable >= 1.0, "{text}");
+    let encode_sum = sample(&text, "checkpoint_encode_seconds_sum", stats).expect("encode time");
+    assert!((0.0..10.0).contains(&encode_sum), "{encode_sum}");
+    assert!(
+        sample(&text, "checkpoint_num_restarts", stats).is_some_and(|r| r == 0.0),
+        "{text}"
+    );
+    let lag = sample(&text, "checkpoint_committed_window_lag", "").expect("lag");
+    assert!((0.0..1_000.0).contains(&lag), "{lag}");
+}

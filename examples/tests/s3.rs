@@ -13,12 +13,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use checkpoint_core::{StorageAgent, WindowId};
-use checkpoint_object_store::ObjectStoreAgent;
 use checkpoint_runtime::io::read_output;
 
 /// How long a run may go without printing a line.
@@ -39,48 +37,6 @@ const SMALL: [&str; 12] = [
     "--seed",
     "11",
 ];
-
-/// A fresh `s3://` prefix on the endpoint: in a new bucket, or under a
-/// unique prefix of `CHECKPOINT_S3_BUCKET` if that names one (a server that
-/// does not create buckets from a plain request).
-fn fresh_url(name: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    match std::env::var("CHECKPOINT_S3_BUCKET") {
-        Ok(bucket) if !bucket.is_empty() => format!(
-            "s3://{bucket}/examples-{}-{}-{}/{name}",
-            std::process::id(),
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ),
-        _ => format!("s3://{}/{name}", common::bucket()),
-    }
-}
-
-/// The endpoint settings, as a user sets them for the binaries.
-fn s3_env(command: &mut Command) -> &mut Command {
-    command
-        .env("AWS_ENDPOINT_URL", common::endpoint())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-}
-
-/// The test's own agent on `url`, to look at what the binaries stored.
-fn agent(url: &str) -> ObjectStoreAgent {
-    let endpoint = common::endpoint();
-    ObjectStoreAgent::from_url_with(
-        url,
-        [
-            ("aws_endpoint", endpoint.as_str()),
-            ("aws_allow_http", "true"),
-            ("aws_region", "us-east-1"),
-            ("aws_access_key_id", "test"),
-            ("aws_secret_access_key", "test"),
-        ],
-    )
-    .expect("agent")
-}
 
 /// Every operator's windows.
 fn listing(storage: &dyn StorageAgent) -> BTreeMap<String, Vec<WindowId>> {
@@ -107,7 +63,7 @@ fn describe(output: &Output) -> String {
 fn ride_stats(checkpoints: &str, output: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ride-stats"));
     if checkpoints.starts_with("s3://") {
-        s3_env(&mut command);
+        common::s3_env(&mut command);
     }
     command
         .arg("--checkpoints")
@@ -149,7 +105,7 @@ fn ride_stats_stopped_and_resumed_on_s3_publishes_what_a_run_with_a_directory_do
         "--rate",
         "15000",
     ];
-    let url = fresh_url("jobs/rides");
+    let url = common::location("jobs/rides");
     let work = tempfile::tempdir().expect("tempdir");
     let output = work.path().join("out-s3");
 
@@ -204,14 +160,14 @@ fn ride_stats_stopped_and_resumed_on_s3_publishes_what_a_run_with_a_directory_do
     assert!(text.contains("ride-stats: stopped at ride"), "{text}");
 
     // The checkpoints are in the bucket, under the prefix.
-    let stored = listing(&agent(&url));
+    let stored = listing(&common::agent_at(&url));
     assert_eq!(
         stored.keys().map(String::as_str).collect::<Vec<_>>(),
         ["output", "rides", "stats"],
         "{stored:?}"
     );
     assert!(stored.values().all(|w| !w.is_empty()), "{stored:?}");
-    assert!(agent(&url).load_manifest().expect("manifest").is_some());
+    assert!(common::agent_at(&url).load_manifest().expect("manifest").is_some());
 
     let resumed = run_ride_stats(&url, &output, &args);
     assert!(

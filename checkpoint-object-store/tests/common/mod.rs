@@ -155,3 +155,14 @@ pub(crate) fn agent_at(url: &str) -> ObjectStoreAgent {
     let settings = settings();
     ObjectStoreAgent::from_url_with(url, settings.iter().map(|(k, v)| (*k, v.as_str()))).expect("agent")
 }
+
+/// The endpoint's settings in the environment a user sets for a binary
+/// (`AWS_ENDPOINT_URL` and the rest).
+pub(crate) fn s3_env(command: &mut Command) -> &mut Command {
+    command
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+}

@@ -119,6 +119,8 @@ pub(crate) struct Supervisor {
     started: Instant,
     /// Failures reported while a recovery was under way, handled next.
     pending: std::collections::VecDeque<Event>,
+    /// When the counters last went to the `metrics` facade.
+    published: Instant,
 }
 
 /// Per node, the nodes `is_input` picks among those it reads from,
@@ -328,6 +330,7 @@ impl Supervisor {
             notes: Vec::new(),
             started,
             pending: std::collections::VecDeque::new(),
+            published: Instant::now(),
             physical,
             dag,
         };
@@ -439,6 +442,7 @@ impl Supervisor {
                 // Every save is over: chunks no snapshot names (of saves a
                 // crash or a failure cut short) go now, not at a next run.
                 self.collect_all_chunks();
+                self.publish_metrics(true);
                 Ok(self.report())
             }
             Err(e) => {
@@ -524,6 +528,17 @@ impl Supervisor {
             resumed_from: self.resumed_from.clone(),
             recoveries: self.recoveries.clone(),
             notes: self.notes.clone(),
+            checkpoint_history: self.metrics.history(),
+        }
+    }
+
+    /// Reports the job's counters to the `metrics` facade, at most every
+    /// 200 ms (and once more at the end).
+    fn publish_metrics(&mut self, force: bool) {
+        if force || self.published.elapsed() >= Duration::from_millis(200) {
+            let names: Vec<String> = self.physical.iter().map(|p| p.name.clone()).collect();
+            self.metrics.publish(&names, &self.restarts);
+            self.published = Instant::now();
         }
     }
 
@@ -532,6 +547,7 @@ impl Supervisor {
     fn supervise(&mut self) -> Result<(), GiveUp> {
         while !self.finished.iter().all(|f| *f) {
             self.check_fence()?;
+            self.publish_metrics(false);
             let event = match self.pending.pop_front() {
                 Some(event) => event,
                 None => match self.events_rx.recv_timeout(Duration::from_millis(200)) {

@@ -308,7 +308,10 @@ impl<L: Lifecycle> Core<L> {
             }
             frozen => frozen,
         };
-        self.env.metrics.operators[self.env.node].encoded(started.elapsed());
+        let encode = started.elapsed();
+        self.env.metrics.operators[self.env.node].encoded(encode);
+        metrics::histogram!("checkpoint_encode_seconds", "operator" => self.env.ctx.name.clone())
+            .record(encode.as_secs_f64());
         self.last_checkpoint = Some(window);
         let now = Instant::now();
         self.save_started = Some(now);
@@ -441,7 +444,15 @@ impl<L: Lifecycle> Core<L> {
         metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
         metrics.last_checkpoint.store(window.as_u64(), Ordering::Relaxed);
         if let Some(started) = self.save_started.take() {
-            metrics.durable(started.elapsed());
+            let durable = started.elapsed();
+            metrics.durable(durable);
+            self.env.metrics.checkpointed(crate::metrics::CheckpointRecord {
+                operator: self.env.ctx.name.clone(),
+                window,
+                bytes: metrics.checkpoint_bytes.load(Ordering::Relaxed),
+                encode: std::time::Duration::from_nanos(metrics.encode_nanos_last.load(Ordering::Relaxed)),
+                durable,
+            });
         }
         tracing::debug!(
             operator = %self.env.ctx.name,

@@ -106,6 +106,11 @@ struct Args {
     /// streaming window W, to watch it recover
     #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..))]
     fail_at_window: Option<u32>,
+
+    /// Serve the job's metrics as Prometheus text at http://ADDR/metrics
+    /// while it runs (127.0.0.1:9184, say)
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -208,6 +213,9 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<(), String> {
     };
     print_header(args, &settings, stored.as_ref(), &window_text, matches);
 
+    if let Some(addr) = args.metrics {
+        checkpoint_examples::metrics::serve(addr)?;
+    }
     let runtime = Runtime::new(config);
     let live = LiveProgress::start(
         runtime.progress(),
@@ -409,6 +417,17 @@ fn print_summary(
         short_duration(slowest(|o| o.max_encode_time)),
         short_duration(slowest(|o| o.max_durable_latency)),
     );
+    // The newest checkpoints, from the run report's history.
+    for c in report.checkpoint_history.iter().rev().take(3).rev() {
+        println!(
+            "                 {} at window {}: {}, encoded in {}, durable {} later",
+            c.operator,
+            c.window.sequence(),
+            plural(c.bytes, "byte"),
+            short_duration(c.encode),
+            short_duration(c.durable),
+        );
+    }
     match report.committed {
         Some(w) => println!(
             "  committed:     window {} ({w}): every window up to it is published",
