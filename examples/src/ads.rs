@@ -17,7 +17,7 @@
 //! - [`Aggregate`] sums events, impressions, clicks and cost per key over two
 //!   time buckets: each application window, and buckets of several
 //!   application windows (running totals, updated every application window).
-//! - [`Merge`] (one partition) sorts each window's lines, so the output does
+//! - [`SortWindow`](checkpoint_runtime::io::SortWindow) (one partition) sorts each window's lines, so the output does
 //!   not depend on how the partitions' batches interleave, and the
 //!   exactly-once sink publishes them once the window is committed.
 //!
