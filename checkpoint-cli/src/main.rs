@@ -152,6 +152,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The job's newest durable checkpoints (up to 64, as of its last
+    /// commit), oldest first: operator, window, bytes, the operator's pause
+    /// to encode, and the time until durable.
+    ///
+    /// Read from the job manifest, where the runtime records them at every
+    /// commit.
+    History {
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
+        #[arg(value_name = "DIR|URL")]
+        location: CheckpointLocation,
+    },
     /// Delete old checkpoints, keeping the N newest of each operator and
     /// every checkpoint recovery could still need.
     ///
@@ -159,8 +170,9 @@ enum Command {
     /// and anything newer, the committed window's checkpoint, corrupt files
     /// (see `verify`), and input window data. Needs the job manifest. Stop the
     /// job first: a running job may be saving checkpoints this does not see.
-    /// A directory is locked meanwhile (a job cannot start); an S3 prefix
-    /// is locked only if its storage agent supports a lock.
+    /// The storage is locked meanwhile (a job cannot start): a directory's
+    /// lock file, an S3 prefix's lease (a dead job's is taken over after
+    /// one lease period).
     Purge {
         /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
@@ -213,6 +225,7 @@ fn main() -> ExitCode {
             keep,
             dry_run,
         } => Source::open(location).and_then(|source| purge(&source, keep, dry_run, &mut out)),
+        Command::History { location } => Source::open(location).and_then(|source| history(&source, &mut out)),
     };
     let mut stdout = io::stdout().lock();
     if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush())
@@ -573,6 +586,65 @@ fn scan_dir(root: &Path) -> Result<Inventory, Failure> {
         });
     }
     Ok(inventory)
+}
+
+/// `checkpoint history`: the manifest's checkpoint history as a table.
+fn history(source: &Source, out: &mut String) -> Result<ExitCode, Failure> {
+    let agent = source.agent()?;
+    let bytes = agent
+        .load_manifest()
+        .map_err(|e| format!("cannot read the job manifest: {e}"))?;
+    let manifest = match manifest_state(bytes) {
+        ManifestState::Job(manifest) => manifest,
+        ManifestState::Missing => {
+            return Err("no job manifest: not a job's checkpoints (or the job never started)".to_owned());
+        }
+        ManifestState::Corrupt(e) => return Err(format!("the job manifest is damaged: {e}")),
+        ManifestState::Other(first) => return Err(format!("no job manifest (.manifest holds {first:?})")),
+    };
+    if manifest.history.is_empty() {
+        say!(
+            out,
+            "no checkpoint history: the job has not committed a window since it started recording one"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = manifest
+        .history
+        .iter()
+        .map(|c| c.operator.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    say!(
+        out,
+        "{:<width$}  {:>8}  {:>12}  {:>10}  {:>10}",
+        "operator",
+        "window",
+        "bytes",
+        "encode",
+        "durable"
+    );
+    for c in &manifest.history {
+        say!(
+            out,
+            "{:<width$}  {:>8}  {:>12}  {:>10}  {:>10}",
+            c.operator,
+            c.window.sequence(),
+            c.bytes,
+            format!("{:.3} ms", c.encode_us as f64 / 1000.0),
+            format!("{:.3} ms", c.durable_us as f64 / 1000.0),
+        );
+    }
+    say!(
+        out,
+        "{} checkpoints; committed window {}",
+        manifest.history.len(),
+        manifest
+            .committed
+            .map_or_else(|| "none".to_owned(), |w| w.sequence().to_string())
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_manifest(root: &Path) -> Result<ManifestState, Failure> {

@@ -630,7 +630,7 @@ fn planned_recovery_without(dir: &Path, garbage: &Path) -> WindowId {
 #[test]
 fn every_command_has_help() {
     let out = ok(&["--help"]);
-    for command in ["ls", "show", "verify", "dump", "purge"] {
+    for command in ["ls", "show", "verify", "dump", "purge", "history"] {
         assert!(out.contains(command), "{out}");
         let help = ok(&[command, "--help"]);
         assert!(help.contains("Usage: checkpoint"), "{help}");
@@ -744,4 +744,43 @@ fn ls_says_when_an_inputs_stream_ended() {
     let failed = failed_job();
     let ls = ok(&["ls", path_str(failed.path())]);
     assert!(!ls.contains("stream ended"), "{ls}");
+}
+
+#[test]
+fn history_lists_the_newest_durable_checkpoints_of_a_stored_job() {
+    let dir = failed_job();
+    let stored = manifest(dir.path());
+    assert!(
+        !stored.history.is_empty(),
+        "the runtime records the history at each commit"
+    );
+    let out = ok(&["history", path_str(dir.path())]);
+    // One line per recorded checkpoint, each naming a checkpoint that was
+    // durable: a window the operator saved (retention may have removed it
+    // since, never a window past the committed one of its commit).
+    let lines: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            !l.ends_with(&format!(
+                "committed window {}",
+                stored.committed.expect("committed").sequence()
+            ))
+        })
+        .collect();
+    assert_eq!(lines.len(), stored.history.len(), "{out}");
+    for (line, c) in lines.iter().zip(&stored.history) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], c.operator, "{out}");
+        assert_eq!(words[1], c.window.sequence().to_string(), "{out}");
+        assert_eq!(words[2], c.bytes.to_string(), "{out}");
+        assert!(c.bytes > 0 || c.operator == "double", "{c:?}");
+    }
+    let operators: std::collections::BTreeSet<&str> = stored.history.iter().map(|c| c.operator.as_str()).collect();
+    assert!(
+        operators.contains("count#0") && operators.contains("sink"),
+        "{operators:?}"
+    );
+    let (_, err) = fails(&["history", "/nonexistent/checkpoints"]);
+    assert!(err.contains("/nonexistent/checkpoints"), "{err}");
 }

@@ -89,7 +89,9 @@ pub use config::{Config, DEFAULT_RESTART_LIMIT, RecoveryScope};
 pub use dag::{DEFAULT_CHECKPOINT_WINDOW_COUNT, Dag, MAX_PHYSICAL_NAME_LEN, NoInput, Node};
 pub use error::{DagError, RunError};
 pub use fault::{Fault, FaultKind, FaultPoint};
-pub use manifest::{JobManifest, MANIFEST_FORMAT, ManifestEdge, ManifestOperator, ManifestRescale};
+pub use manifest::{
+    JobManifest, MANIFEST_FORMAT, MANIFEST_HISTORY, ManifestCheckpoint, ManifestEdge, ManifestOperator, ManifestRescale,
+};
 pub use metrics::{CheckpointRecord, OperatorReport, Progress, ProgressSnapshot, Recovery, RunReport};
 pub use operator::{Emit, InputOperator, Operator, OperatorContext, OperatorResult, Output, ProcessingMode, Tuple};
 pub use recovery_plan::{BadCheckpoint, RestorePoint, StoredOperator, StoredPlan, plan_from_storage};

@@ -73,6 +73,41 @@ pub struct JobManifest {
     /// manifests written before generations were recorded.
     #[serde(default)]
     pub generation: u64,
+    /// The job's newest durable checkpoints, oldest first (at most
+    /// [`MANIFEST_HISTORY`]), as of the last commit: what `checkpoint
+    /// history` shows of a stored job. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ManifestCheckpoint>,
+}
+
+/// How many checkpoints the manifest's history keeps.
+pub const MANIFEST_HISTORY: usize = 64;
+
+/// One durable checkpoint in the manifest's history.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_runtime::ManifestCheckpoint;
+///
+/// let json = r#"{"operator":"count","window":"0x0000000100000009","bytes":4096,"encode_us":120,"durable_us":2500}"#;
+/// let c: ManifestCheckpoint = serde_json::from_str(json)?;
+/// assert_eq!((c.operator.as_str(), c.window.sequence(), c.bytes), ("count", 9, 4096));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestCheckpoint {
+    /// The physical operator.
+    pub operator: String,
+    /// The checkpoint's window.
+    #[serde(with = "window_text")]
+    pub window: WindowId,
+    /// Bytes it wrote.
+    pub bytes: u64,
+    /// Its encode (the operator's pause), in microseconds.
+    pub encode_us: u64,
+    /// From the end of the encode until durable, in microseconds.
+    pub durable_us: u64,
 }
 
 /// A keyed operator restarted with another partition count, in the

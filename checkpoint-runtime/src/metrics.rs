@@ -109,6 +109,23 @@ impl Metrics {
         history.push_back(record);
     }
 
+    /// The newest checkpoints as the manifest records them.
+    pub(crate) fn manifest_history(&self) -> Vec<crate::manifest::ManifestCheckpoint> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        history
+            .iter()
+            .skip(history.len().saturating_sub(crate::manifest::MANIFEST_HISTORY))
+            .map(|c| crate::manifest::ManifestCheckpoint {
+                operator: c.operator.clone(),
+                window: c.window,
+                bytes: c.bytes,
+                encode_us: micros(c.encode),
+                durable_us: micros(c.durable),
+            })
+            .collect()
+    }
+
     /// The newest checkpoints, oldest first.
     pub(crate) fn history(&self) -> Vec<CheckpointRecord> {
         self.history

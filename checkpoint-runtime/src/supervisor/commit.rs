@@ -68,6 +68,11 @@ impl Supervisor {
             // start, which never restores from a finished record.
             let finished = self.mark_rescales_finished(new);
             self.manifest.committed = Some(new);
+            let mut history = self.prior_history.clone();
+            history.extend(self.metrics.manifest_history());
+            let keep = history.len().saturating_sub(crate::manifest::MANIFEST_HISTORY);
+            history.drain(..keep);
+            self.manifest.history = history;
             // The manifest first: the write is conditional on this job's
             // previous one, so a job another one took the storage from
             // stops here, before it deletes anything.

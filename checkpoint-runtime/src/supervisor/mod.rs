@@ -121,6 +121,9 @@ pub(crate) struct Supervisor {
     pending: std::collections::VecDeque<Event>,
     /// When the counters last went to the `metrics` facade.
     published: Instant,
+    /// The checkpoint history of the runs before this one (the stored
+    /// manifest's), which this run's continues.
+    prior_history: Vec<crate::manifest::ManifestCheckpoint>,
 }
 
 /// Per node, the nodes `is_input` picks among those it reads from,
@@ -251,6 +254,7 @@ impl Supervisor {
             key_groups: Some(config.key_groups.count()),
             rescaling: BTreeMap::new(),
             generation: 1,
+            history: Vec::new(),
         };
 
         let template = manifest_now(0);
@@ -331,6 +335,7 @@ impl Supervisor {
             started,
             pending: std::collections::VecDeque::new(),
             published: Instant::now(),
+            prior_history: Vec::new(),
             physical,
             dag,
         };
@@ -354,6 +359,7 @@ impl Supervisor {
                 supervisor.manifest = now;
                 supervisor.manifest.committed = stored.committed;
                 supervisor.manifest.generation = stored.generation + 1;
+                supervisor.prior_history = stored.history.clone();
                 supervisor.resume_from_storage(&stored)?;
             }
             None => {
