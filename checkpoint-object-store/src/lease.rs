@@ -87,6 +87,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Until when the lease can be vouched for (the newest renewal plus half
+    /// a period), or `None` once it was taken over.
+    pub(crate) fn valid_until(&self) -> Option<Instant> {
+        if self.lost.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(*self.renewed.lock().unwrap_or_else(PoisonError::into_inner) + self.lease / 2)
+    }
+
     /// `Ok` while the lease is surely held: not taken over, and renewed
     /// within the last half period.
     pub(crate) fn check(&self) -> Result<(), StorageError> {

@@ -299,6 +299,40 @@ impl ObjectStoreAgent {
         }
     }
 
+    /// [`block`](ObjectStoreAgent::block) for a write of a snapshot or
+    /// chunks, which a lease this agent holds also bounds: once the lease
+    /// cannot be vouched for (not renewed for half a period, or taken over)
+    /// the request is dropped, so a write begun under the lease cannot land
+    /// after another job may have taken the prefix over. Renewals keep a
+    /// long upload going.
+    fn block_fenced<T, E: From<DeadlinePassed> + From<LeaseLapsed>>(
+        &self,
+        future: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .upgrade();
+        let Some(shared) = held else {
+            return self.block(future);
+        };
+        let lapsed = async move {
+            while let Some(until) = shared.valid_until() {
+                if std::time::Instant::now() >= until {
+                    break;
+                }
+                tokio::time::sleep_until(until.into()).await;
+            }
+        };
+        self.block(async move {
+            match futures::future::select(Box::pin(future), Box::pin(lapsed)).await {
+                futures::future::Either::Left((result, _)) => result,
+                futures::future::Either::Right(_) => Err(LeaseLapsed.into()),
+            }
+        })
+    }
+
     /// `Ok` unless this agent holds a lease it cannot vouch for (lost, or
     /// not renewed for half a period): then it writes and deletes nothing,
     /// not even a retry of a call made while the lease was good.
@@ -366,7 +400,7 @@ impl StorageAgent for ObjectStoreAgent {
         check_placement(operator, window, snapshot)?;
         self.fence()?;
         let put = put_object(Arc::clone(&self.store), path.clone(), snapshot.to_vec(), self.multipart);
-        self.block(put).map_err(|e| store_error("writing", &path, e))
+        self.block_fenced(put).map_err(|e| store_error("writing", &path, e))
     }
 
     fn load(&self, operator: &str, window: WindowId) -> Result<Vec<u8>, StorageError> {
@@ -525,7 +559,7 @@ impl StorageAgent for ObjectStoreAgent {
             let put = put_object(Arc::clone(&self.store), path.clone(), bytes.clone(), self.multipart);
             puts.push(async move { put.await.map_err(|e| store_error("writing", &path, e)) });
         }
-        self.block(try_join_all(puts)).map(|_| ())
+        self.block_fenced(try_join_all(puts)).map(|_| ())
     }
 
     fn load_chunk(&self, operator: &str, id: ChunkId) -> Result<Vec<u8>, StorageError> {
@@ -618,6 +652,28 @@ fn may_pass(error: &object_store::Error) -> bool {
         | E::UnknownConfigurationKey { .. } => false,
         E::Generic { store, .. } => *store != "checkpoint",
         _ => true,
+    }
+}
+
+/// The lease this agent holds lapsed while a write was in flight.
+struct LeaseLapsed;
+
+fn lease_lapsed() -> std::io::Error {
+    std::io::Error::other("the prefix's lease could not be renewed in time; the write was cancelled")
+}
+
+impl From<LeaseLapsed> for object_store::Error {
+    fn from(_: LeaseLapsed) -> Self {
+        object_store::Error::Generic {
+            store: "checkpoint",
+            source: Box::new(lease_lapsed()),
+        }
+    }
+}
+
+impl From<LeaseLapsed> for StorageError {
+    fn from(_: LeaseLapsed) -> Self {
+        io_error("writing to", "the object store", lease_lapsed())
     }
 }
 

@@ -15,8 +15,9 @@ pub(crate) struct Fenced {
     inner: Arc<dyn StorageAgent>,
     lock: StorageLock,
     /// The version of the manifest this job last read or wrote (`None`: there
-    /// was none).
-    version: Mutex<Option<ManifestVersion>>,
+    /// was none), and the bytes of a write whose answer was an error (it may
+    /// have landed all the same).
+    version: Mutex<(Option<ManifestVersion>, Option<Vec<u8>>)>,
 }
 
 impl Fenced {
@@ -34,7 +35,7 @@ impl Fenced {
         let fenced = Fenced {
             inner: storage,
             lock,
-            version: Mutex::new(version),
+            version: Mutex::new((version, None)),
         };
         Ok((Arc::new(fenced), manifest))
     }
@@ -78,10 +79,37 @@ impl StorageAgent for Fenced {
     /// this job last wrote (or found at its start).
     fn save_manifest(&self, manifest: &[u8]) -> Result<(), StorageError> {
         self.check()?;
-        let mut version = self.version.lock().unwrap_or_else(PoisonError::into_inner);
-        let new = self.inner.replace_manifest(manifest, version.as_ref())?;
-        *version = Some(new);
-        Ok(())
+        let mut state = self.version.lock().unwrap_or_else(PoisonError::into_inner);
+        let (version, uncertain) = &mut *state;
+        let error = match self.inner.replace_manifest(manifest, version.as_ref()) {
+            Ok(new) => {
+                *version = Some(new);
+                *uncertain = None;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        // A write whose answer was lost may have landed: the stored
+        // manifest is then this job's own (this write's, or an earlier
+        // one's that failed the same way), not another job's.
+        if let Ok(Some((stored, stored_version))) = self.inner.load_manifest_versioned() {
+            if stored == manifest {
+                *version = Some(stored_version);
+                *uncertain = None;
+                return Ok(());
+            }
+            if uncertain.as_deref() == Some(stored.as_slice()) {
+                *version = Some(stored_version);
+                *uncertain = None;
+                let new = self.inner.replace_manifest(manifest, version.as_ref())?;
+                *version = Some(new);
+                return Ok(());
+            }
+        }
+        if !matches!(error, StorageError::Superseded { .. }) {
+            *uncertain = Some(manifest.to_vec());
+        }
+        Err(error)
     }
 
     fn load_manifest(&self) -> Result<Option<Vec<u8>>, StorageError> {

@@ -117,4 +117,7 @@ pub(crate) struct SaveFailed {
     pub(crate) message: String,
     /// The chunks it wrote or tried to: what abandoning it removes.
     pub(crate) written: Vec<checkpoint_core::ChunkId>,
+    /// It was still running when given up on (a storage that cannot cancel):
+    /// removing what it wrote could race its writes, so nothing is.
+    pub(crate) running: bool,
 }

@@ -124,12 +124,19 @@ impl Supervisor {
                 storage: self.storage.clone(),
             };
             let restore = self.restore[node].take();
-            if self.ended[node] {
-                // Restored from the final checkpoint of a stream that ended.
-                self.ended_inputs
+            {
+                // Restored from the final checkpoint of a stream that ended,
+                // or from before its end (which it reaches again, or not, if
+                // a stop comes first).
+                let mut ended = self
+                    .ended_inputs
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(node);
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if self.ended[node] {
+                    ended.insert(node);
+                } else {
+                    ended.remove(&node);
+                }
             }
             let env = NodeEnv {
                 node,

@@ -79,14 +79,16 @@ impl Supervisor {
             // A lease that cannot be vouched for for now (a storage outage)
             // only postpones the record and the deletes to a later commit.
             if let Err(e) = storage.save_manifest(&self.manifest.to_bytes()) {
-                return match e {
-                    StorageError::LeaseUncertain { .. } => {
-                        tracing::warn!(window = %new, error = %e, "commit not recorded yet; nothing deleted");
-                        Ok(())
-                    }
-                    e => Err(e.into()),
+                return if e.is_transient() {
+                    // Recorded by a later commit, or at the end of the job.
+                    tracing::warn!(window = %new, error = %e, "commit not recorded yet; nothing deleted");
+                    self.manifest_behind = true;
+                    Ok(())
+                } else {
+                    Err(e.into())
                 };
             }
+            self.manifest_behind = false;
             'retention: for node in (0..self.physical.len()).filter(|_| !pending) {
                 let Some(keep_from) = self.retain_from[node] else {
                     continue;
@@ -103,7 +105,9 @@ impl Supervisor {
                 for window in &old {
                     match storage.delete(name, *window) {
                         Ok(()) => deleted += 1,
-                        Err(e @ StorageError::LeaseUncertain { .. }) => {
+                        // An outage, or a lease not vouched for: the next
+                        // commit deletes what this one could not.
+                        Err(e) if e.is_transient() => {
                             tracing::warn!(error = %e, "retention postponed");
                             ops.durable.drain(..deleted);
                             break 'retention;

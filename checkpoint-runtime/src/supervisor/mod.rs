@@ -124,6 +124,9 @@ pub(crate) struct Supervisor {
     /// The checkpoint history of the runs before this one (the stored
     /// manifest's), which this run's continues.
     prior_history: Vec<crate::manifest::ManifestCheckpoint>,
+    /// A commit's manifest write failed for a reason that may pass: the
+    /// stored manifest is behind, until a later write succeeds.
+    manifest_behind: bool,
 }
 
 /// Per node, the nodes `is_input` picks among those it reads from,
@@ -336,6 +339,7 @@ impl Supervisor {
             pending: std::collections::VecDeque::new(),
             published: Instant::now(),
             prior_history: Vec::new(),
+            manifest_behind: false,
             physical,
             dag,
         };
@@ -447,6 +451,12 @@ impl Supervisor {
                 }
                 // Every save is over: chunks no snapshot names (of saves a
                 // crash or a failure cut short) go now, not at a next run.
+                // A commit whose record was postponed is recorded now, or
+                // the job fails: a restart must not find an older one.
+                if let (true, Some(storage)) = (self.manifest_behind, &self.storage) {
+                    storage.save_manifest(&self.manifest.to_bytes())?;
+                    self.manifest_behind = false;
+                }
                 self.collect_all_chunks();
                 self.publish_metrics(true);
                 Ok(self.report())

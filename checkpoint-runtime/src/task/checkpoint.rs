@@ -121,7 +121,11 @@ struct SaveDone {
 fn perform(attempts: &Attempts<'_>, work: SaveWork) -> SaveDone {
     let (storage, name, window) = (attempts.storage, attempts.name, attempts.window);
     let mut written: Vec<ChunkId> = Vec::new();
-    let failed = |message: String, written: Vec<ChunkId>| SaveFailed { message, written };
+    let failed = |message: String, written: Vec<ChunkId>| SaveFailed {
+        message,
+        written,
+        running: false,
+    };
     match work {
         SaveWork::Whole(bytes) => {
             let result = attempts.run(|| storage.save(name, window, &bytes)).map(|()| None);
@@ -133,10 +137,18 @@ fn perform(attempts: &Attempts<'_>, work: SaveWork) -> SaveDone {
             }
         }
         SaveWork::Frozen(frozen) => {
-            let finished = frozen.finish(|chunks| {
-                written.extend(chunks.iter().map(|(id, _)| *id));
-                attempts.run(|| storage.save_chunks(name, chunks))
-            });
+            // Encoding the groups runs the state's own code: a panic there
+            // is this save's failure, not the saver thread's end.
+            let finished = catch_unwind(AssertUnwindSafe(|| {
+                frozen.finish(|chunks| {
+                    written.extend(chunks.iter().map(|(id, _)| *id));
+                    attempts.run(|| storage.save_chunks(name, chunks))
+                })
+            }));
+            let finished = match finished {
+                Ok(finished) => finished.map_err(|e| attempts.describe(&e)),
+                Err(panic) => Err(format!("encoding its keyed state: {}", panic_message(&*panic))),
+            };
             match finished {
                 Ok(finished) => {
                     let result = attempts
@@ -149,9 +161,9 @@ fn perform(attempts: &Attempts<'_>, work: SaveWork) -> SaveDone {
                         bytes: finished.written_bytes + finished.bytes.len() as u64,
                     }
                 }
-                Err(e) => SaveDone {
+                Err(message) => SaveDone {
                     buffer: Vec::new(),
-                    result: Err(failed(attempts.describe(&e), written)),
+                    result: Err(failed(message, written)),
                     bytes: 0,
                 },
             }
@@ -370,6 +382,7 @@ impl<L: Lifecycle> Core<L> {
             .map_err(|e| SaveFailed {
                 message: format!("starting a thread to save it: {e}"),
                 written: Vec::new(),
+                running: false,
             })?;
         // Not cut short by a kill: a save must be over before the job
         // returns, or it would write after the job let go of its storage.
@@ -391,6 +404,7 @@ impl<L: Lifecycle> Core<L> {
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(SaveFailed {
                 message: "its save thread ended without an answer".to_owned(),
                 written: Vec::new(),
+                running: false,
             }),
             // The save is still running: abandoning it now could race its
             // writes, so nothing it wrote is named.
@@ -400,6 +414,7 @@ impl<L: Lifecycle> Core<L> {
                     self.env.save_timeout
                 ),
                 written: Vec::new(),
+                running: true,
             }),
         }
     }
@@ -417,9 +432,13 @@ impl<L: Lifecycle> Core<L> {
             return Err(self.fail(format!("saving its checkpoint at {window}: {error}")));
         }
         // This incarnation goes on past the window, so nothing else will
-        // save under its names: what the save wrote can go.
-        if let Some(storage) = &self.env.storage {
-            abandon(&**storage, &self.env.ctx.name, window, &failed.written);
+        // save under its names: what the save wrote can go, within a bound
+        // (what stays, retention removes).
+        if let (Some(storage), false) = (&self.env.storage, failed.running) {
+            let deadline = Instant::now() + self.env.save_timeout.min(std::time::Duration::from_secs(10));
+            Deadline::scope(deadline, || {
+                abandon(&**storage, &self.env.ctx.name, window, &failed.written)
+            });
         }
         self.failed_in_a_row += 1;
         self.chunks.clear();

@@ -269,7 +269,15 @@ impl<L: Lifecycle> Core<L> {
                 None => {}
             }
         };
-        answer.map_err(|e| self.fail(format!("recording the end of its stream: {e}")))
+        answer.map_err(|e| {
+            // Not recorded: the end does not stand until it is.
+            self.env
+                .ended_inputs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&self.env.node);
+            self.fail(format!("recording the end of its stream: {e}"))
+        })
     }
 
     /// Fires an injected fault armed for this point.
