@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 /// with the physical operator where it is per operator: tuples in and out,
 /// windows, completed and failed checkpoints, their size, encode time and
 /// encode-to-durable latency (histograms), save retries, restarts, replay
-/// bytes, spilled windows, and the committed window with its lag behind
+/// bytes, spilled windows, the alignment wait of operators with several
+/// inputs, and the committed window with its lag behind
 /// the newest checkpoint (`docs/GUARANTEES.md`, "Metrics").
 ///
 /// # Examples

@@ -105,12 +105,21 @@ pub(crate) fn run_operator<O: Operator>(
         Aligner::new(inputs.len(), core.activation())
     };
     let mut next_edge = 0usize;
+    // The alignment wait (Flink's checkpointAlignmentTime, here at every
+    // window): from the first input's end of a window to the last one's.
+    let mut first_end: Option<std::time::Instant> = None;
+    let alignment = metrics::histogram!("checkpoint_alignment_wait_seconds", "operator" => core.name().to_owned());
     while !aligner.is_done() {
         let readable: Vec<usize> = aligner.readable().collect();
         if readable.is_empty() {
             match aligner.next_action().map_err(|e| align_failure(core.name(), e))? {
                 Some(Action::Begin(window)) => core.begin_window(window)?,
-                Some(Action::End { window, last }) => core.end_window(window, last)?,
+                Some(Action::End { window, last }) => {
+                    if let Some(first) = first_end.take() {
+                        alignment.record(first.elapsed().as_secs_f64());
+                    }
+                    core.end_window(window, last)?
+                }
                 Some(Action::Close) => core.close_stream()?,
                 // Nothing readable and nothing to do: the stream is over.
                 None => {}
@@ -163,6 +172,9 @@ pub(crate) fn run_operator<O: Operator>(
                 continue;
             }
         };
+        if inputs.len() > 1 && first_end.is_none() && matches!(message, Message::End { .. }) {
+            first_end = Some(std::time::Instant::now());
+        }
         let disposition = aligner
             .on_message(edge, incoming(&message))
             .map_err(|e| align_failure(core.name(), e))?;
