@@ -37,6 +37,9 @@ pub(crate) struct OperatorMetrics {
     pub(crate) durable_nanos_max: AtomicU64,
     pub(crate) save_retries: AtomicU64,
     pub(crate) failed_checkpoints: AtomicU64,
+    /// The largest emitted count published: a counter that never steps
+    /// back while an incarnation hands its count over.
+    published_out: AtomicU64,
 }
 
 /// How many recent checkpoint encodes the median pause is taken over.
@@ -145,7 +148,8 @@ impl Metrics {
         let mut newest: Option<WindowId> = None;
         for (i, (m, name)) in self.operators.iter().zip(names).enumerate() {
             let label = || ("operator", name.clone());
-            let tuples_out = m.tuples_out_before.load(Ordering::Relaxed) + m.tuples_out.load(Ordering::Relaxed);
+            let now = m.tuples_out_before.load(Ordering::Relaxed) + m.tuples_out.load(Ordering::Relaxed);
+            let tuples_out = m.published_out.fetch_max(now, Ordering::Relaxed).max(now);
             metrics::counter!("checkpoint_num_records_in", &[label()]).absolute(m.tuples_in.load(Ordering::Relaxed));
             metrics::counter!("checkpoint_num_records_out", &[label()]).absolute(tuples_out);
             metrics::counter!("checkpoint_windows", &[label()]).absolute(m.windows.load(Ordering::Relaxed));
