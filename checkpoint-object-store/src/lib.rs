@@ -58,8 +58,13 @@ use futures::future::try_join_all;
 use object_store::path::{Path, PathPart};
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 
+mod error;
 mod lease;
 mod sink;
+mod upload;
+
+use error::{DeadlinePassed, LeaseLapsed, io_error, may_pass, store_error};
+use upload::{MIN_PART, Multipart, put_object};
 
 pub use sink::{ExactlyOnceObjectSink, ObjectOutput};
 
@@ -73,7 +78,7 @@ const LEASE: &str = ".lease";
 /// The lease period unless [`ObjectStoreAgent::with_lease`] sets one.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
-/// Retries of a call other than a save (see `ObjectStoreAgent::retrying`).
+/// Retries of a call other than a save (see `ObjectStoreAgent::block_retrying`).
 const CALL_RETRIES: u32 = 3;
 
 /// The subdirectory of an operator's that holds its chunks.
@@ -374,11 +379,19 @@ impl ObjectStoreAgent {
     }
 
     fn snapshot_path(&self, operator: &str, window: WindowId) -> Result<Path, StorageError> {
-        Ok(self.operator_path(operator)?.child(format!("{:016x}", window.as_u64())))
+        Ok(self.operator_path(operator)?.child(window_name(window)))
     }
 
     fn chunk_path(&self, operator: &str, id: ChunkId) -> Result<Path, StorageError> {
         Ok(self.operator_path(operator)?.child(CHUNK_DIR).child(id.to_string()))
+    }
+
+    /// The windows named by the objects directly under `dir` (16 lower-case
+    /// hex digits), ascending.
+    pub(crate) fn windows_under(&self, dir: &Path) -> Result<Vec<WindowId>, StorageError> {
+        let mut windows: Vec<WindowId> = self.names_under(dir)?.iter().filter_map(|n| parse_window(n)).collect();
+        windows.sort_unstable();
+        Ok(windows)
     }
 
     /// The names of the objects directly under `dir`, decoded.
@@ -425,15 +438,7 @@ impl StorageAgent for ObjectStoreAgent {
     }
 
     fn windows(&self, operator: &str) -> Result<Vec<WindowId>, StorageError> {
-        let dir = self.operator_path(operator)?;
-        let mut windows: Vec<WindowId> = self
-            .names_under(&dir)?
-            .iter()
-            .filter(|n| n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .filter_map(|n| u64::from_str_radix(n, 16).ok().map(WindowId::from_u64))
-            .collect();
-        windows.sort_unstable();
-        Ok(windows)
+        self.windows_under(&self.operator_path(operator)?)
     }
 
     fn operators(&self) -> Result<Vec<String>, StorageError> {
@@ -588,126 +593,24 @@ impl StorageAgent for ObjectStoreAgent {
     }
 }
 
-/// S3's smallest part of a multipart upload (but the last).
-const MIN_PART: usize = 5 << 20;
-
-/// When and how objects are uploaded in parts.
-#[derive(Debug, Clone, Copy)]
-struct Multipart {
-    threshold: usize,
-    part_size: usize,
-}
-
-impl Default for Multipart {
-    fn default() -> Self {
-        Multipart {
-            threshold: 16 << 20,
-            part_size: 8 << 20,
-        }
-    }
-}
-
-/// Puts `bytes` at `path`: in one request, or in parts if large. An
-/// upload in parts becomes visible only when completed, all at once, as a
-/// single put does; one that fails is aborted.
-async fn put_object(
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    bytes: Vec<u8>,
-    multipart: Multipart,
-) -> Result<(), object_store::Error> {
-    if bytes.len() < multipart.threshold {
-        return store.put(&path, PutPayload::from(bytes)).await.map(|_| ());
-    }
-    let upload = store.put_multipart(&path).await?;
-    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, multipart.part_size);
-    let mut bytes = bytes::Bytes::from(bytes);
-    while !bytes.is_empty() {
-        if let Err(e) = writer.wait_for_capacity(4).await {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-        let piece = bytes.split_to(bytes.len().min(multipart.part_size));
-        writer.put(piece);
-    }
-    // `finish` aborts the upload itself if completing it fails.
-    writer.finish().await.map(|_| ())
-}
-
-/// Whether a failed call may succeed if made again: not when the store
-/// answered definitely (missing, present, changed, refused) or the
-/// caller's deadline passed.
-fn may_pass(error: &object_store::Error) -> bool {
-    use object_store::Error as E;
-    match error {
-        E::NotFound { .. }
-        | E::AlreadyExists { .. }
-        | E::Precondition { .. }
-        | E::NotModified { .. }
-        | E::NotSupported { .. }
-        | E::NotImplemented
-        | E::PermissionDenied { .. }
-        | E::Unauthenticated { .. }
-        | E::InvalidPath { .. }
-        | E::UnknownConfigurationKey { .. } => false,
-        E::Generic { store, .. } => *store != "checkpoint",
-        _ => true,
-    }
-}
-
-/// The lease this agent holds lapsed while a write was in flight.
-struct LeaseLapsed;
-
-fn lease_lapsed() -> std::io::Error {
-    std::io::Error::other("the prefix's lease could not be renewed in time; the write was cancelled")
-}
-
-impl From<LeaseLapsed> for object_store::Error {
-    fn from(_: LeaseLapsed) -> Self {
-        object_store::Error::Generic {
-            store: "checkpoint",
-            source: Box::new(lease_lapsed()),
-        }
-    }
-}
-
-impl From<LeaseLapsed> for StorageError {
-    fn from(_: LeaseLapsed) -> Self {
-        io_error("writing to", "the object store", lease_lapsed())
-    }
-}
-
-/// The calling thread's [`Deadline`] passed before the store answered.
-struct DeadlinePassed;
-
-fn deadline_passed() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "no answer before the checkpoint's deadline (the save timeout); the request was cancelled",
-    )
-}
-
-impl From<DeadlinePassed> for object_store::Error {
-    fn from(_: DeadlinePassed) -> Self {
-        object_store::Error::Generic {
-            store: "checkpoint",
-            source: Box::new(deadline_passed()),
-        }
-    }
-}
-
-impl From<DeadlinePassed> for StorageError {
-    fn from(_: DeadlinePassed) -> Self {
-        io_error("waiting for", "the object store", deadline_passed())
-    }
-}
-
 fn delete_if_exists(agent: &ObjectStoreAgent, path: &Path) -> Result<(), StorageError> {
     agent.fence()?;
     match agent.block_retrying("delete", || agent.store.delete(path)) {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(store_error("deleting", path, e)),
     }
+}
+
+/// A window's object name: its id's 16 lower-case hex digits.
+pub(crate) fn window_name(window: WindowId) -> String {
+    format!("{:016x}", window.as_u64())
+}
+
+/// The window an object name names, if it is one.
+fn parse_window(name: &str) -> Option<WindowId> {
+    let hex = name.len() == 16 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| u64::from_str_radix(name, 16).ok().map(WindowId::from_u64))
+        .flatten()
 }
 
 /// A path segment as it was given: `PathPart` percent-encodes characters
@@ -730,16 +633,4 @@ fn decode_part(part: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn io_error(action: &'static str, what: &str, source: std::io::Error) -> StorageError {
-    StorageError::Io {
-        action,
-        path: std::path::PathBuf::from(what),
-        source,
-    }
-}
-
-fn store_error(action: &'static str, path: &Path, error: object_store::Error) -> StorageError {
-    io_error(action, path.as_ref(), std::io::Error::other(error))
 }

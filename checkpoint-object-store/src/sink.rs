@@ -50,6 +50,17 @@ impl ObjectOutput {
 
     /// [`from_url`](ObjectOutput::from_url) with S3 settings given here, as
     /// [`ObjectStoreAgent::from_url_with`] takes them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let output = checkpoint_object_store::ObjectOutput::from_url_with(
+    ///     "s3://results/word-counts",
+    ///     [("aws_endpoint", "http://127.0.0.1:9000"), ("aws_allow_http", "true"), ("aws_region", "us-east-1")],
+    /// )?;
+    /// # let _ = output;
+    /// # Ok::<(), checkpoint_core::StorageError>(())
+    /// ```
     pub fn from_url_with<'a>(
         url: &str,
         options: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -60,6 +71,17 @@ impl ObjectOutput {
     }
 
     /// An output on `store` under `prefix`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let store = Arc::new(object_store::memory::InMemory::new());
+    /// let output = checkpoint_object_store::ObjectOutput::new(store, "out")?;
+    /// assert!(output.published_windows()?.is_empty());
+    /// # Ok::<(), checkpoint_core::StorageError>(())
+    /// ```
     pub fn new(store: Arc<dyn object_store::ObjectStore>, prefix: &str) -> Result<Self, StorageError> {
         Ok(ObjectOutput {
             agent: ObjectStoreAgent::new(store, prefix)?,
@@ -67,24 +89,17 @@ impl ObjectOutput {
     }
 
     fn window_path(&self, window: WindowId) -> Path {
-        self.agent.prefix.child(format!("{:016x}", window.as_u64()))
+        self.agent.prefix.child(crate::window_name(window))
     }
 
-    /// The windows published, ascending.
+    /// The windows published, ascending (see the type's example).
     pub fn published_windows(&self) -> Result<Vec<WindowId>, StorageError> {
-        let mut windows: Vec<WindowId> = self
-            .agent
-            .names_under(&self.agent.prefix)?
-            .iter()
-            .filter(|n| n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .filter_map(|n| u64::from_str_radix(n, 16).ok().map(WindowId::from_u64))
-            .collect();
-        windows.sort_unstable();
-        Ok(windows)
+        self.agent.windows_under(&self.agent.prefix)
     }
 
     /// Everything published, the windows concatenated in window order, so
-    /// two runs of a job can be compared byte for byte.
+    /// two runs of a job can be compared byte for byte (see
+    /// [`ExactlyOnceObjectSink`]'s example).
     pub fn read_output(&self) -> Result<Vec<u8>, StorageError> {
         let mut output = Vec::new();
         for window in self.published_windows()? {
@@ -229,6 +244,18 @@ impl<T> ExactlyOnceObjectSink<T> {
     }
 
     /// The newest window this sink published (part of its state).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use checkpoint_object_store::{ExactlyOnceObjectSink, ObjectOutput};
+    ///
+    /// let sink = ExactlyOnceObjectSink::<u64>::new(Arc::new(ObjectOutput::from_url("memory://out")?));
+    /// assert_eq!(sink.last_published(), None);
+    /// # Ok::<(), checkpoint_core::StorageError>(())
+    /// ```
     pub fn last_published(&self) -> Option<WindowId> {
         self.last_published
     }

@@ -341,11 +341,14 @@ pub(super) fn convert_edge<T: Tuple, In: Tuple>(
 ) -> Box<dyn EdgeWiring> {
     Box::new(ConvertEdge::<T, In> {
         convert: Arc::new(convert),
+        broadcast: false,
     })
 }
 
 struct ConvertEdge<T, In> {
     convert: Arc<dyn Fn(T) -> In + Send + Sync>,
+    /// To every downstream partition (else to the one there is).
+    broadcast: bool,
 }
 
 impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
@@ -355,15 +358,23 @@ impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
 
     fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, _key_groups: KeyGroups) -> Erased {
         let mut channels = channels_of::<In>(channels);
-        let Some(channel) = channels.pop() else {
-            unreachable!("a converting edge has one downstream partition");
+        let inner: Box<dyn Subscriber<In>> = if self.broadcast {
+            Box::new(BroadcastSubscriber {
+                partitions: channels,
+                link: link.clone(),
+            })
+        } else {
+            let Some(channel) = channels.pop() else {
+                unreachable!("a converting edge has one downstream partition");
+            };
+            Box::new(ChannelSubscriber {
+                channel,
+                link: link.clone(),
+            })
         };
         let subscriber: Box<dyn Subscriber<T>> = Box::new(ConvertSubscriber {
             convert: Arc::clone(&self.convert),
-            inner: Box::new(ChannelSubscriber {
-                channel,
-                link: link.clone(),
-            }),
+            inner,
         });
         Box::new(subscriber)
     }
@@ -406,35 +417,10 @@ impl<T: Tuple> EdgeWiring for BroadcastEdge<T> {
 pub(super) fn broadcast_convert_edge<T: Tuple, In: Tuple>(
     convert: impl Fn(T) -> In + Send + Sync + 'static,
 ) -> Box<dyn EdgeWiring> {
-    Box::new(BroadcastConvertEdge::<T, In> {
+    Box::new(ConvertEdge::<T, In> {
         convert: Arc::new(convert),
+        broadcast: true,
     })
-}
-
-struct BroadcastConvertEdge<T, In> {
-    convert: Arc<dyn Fn(T) -> In + Send + Sync>,
-}
-
-impl<T: Tuple, In: Tuple> EdgeWiring for BroadcastConvertEdge<T, In> {
-    fn channel(&self, capacity: usize) -> (Erased, Erased) {
-        channel_of::<In>(capacity)
-    }
-
-    fn subscriber(&self, channels: Vec<(usize, Erased)>, link: &Link, _key_groups: KeyGroups) -> Erased {
-        let subscriber: Box<dyn Subscriber<T>> = Box::new(ConvertSubscriber {
-            convert: Arc::clone(&self.convert),
-            inner: Box::new(BroadcastSubscriber {
-                partitions: channels_of::<In>(channels),
-                link: link.clone(),
-            }),
-        });
-        Box::new(subscriber)
-    }
-
-    fn chain(&self, downstream: Erased) -> Erased {
-        // Validation allows thread-local edges only as plain edges.
-        downstream
-    }
 }
 
 pub(super) fn keyed_edge<T: Tuple>(key: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Box<dyn EdgeWiring> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use checkpoint_core::WindowId;
 
-use super::channel::Channel;
+use super::channel::{Channel, send_each};
 use super::cursor::Link;
 use super::{Message, Reconnect, Reconnected, Subscriber};
 use crate::failure::Failure;
@@ -19,10 +19,7 @@ pub(crate) struct BroadcastSubscriber<T> {
 
 impl<T: Send + Sync + 'static> Subscriber<T> for BroadcastSubscriber<T> {
     fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
-        for channel in &mut self.partitions {
-            channel.send(Message::Begin(window), &self.link)?;
-        }
-        Ok(())
+        send_each(&mut self.partitions, &Message::Begin(window), &self.link)
     }
     fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
         for channel in &mut self.partitions {
@@ -34,16 +31,10 @@ impl<T: Send + Sync + 'static> Subscriber<T> for BroadcastSubscriber<T> {
         self.batch(&batch)
     }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
-        for channel in &mut self.partitions {
-            channel.send(Message::End { window, last }, &self.link)?;
-        }
-        Ok(())
+        send_each(&mut self.partitions, &Message::End { window, last }, &self.link)
     }
     fn close(&mut self) -> Result<(), Failure> {
-        for channel in &mut self.partitions {
-            channel.send(Message::Closed, &self.link)?;
-        }
-        Ok(())
+        send_each(&mut self.partitions, &Message::Closed, &self.link)
     }
     /// A recovered partition catches up on the whole stream, as on a plain
     /// edge.

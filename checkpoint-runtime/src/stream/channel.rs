@@ -133,6 +133,19 @@ impl<W: Send + Sync + 'static> Channel<W> {
     }
 }
 
+/// Sends a copy of `message` (a window boundary, the end of the stream) to
+/// every channel of a fan-out edge (keyed, broadcast).
+pub(super) fn send_each<W: Send + Sync + 'static>(
+    channels: &mut [Channel<W>],
+    message: &Message<W>,
+    link: &Link,
+) -> Result<(), Failure> {
+    for channel in channels {
+        channel.send(message.clone(), link)?;
+    }
+    Ok(())
+}
+
 fn reconnected<T: Send + Sync + 'static>(found: Option<Option<ChannelSink<T>>>) -> Reconnected<T> {
     match found {
         None => Reconnected::NotHere,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use checkpoint_core::{KeyGroups, WindowId};
 use crossbeam_channel::Select;
 
-use super::channel::Channel;
+use super::channel::{Channel, send_each};
 use super::cursor::{ChannelSink, Flow, Link, Sink};
 use super::{Message, Reconnect, Reconnected, Subscriber};
 use crate::failure::Failure;
@@ -50,10 +50,7 @@ impl<T: Clone + Send + Sync + 'static> KeyedSubscriber<T> {
 
 impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
     fn begin_window(&mut self, window: WindowId) -> Result<(), Failure> {
-        for channel in &mut self.partitions {
-            channel.send(Message::Begin(window), &self.link)?;
-        }
-        Ok(())
+        send_each(&mut self.partitions, &Message::Begin(window), &self.link)
     }
     fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
         let split = self.split(batch.iter().cloned(), batch.len());
@@ -70,16 +67,10 @@ impl<T: Clone + Send + Sync + 'static> Subscriber<T> for KeyedSubscriber<T> {
         self.send_split(split)
     }
     fn end_window(&mut self, window: WindowId, last: bool) -> Result<(), Failure> {
-        for channel in &mut self.partitions {
-            channel.send(Message::End { window, last }, &self.link)?;
-        }
-        Ok(())
+        send_each(&mut self.partitions, &Message::End { window, last }, &self.link)
     }
     fn close(&mut self) -> Result<(), Failure> {
-        for channel in &mut self.partitions {
-            channel.send(Message::Closed, &self.link)?;
-        }
-        Ok(())
+        send_each(&mut self.partitions, &Message::Closed, &self.link)
     }
     fn reconnect(
         &mut self,
