@@ -1,106 +1,122 @@
-//! The state types `checkpoint dump` can decode.
+//! Decoding a snapshot's state to JSON without the job's code, through the
+//! layout description every snapshot of a derived state type carries
+//! (`docs/FORMAT.md`, "Layout descriptions").
 //!
-//! A snapshot records its state type's name, version and layout fingerprint,
-//! not its field names, so decoding a payload needs the type itself, compiled
-//! into the tool. [`DUMPABLE`] lists those types (the example jobs', from the
-//! `checkpoint-examples` library); [`dump`] picks the entry by the type name
-//! a snapshot records and decodes it with [`Snapshot::decode`] (which checks
-//! the checksum, the version and the fingerprint first) into JSON.
+//! The description is checked before it is trusted: its field names, kinds
+//! and type texts must give the fingerprint the snapshot records, and its
+//! formats must not contradict its type texts. Chunks of keyed state are
+//! loaded and checked against the snapshot's chunk table as a restore
+//! checks them.
 
-use checkpoint_core::{Checkpoint, Snapshot};
-use checkpoint_examples::ride_totals::RideTotals;
-use checkpoint_examples::rides::{RideSource, RideStats};
-use serde::Serialize;
+use std::collections::BTreeMap;
 
-/// Decodes a whole snapshot (envelope and payload) into JSON, or says why
-/// it cannot.
-type DumpFn = fn(&[u8]) -> Result<serde_json::Value, String>;
+use checkpoint_core::{Chunk, ChunkId, DescriptionError, Snapshot, SnapshotHeader, StateDescription, StorageError};
 
-/// Every state type `checkpoint dump` can decode: the type name snapshots
-/// record (`Checkpoint::TYPE_NAME`) and its decoder.
-///
-/// To register a type that implements `Checkpoint + serde::Serialize`, add
-/// `(T::TYPE_NAME, dump_as::<T>)` here (and a dependency on its crate).
-const DUMPABLE: &[(&str, DumpFn)] = &[
-    (RideTotals::TYPE_NAME, dump_as::<RideTotals>),
-    (RideSource::TYPE_NAME, dump_as::<RideSource>),
-    (RideStats::TYPE_NAME, dump_as::<RideStats>),
-];
-
-/// Decodes `snapshot` as a `T` and converts the state to JSON with its
-/// `Serialize` implementation (transient fields are whatever `Serialize`
-/// makes of their restored defaults; skip them with `#[serde(skip)]`).
-fn dump_as<T: Checkpoint + Serialize>(snapshot: &[u8]) -> Result<serde_json::Value, String> {
-    let (_, state) = Snapshot::decode::<T>(snapshot).map_err(|e| e.to_string())?;
-    serde_json::to_value(&state).map_err(|e| format!("converting {} to JSON: {e}", T::TYPE_NAME))
+/// A snapshot's state, decoded.
+pub(crate) struct Decoded {
+    pub(crate) header: SnapshotHeader,
+    pub(crate) description: StateDescription,
+    pub(crate) value: serde_json::Value,
+    /// The key-group count of its keyed maps' chunks, if it has any.
+    pub(crate) chunk_key_groups: Option<u32>,
 }
 
-/// Whether [`dump`] knows a state type by the name snapshots record.
-pub(crate) fn decodes(type_name: &str) -> bool {
-    DUMPABLE.iter().any(|(name, _)| *name == type_name)
+/// The description `header` carries, checked against it.
+pub(crate) fn description(header: &SnapshotHeader) -> Result<StateDescription, DescriptionError> {
+    let text = header.description.as_deref().ok_or_else(|| DescriptionError::Missing {
+        type_name: header.type_name.clone(),
+    })?;
+    let description = StateDescription::from_json(text)?;
+    description.check_against(header)?;
+    Ok(description)
 }
 
-/// The type names [`DUMPABLE`] knows, sorted, without duplicates.
-fn known_types() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = DUMPABLE.iter().map(|(name, _)| *name).collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
-/// Decodes `snapshot` (a whole snapshot file's bytes) with the registered
-/// type its header names.
-///
-/// Errors: the envelope is unreadable or corrupt; no registered type has
-/// that name (the message lists the known ones); or the registered type
-/// cannot read it (another version or layout). Two registered types may
-/// share a name: the first that decodes wins.
-pub(crate) fn dump(snapshot: &[u8]) -> Result<serde_json::Value, String> {
-    let header = Snapshot::verify(snapshot).map_err(|e| e.to_string())?;
-    let mut failures = Vec::new();
-    for (name, decode) in DUMPABLE {
-        if *name == header.type_name {
-            match decode(snapshot) {
-                Ok(value) => return Ok(value),
-                Err(e) => failures.push(e),
-            }
+/// Decodes a whole snapshot (`bytes`), loading its chunks, if any, with
+/// `load_chunk(operator, chunk)`.
+pub(crate) fn decode(
+    bytes: &[u8],
+    load_chunk: impl Fn(&str, ChunkId) -> Result<Vec<u8>, StorageError>,
+) -> Result<Decoded, String> {
+    let (header, payload) = Snapshot::payload(bytes).map_err(|e| e.to_string())?;
+    let description = description(&header).map_err(|e| e.to_string())?;
+    let mut chunks = BTreeMap::new();
+    let mut chunk_key_groups = None;
+    for reference in &header.chunks {
+        let chunk = load_chunk(&header.operator, reference.id)
+            .map_err(|e| format!("loading chunk {}/{}: {e}", header.operator, reference.id))?;
+        let (found, _) =
+            Chunk::decode(&chunk).map_err(|e| format!("chunk {}/{}: {e}", header.operator, reference.id))?;
+        if chunk_key_groups.is_some_and(|g| g != found.key_groups) {
+            return Err(format!(
+                "the chunks of {} disagree on the key-group count: the snapshot is damaged",
+                header.operator
+            ));
         }
+        chunk_key_groups = Some(found.key_groups);
+        let (_, entries) =
+            Chunk::decode_expected(&chunk, &header.operator, reference, found.key_groups).map_err(|e| e.to_string())?;
+        chunks.insert(
+            (reference.id.map, reference.id.group),
+            (reference.entries, entries.to_vec()),
+        );
     }
-    if failures.is_empty() {
-        return Err(format!(
-            "this build cannot decode state type {:?} (it knows: {}); register the type in checkpoint-cli/src/dump.rs",
-            header.type_name,
-            known_types().join(", ")
-        ));
-    }
-    Err(failures.join("; "))
+    let value = description
+        .decode_payload(payload, &chunks)
+        .map_err(|e| format!("the state does not decode as its description says, at {e}"))?;
+    Ok(Decoded {
+        header,
+        description,
+        value,
+        chunk_key_groups,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use checkpoint_core::{SnapshotMeta, WindowId};
+    use checkpoint_core::{Checkpoint, KeyGroups, KeyedMap, MemoryStorageAgent, SnapshotMeta, StorageAgent, WindowId};
 
     use super::*;
 
+    #[derive(Checkpoint, Default)]
+    struct Counts {
+        label: String,
+        #[checkpoint(keyed)]
+        per_key: KeyedMap<u64, i64>,
+    }
+
     #[test]
-    fn dump_as_decodes_a_registered_type_and_refuses_a_damaged_snapshot() -> Result<(), Box<dyn std::error::Error>> {
-        let mut totals = RideTotals::default();
-        totals.process_window(WindowId::new(1, 0));
-        let bytes = Snapshot::encode(&totals, SnapshotMeta::new("ride-totals", WindowId::new(1, 0)))?;
-        let json = dump_as::<RideTotals>(&bytes)?;
-        assert_eq!(json["rides"], 1_000);
-        assert!(dump_as::<RideTotals>(&bytes[1..]).is_err());
-        assert_eq!(dump(&bytes)?, json, "found by its type name");
+    fn a_chunked_snapshot_decodes_with_its_chunks_and_not_without() -> Result<(), Box<dyn std::error::Error>> {
+        let storage = MemoryStorageAgent::new();
+        let mut state = Counts {
+            label: "c".into(),
+            per_key: KeyedMap::with_key_groups(KeyGroups::new(4)?),
+        };
+        state.per_key.extend((0..20u64).map(|k| (k, -(k as i64))));
+        let w = WindowId::new(1, 1);
+        let frozen = Snapshot::freeze(&state, SnapshotMeta::new("count", w), Vec::new(), &[])?;
+        let done = frozen.finish(|chunks| storage.save_chunks("count", chunks))?;
+        let decoded = decode(&done.bytes, |op, id| storage.load_chunk(op, id))?;
+        assert_eq!(decoded.value["label"], "c");
+        assert_eq!(decoded.value["per_key"]["7"], -7);
+        assert_eq!(decoded.value["per_key"].as_object().map(|m| m.len()), Some(20));
+        assert_eq!(decoded.chunk_key_groups, Some(4));
+        let missing = decode(&done.bytes, |op, id| {
+            Err(StorageError::ChunkNotFound {
+                operator: op.to_owned(),
+                chunk: id.to_string(),
+            })
+        });
+        assert!(missing.is_err());
         Ok(())
     }
 
     #[test]
-    fn dump_names_the_known_types_for_an_unknown_one() -> Result<(), Box<dyn std::error::Error>> {
+    fn a_snapshot_without_a_description_says_so() -> Result<(), Box<dyn std::error::Error>> {
         let bytes = Snapshot::encode(&7u64, SnapshotMeta::new("count", WindowId::new(1, 0)))?;
-        let err = dump(&bytes).expect_err("u64 is not registered");
-        assert!(err.contains("u64") && err.contains("RideTotals"), "{err}");
-        assert_eq!(known_types(), ["RideSource", "RideStats", "RideTotals"]);
-        assert!(decodes("RideTotals") && !decodes("u64"));
+        let err = decode(&bytes, |_, _| unreachable!("no chunks"))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("no layout description"), "{err}");
         Ok(())
     }
 }

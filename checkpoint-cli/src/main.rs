@@ -138,8 +138,12 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
-    /// Decode a snapshot's state and print it as JSON, for the state types
-    /// this tool is built with (see checkpoint-cli/src/dump.rs).
+    /// Decode a snapshot's state and print it as JSON, through the layout
+    /// description the snapshot carries: any job's state, without its code.
+    ///
+    /// The description is checked against the snapshot's layout fingerprint
+    /// first; keyed state kept in chunks is loaded and checked as a restore
+    /// does. The JSON is described in docs/FORMAT.md ("State as JSON").
     Dump {
         /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
         #[arg(value_name = "DIR|URL")]
@@ -151,6 +155,35 @@ enum Command {
         /// Print only the JSON (no heading line), for other programs.
         #[arg(long)]
         json: bool,
+    },
+    /// Change values in a stopped job's state and write its checkpoint
+    /// again, so the next run resumes from the edited state.
+    ///
+    /// The operator's checkpoint (default: the one a restart restores it
+    /// from, as `ls` shows it) is decoded as `dump` prints it; each --set
+    /// replaces the value at a JSON pointer into that JSON (as in
+    /// /counts/apex, or /zones/7/name) with the JSON given; the result is
+    /// encoded through the same description, read back, and replaces the
+    /// checkpoint. The original is written to a backup file first. The
+    /// storage is locked meanwhile: a running job keeps it locked, so stop
+    /// the job first.
+    Edit {
+        /// The checkpoint directory, or s3://BUCKET/PREFIX (its settings: see `checkpoint --help`).
+        #[arg(value_name = "DIR|URL")]
+        location: CheckpointLocation,
+        /// The operator's physical name.
+        operator: String,
+        /// The window, as for `show`; default: the operator's recovery
+        /// checkpoint (its newest without a job manifest).
+        window: Option<String>,
+        /// POINTER=JSON: the value to write at a JSON pointer, such as
+        /// --set /total=42 or --set '/label="new"' (repeatable).
+        #[arg(long = "set", value_name = "POINTER=JSON", required = true)]
+        sets: Vec<String>,
+        /// Where to write the original checkpoint (a new file); default:
+        /// OPERATOR-WINDOW.snapshot in the current directory.
+        #[arg(long, value_name = "FILE")]
+        backup: Option<PathBuf>,
     },
     /// The job's newest durable checkpoints (up to 64, as of its last
     /// commit), oldest first: operator, window, bytes, the operator's pause
@@ -197,6 +230,9 @@ macro_rules! say {
     }};
 }
 
+// After `say!`, which it uses.
+mod edit;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Each command writes its report here; it is printed even when the
@@ -226,6 +262,21 @@ fn main() -> ExitCode {
             dry_run,
         } => Source::open(location).and_then(|source| purge(&source, keep, dry_run, &mut out)),
         Command::History { location } => Source::open(location).and_then(|source| history(&source, &mut out)),
+        Command::Edit {
+            location,
+            operator,
+            window,
+            sets,
+            backup,
+        } => Source::open(location).and_then(|source| {
+            let request = edit::EditRequest {
+                operator: &operator,
+                window: window.as_deref(),
+                sets: &sets,
+                backup: backup.as_deref(),
+            };
+            edit::edit(&source, &request, &mut out)
+        }),
     };
     let mut stdout = io::stdout().lock();
     if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush())
@@ -1180,10 +1231,9 @@ fn show(source: &Source, operator: &str, window: Option<&str>, out: &mut String)
             e
         }
     };
-    let decoder = if dump::decodes(&header.type_name) {
-        "decodable with `checkpoint dump`"
-    } else {
-        "this tool cannot decode it"
+    let decoder = match dump::description(&header) {
+        Ok(_) => "described: `checkpoint dump` decodes it".to_owned(),
+        Err(e) => format!("not decodable by this tool: {e}"),
     };
     let label = if source.is_store() { "object:" } else { "file:" };
     say!(out, "{label:<16}{}", file.path.display());
@@ -1229,8 +1279,10 @@ fn dump_state(
     let bytes = read_one(source, operator, file)?;
     let header =
         check_bytes(operator, file.window, &bytes).map_err(|e| format!("{} is corrupt: {e}", file.path.display()))?;
-    let value = dump::dump(&bytes).map_err(|e| format!("{}: {e}", file.path.display()))?;
-    let text = serde_json::to_string_pretty(&value).map_err(|e| format!("printing JSON: {e}"))?;
+    let storage = source.agent()?;
+    let decoded = dump::decode(&bytes, |op, id| storage.load_chunk(op, id))
+        .map_err(|e| format!("{}: {e}", file.path.display()))?;
+    let text = serde_json::to_string_pretty(&decoded.value).map_err(|e| format!("printing JSON: {e}"))?;
     if !json_only {
         say!(
             out,

@@ -105,6 +105,16 @@ pub trait Checkpoint: Sized {
     /// `TypeId` or a randomly seeded hasher.
     const FINGERPRINT: u64;
 
+    /// Describes the persisted fields for tools that decode snapshots
+    /// without this type ([`StateDescription`](crate::StateDescription)):
+    /// one [`Describer`](crate::Describer) call per persisted field, in
+    /// encoding order. The derive implements it; the default describes
+    /// nothing, and snapshots of the type then carry no description.
+    fn describe(describer: &mut crate::Describer) -> Option<crate::Shape> {
+        let _ = describer;
+        None
+    }
+
     /// Writes the persisted fields, borrowed, into `out`.
     fn encode_state<W: Write>(&self, out: &mut W) -> Result<(), PayloadError>;
 

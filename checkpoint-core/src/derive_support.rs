@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::checkpoint::{Checkpoint, StateLayout, payload};
+use crate::description::{Describer, StateField};
 use crate::error::{PayloadError, SnapshotError};
 
 /// A saved field, written with serde + postcard.
@@ -47,12 +48,18 @@ impl<T: Serialize + ?Sized> SaveField for T {
 pub trait RestoreField: Sized {
     /// Reads the field with postcard from the front of `input`.
     fn restore_field(input: &mut &[u8]) -> Result<Self, PayloadError>;
+    /// Describes the field.
+    fn describe_field(describer: &mut Describer, name: &str, type_text: &str) -> StateField;
 }
 
 impl<T: DeserializeOwned> RestoreField for T {
     #[inline]
     fn restore_field(input: &mut &[u8]) -> Result<Self, PayloadError> {
         payload::decode(input)
+    }
+
+    fn describe_field(describer: &mut Describer, name: &str, type_text: &str) -> StateField {
+        describer.plain::<T>(name, type_text)
     }
 }
 
@@ -79,6 +86,8 @@ pub trait NestedField: Sized {
     fn save_nested<W: Write>(&self, out: &mut W) -> Result<(), PayloadError>;
     /// Reads the field's state from the front of `input`.
     fn restore_nested(input: &mut &[u8]) -> Result<Self, PayloadError>;
+    /// Describes the field.
+    fn describe_nested(describer: &mut Describer, name: &str) -> StateField;
 }
 
 impl<T: Checkpoint> NestedField for T {
@@ -105,6 +114,10 @@ impl<T: Checkpoint> NestedField for T {
     fn restore_nested(input: &mut &[u8]) -> Result<Self, PayloadError> {
         <T as Checkpoint>::decode_state(input)
     }
+
+    fn describe_nested(describer: &mut Describer, name: &str) -> StateField {
+        describer.nested::<T>(name)
+    }
 }
 
 /// A `#[checkpoint(keyed)]` field: a [`KeyedMap`](crate::KeyedMap).
@@ -119,6 +132,8 @@ pub trait KeyedField: Sized {
     fn save_keyed<W: Write>(&self, out: &mut W) -> Result<(), PayloadError>;
     /// Reads the map from the front of `input`.
     fn restore_keyed(input: &mut &[u8]) -> Result<Self, PayloadError>;
+    /// Describes the field.
+    fn describe_keyed(describer: &mut Describer, name: &str, type_text: &str) -> StateField;
 }
 
 impl<K: crate::StateKey, V: crate::StateValue> KeyedField for crate::KeyedMap<K, V> {
@@ -130,6 +145,10 @@ impl<K: crate::StateKey, V: crate::StateValue> KeyedField for crate::KeyedMap<K,
     #[inline]
     fn restore_keyed(input: &mut &[u8]) -> Result<Self, PayloadError> {
         <Self as Checkpoint>::decode_state(input)
+    }
+
+    fn describe_keyed(describer: &mut Describer, name: &str, type_text: &str) -> StateField {
+        describer.keyed::<K, V>(name, type_text)
     }
 }
 

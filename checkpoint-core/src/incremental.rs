@@ -38,6 +38,7 @@ pub struct FrozenSnapshot {
     payload: Vec<u8>,
     pending: Vec<PendingChunk>,
     reused: Vec<ChunkRef>,
+    description: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for FrozenSnapshot {
@@ -141,6 +142,7 @@ impl Snapshot {
             payload: buffer,
             pending: frozen.pending,
             reused: frozen.reused,
+            description: crate::description::description_json_of::<T>(),
         })
     }
 
@@ -451,7 +453,13 @@ impl FrozenSnapshot {
             version: self.version,
             fingerprint: self.fingerprint,
         };
-        let bytes = Snapshot::assemble(SnapshotMeta::new(operator, self.window), layout, &self.payload, &table)?;
+        let bytes = Snapshot::assemble(
+            SnapshotMeta::new(operator, self.window),
+            layout,
+            &self.payload,
+            &table,
+            self.description.as_deref(),
+        )?;
         Ok(FinishedSnapshot {
             bytes,
             chunks: table,

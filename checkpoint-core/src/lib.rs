@@ -50,6 +50,7 @@ extern crate self as checkpoint_core;
 mod checkpoint;
 mod chunk;
 mod derive_support;
+mod description;
 mod durable;
 mod error;
 mod incremental;
@@ -66,14 +67,18 @@ pub use checkpoint_derive::Checkpoint;
 pub use chunk::{
     CHUNK_FORMAT_VERSION, CHUNK_HEADER_LEN, CHUNK_MAGIC, Chunk, ChunkHeader, ChunkId, ChunkRef, ParseChunkIdError,
 };
+pub use description::{
+    Container, Describer, DescriptionError, FieldKind, Format, JsonError, NamedFormat, Shape, StateDescription,
+    StateField, StateVariant, Variant, VariantContent, description_json_of, description_of,
+};
 pub use durable::create_dir_all_durable;
 pub use error::{PayloadError, SnapshotError, StorageError};
 pub use incremental::{FinishedSnapshot, FrozenSnapshot};
 pub use key_group::{DEFAULT_KEY_GROUPS, InvalidKeyGroups, KeyGroups, KeyGroupsGuard, MAX_KEY_GROUPS};
 pub use keyed::{KeyedMap, StateKey, StateValue};
 pub use snapshot::{
-    CHUNK_ENTRY_LEN, FIXED_HEADER_LEN, FLAG_CHUNKS, FORMAT_VERSION, MAGIC, MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN,
-    Snapshot, SnapshotHeader, SnapshotMeta, TRAILER_LEN,
+    CHUNK_ENTRY_LEN, FIXED_HEADER_LEN, FLAG_CHUNKS, FLAG_DESCRIPTION, FORMAT_VERSION, MAGIC, MAX_DESCRIPTION_LEN,
+    MAX_OPERATOR_NAME_LEN, MAX_TYPE_NAME_LEN, Snapshot, SnapshotHeader, SnapshotMeta, TRAILER_LEN,
 };
 pub use stable_hash::{StableHash, splitmix64};
 pub use storage::{

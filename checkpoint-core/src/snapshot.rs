@@ -31,6 +31,14 @@ pub const TRAILER_LEN: usize = 4;
 /// the snapshot's keyed state is in chunks it refers to.
 pub const FLAG_CHUNKS: u16 = 1;
 
+/// The flags bit saying a layout description follows the chunk table (or
+/// the payload): a `u32` length, then that many bytes of JSON
+/// (`docs/FORMAT.md`, "Layout descriptions").
+pub const FLAG_DESCRIPTION: u16 = 2;
+
+/// The longest layout description a snapshot may carry.
+pub const MAX_DESCRIPTION_LEN: usize = 16 << 20;
+
 /// Bytes of one chunk table entry: window, map, group, entries, length,
 /// CRC-32C.
 pub const CHUNK_ENTRY_LEN: usize = 36;
@@ -104,6 +112,9 @@ pub struct SnapshotHeader {
     /// The chunks holding the state's keyed groups, by map then group;
     /// empty when the whole state is in the payload.
     pub chunks: Vec<ChunkRef>,
+    /// The state's layout description (JSON), if the snapshot carries one:
+    /// see [`StateDescription`](crate::StateDescription).
+    pub description: Option<String>,
 }
 
 impl SnapshotHeader {
@@ -123,7 +134,9 @@ impl SnapshotHeader {
         } else {
             4 + CHUNK_ENTRY_LEN * self.chunks.len()
         };
-        (FIXED_HEADER_LEN + self.operator.len() + self.type_name.len() + table + TRAILER_LEN) as u64 + self.payload_len
+        let description = self.description.as_ref().map_or(0, |d| 4 + d.len());
+        (FIXED_HEADER_LEN + self.operator.len() + self.type_name.len() + table + description + TRAILER_LEN) as u64
+            + self.payload_len
     }
 }
 
@@ -217,7 +230,9 @@ impl Snapshot {
                 type_name.len()
             )));
         }
-        write_header(buf, 0, meta.window, T::VERSION, T::FINGERPRINT, operator, type_name);
+        let description = crate::description::description_json_of::<T>();
+        let flags = if description.is_some() { FLAG_DESCRIPTION } else { 0 };
+        write_header(buf, flags, meta.window, T::VERSION, T::FINGERPRINT, operator, type_name);
         let payload_start = buf.len();
         state.encode_state(buf).map_err(|source| SnapshotError::Payload {
             type_name: T::TYPE_NAME,
@@ -225,9 +240,55 @@ impl Snapshot {
         })?;
         let payload_len = (buf.len() - payload_start) as u64;
         buf[OFF_PAYLOAD_LEN..OFF_PAYLOAD_LEN + 8].copy_from_slice(&payload_len.to_le_bytes());
+        if let Some(description) = description {
+            write_description(buf, &description)?;
+        }
         let crc = crc32c::crc32c(buf);
         buf.extend_from_slice(&crc.to_le_bytes());
         Ok(())
+    }
+
+    /// A snapshot of an already encoded `payload`, with every keyed group
+    /// inline, as the state `layout` names: what a tool that edits a
+    /// stopped job's state writes (`checkpoint edit`). `description` is the
+    /// layout description to carry (the JSON of a
+    /// [`StateDescription`](crate::StateDescription)), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::{Checkpoint, Snapshot, SnapshotMeta, StateLayout, WindowId};
+    ///
+    /// let meta = SnapshotMeta::new("sum", WindowId::new(1, 2));
+    /// let bytes = Snapshot::from_payload(meta, StateLayout::of::<u64>(), &[42], None)?;
+    /// assert_eq!(Snapshot::decode::<u64>(&bytes)?.1, 42);
+    /// # Ok::<(), checkpoint_core::SnapshotError>(())
+    /// ```
+    pub fn from_payload(
+        meta: SnapshotMeta<'_>,
+        layout: StateLayout<'_>,
+        payload: &[u8],
+        description: Option<&str>,
+    ) -> Result<Vec<u8>, SnapshotError> {
+        Self::assemble(meta, layout, payload, &[], description)
+    }
+
+    /// Checks a snapshot as [`verify`](Self::verify) does and returns its
+    /// header with its payload, undecoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::{Snapshot, SnapshotMeta, WindowId};
+    ///
+    /// let bytes = Snapshot::encode(&300u64, SnapshotMeta::new("op", WindowId::new(1, 0)))?;
+    /// let (header, payload) = Snapshot::payload(&bytes)?;
+    /// assert_eq!(payload, [0xac, 0x02]); // postcard's varint for 300
+    /// assert_eq!(header.payload_len, 2);
+    /// # Ok::<(), checkpoint_core::SnapshotError>(())
+    /// ```
+    pub fn payload(bytes: &[u8]) -> Result<(SnapshotHeader, &[u8]), SnapshotError> {
+        Self::verified_parts(bytes)
     }
 
     /// A snapshot of an already encoded `payload` whose keyed groups are
@@ -237,6 +298,7 @@ impl Snapshot {
         layout: StateLayout<'_>,
         payload: &[u8],
         chunks: &[ChunkRef],
+        description: Option<&str>,
     ) -> Result<Vec<u8>, SnapshotError> {
         let operator = meta.operator.as_bytes();
         let type_name = layout.type_name.as_bytes();
@@ -253,7 +315,8 @@ impl Snapshot {
                 "the chunk table is not sorted by map and group, each once".to_owned(),
             ));
         }
-        let flags = if chunks.is_empty() { 0 } else { FLAG_CHUNKS };
+        let flags =
+            if chunks.is_empty() { 0 } else { FLAG_CHUNKS } | if description.is_some() { FLAG_DESCRIPTION } else { 0 };
         let mut buf = Vec::with_capacity(
             FIXED_HEADER_LEN
                 + operator.len()
@@ -286,6 +349,9 @@ impl Snapshot {
                 buf.extend_from_slice(&chunk.len.to_le_bytes());
                 buf.extend_from_slice(&chunk.crc.to_le_bytes());
             }
+        }
+        if let Some(description) = description {
+            write_description(&mut buf, description)?;
         }
         let crc = crc32c::crc32c(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
@@ -387,9 +453,10 @@ impl Snapshot {
             });
         }
         let flags = le_u16(bytes, OFF_FLAGS);
-        if flags & !FLAG_CHUNKS != 0 {
+        if flags & !(FLAG_CHUNKS | FLAG_DESCRIPTION) != 0 {
             return Err(SnapshotError::InvalidHeader(format!(
-                "flags are {flags:#06x}: only bit 0 (a chunk table follows the payload) is defined"
+                "flags are {flags:#06x}: only bits 0 (a chunk table follows the payload) and 1 (a layout \
+                 description follows) are defined"
             )));
         }
         let window = WindowId::from_u64(le_u64(bytes, OFF_WINDOW));
@@ -432,6 +499,26 @@ impl Snapshot {
                 .checked_add(4 + (CHUNK_ENTRY_LEN as u64) * table_count as u64)
                 .ok_or_else(|| SnapshotError::InvalidHeader("the chunk table's length is not possible".to_owned()))?;
         }
+        // The description's length sits right after the chunk table.
+        let mut description_at = None;
+        if flags & FLAG_DESCRIPTION != 0 {
+            let at = expected - TRAILER_LEN as u64;
+            let len_end = at + 4 + TRAILER_LEN as u64;
+            if found < len_end {
+                return Err(SnapshotError::Truncated {
+                    expected: len_end,
+                    found,
+                });
+            }
+            let len = le_u32(bytes, at as usize) as usize;
+            if len > MAX_DESCRIPTION_LEN {
+                return Err(SnapshotError::InvalidHeader(format!(
+                    "the layout description says it has {len} bytes, at most {MAX_DESCRIPTION_LEN} are allowed"
+                )));
+            }
+            description_at = Some((at as usize + 4, len));
+            expected += 4 + len as u64;
+        }
         if found < expected {
             return Err(SnapshotError::Truncated { expected, found });
         }
@@ -471,6 +558,10 @@ impl Snapshot {
                 "the chunk table is not sorted by map and group, each once".to_owned(),
             ));
         }
+        let description = match description_at {
+            Some((at, len)) => Some(utf8(&bytes[at..at + len], "layout description")?),
+            None => None,
+        };
         let header = SnapshotHeader {
             operator,
             window,
@@ -479,9 +570,26 @@ impl Snapshot {
             fingerprint,
             payload_len,
             chunks,
+            description,
         };
         Ok((header, payload))
     }
+}
+
+/// The description's length and bytes.
+fn write_description(buf: &mut Vec<u8>, description: &str) -> Result<(), SnapshotError> {
+    let len = u32::try_from(description.len())
+        .ok()
+        .filter(|len| *len as usize <= MAX_DESCRIPTION_LEN)
+        .ok_or_else(|| {
+            SnapshotError::InvalidHeader(format!(
+                "the layout description has {} bytes, at most {MAX_DESCRIPTION_LEN} fit",
+                description.len()
+            ))
+        })?;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(description.as_bytes());
+    Ok(())
 }
 
 /// The fixed header and the two names; the payload length is patched in by

@@ -65,6 +65,7 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
         // Unions are rejected before expansion.
         None => (TokenStream::new(), TokenStream::new()),
     };
+    let describe = describe(input, krate);
     let (decode_versioned, version_check) = previous(input, krate);
     let (config, config_check) = config_methods(input, krate);
 
@@ -90,6 +91,10 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
                     #decode
                 }
 
+                fn describe(__d: &mut #krate::Describer) -> ::core::option::Option<#krate::Shape> {
+                    #describe
+                }
+
                 #decode_versioned
 
                 #config
@@ -99,6 +104,54 @@ fn impl_checkpoint(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
             #config_check
         };
     }
+}
+
+/// `describe`'s body: the shape, one describer call per persisted field.
+fn describe(input: &Input<'_>, krate: &TokenStream) -> TokenStream {
+    let shape = if input.is_stateless() {
+        quote!(#krate::Shape::Stateless)
+    } else {
+        match &input.data {
+            Some(Data::Struct(data)) => {
+                let fields = describe_fields(input, &data.fields, krate);
+                quote!(#krate::Shape::Struct { fields: #fields })
+            }
+            Some(Data::Enum(data)) => {
+                let variants = data.variants.iter().map(|variant| {
+                    let name = variant.original.ident.unraw().to_string();
+                    let fields = describe_fields(input, &variant.fields, krate);
+                    quote!(#krate::StateVariant {
+                        name: <::std::string::String as ::core::convert::From<&str>>::from(#name),
+                        fields: #fields,
+                    })
+                });
+                quote!(#krate::Shape::Enum { variants: ::std::vec![#(#variants),*] })
+            }
+            None => quote!(#krate::Shape::Stateless),
+        }
+    };
+    quote!(::core::option::Option::Some(#shape))
+}
+
+fn describe_fields(input: &Input<'_>, fields: &[Field<'_>], krate: &TokenStream) -> TokenStream {
+    let described = fields.iter().filter(|field| field.is_persisted(input)).map(|field| {
+        let ty = field.ty();
+        let name = field.layout_name();
+        let text = fingerprint::type_text(ty);
+        match FieldKind::of(input, field) {
+            FieldKind::Nested => quote_spanned! {ty.span()=>
+                <#ty as #krate::__private::NestedField>::describe_nested(__d, #name)
+            },
+            FieldKind::Keyed => quote_spanned! {ty.span()=>
+                <#ty as #krate::__private::KeyedField>::describe_keyed(__d, #name, #text)
+            },
+            FieldKind::Bytes(_) => quote!(__d.bytes(#name, #text)),
+            _ => quote_spanned! {ty.span()=>
+                <#ty as #krate::__private::RestoreField>::describe_field(__d, #name, #text)
+            },
+        }
+    });
+    quote!(::std::vec![#(#described),*])
 }
 
 /// `KEYED_ONLY`: a stateless type, or a struct whose every persisted field

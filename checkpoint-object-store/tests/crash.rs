@@ -33,7 +33,11 @@ use checkpoint_runtime::{Config, Dag, Emit, InputOperator, Operator, OperatorRes
 
 const TUPLES: u64 = 1_500;
 const KEYS: u64 = 40;
-const LEASE: Duration = Duration::from_millis(400);
+/// Short, so a restart takes a killed job's lease over quickly, but not so
+/// short that a loaded machine (2 cores compiling while moto answers) lets
+/// a live job's renewals lapse: at 400 ms a run once stopped itself with
+/// `LeaseUncertain` after 200 ms without a renewal.
+const LEASE: Duration = Duration::from_millis(1_000);
 const WATCHDOG: Duration = Duration::from_secs(90);
 
 const URL_VAR: &str = "S3_CRASH_URL";
