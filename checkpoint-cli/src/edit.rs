@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use checkpoint_core::{DEFAULT_KEY_GROUPS, Snapshot, SnapshotMeta, StateLayout, StorageError, WindowId};
+use checkpoint_core::{DEFAULT_KEY_GROUPS, KeyGroups, Snapshot, SnapshotMeta, StateLayout, StorageError, WindowId};
 use serde_json::Value;
 
 use crate::{Failure, ManifestState, Source, dump, job_view, read_one, scan, select, window_text};
@@ -70,6 +70,26 @@ pub(crate) fn edit(source: &Source, request: &EditRequest<'_>, out: &mut String)
         .and_then(|m| m.key_groups)
         .or(decoded.chunk_key_groups)
         .unwrap_or(DEFAULT_KEY_GROUPS);
+    // A partition of a keyed operator owns some key groups only.
+    let partition = manifest.and_then(|m| {
+        m.operators.iter().find_map(|op| {
+            let index = op.physical.iter().position(|name| name == operator)?;
+            (op.physical.len() > 1).then_some((op.name.clone(), index, op.physical.len()))
+        })
+    });
+    if let (Some(manifest), Some((logical, _, _))) = (manifest, &partition)
+        && manifest.rescaling.contains_key(logical)
+    {
+        return Err(format!(
+            "{logical} is being rescaled: a restart reads its old partitions' chunks again until a window past the \
+             rescale is committed, and an edited checkpoint keeps its keyed state inline, which cannot be split; \
+             run the job until it commits, then edit; nothing is changed"
+        ));
+    }
+    let owned = match (&partition, KeyGroups::new(key_groups)) {
+        (Some((_, index, partitions)), Ok(groups)) => Some(groups.range_of_partition(*index, *partitions)),
+        _ => None,
+    };
     let header = &decoded.header;
     let meta = SnapshotMeta::new(&header.operator, header.window);
     let layout = StateLayout {
@@ -78,7 +98,12 @@ pub(crate) fn edit(source: &Source, request: &EditRequest<'_>, out: &mut String)
         fingerprint: header.fingerprint,
     };
     let encode = |value: &Value| -> Result<Vec<u8>, Failure> {
-        let payload = decoded.description.encode_payload(value, key_groups).map_err(|e| {
+        let description = &decoded.description;
+        let payload = match &owned {
+            Some(owned) => description.encode_partition_payload(value, key_groups, owned.clone()),
+            None => description.encode_payload(value, key_groups),
+        };
+        let payload = payload.map_err(|e| {
             format!(
                 "the new state does not fit {}'s layout, at {e}; nothing is changed",
                 header.type_name
@@ -96,7 +121,10 @@ pub(crate) fn edit(source: &Source, request: &EditRequest<'_>, out: &mut String)
         })
     };
     let reread = dump::decode(&edited, no_chunks).map_err(|e| format!("the new snapshot does not read back: {e}"))?;
-    if reread.value != value {
+    // What it reads back as must write the same bytes again (a fixed
+    // point): a float narrowed to `f32` reads back as the nearest `f32`,
+    // not the JSON number given, and that is the value stored.
+    if encode(&reread.value)? != edited {
         return Err("internal error: the new snapshot reads back as another state; nothing is changed".to_owned());
     }
 

@@ -12,6 +12,9 @@
 //!   versions.
 //! - [`Snapshot`]: the self-describing, checksummed envelope one checkpoint is
 //!   stored as (byte layout in `docs/FORMAT.md`).
+//! - [`StateDescription`]: the layout description every snapshot of a
+//!   derived state carries, so a tool decodes (and edits) any job's state
+//!   as JSON without the job's code.
 //! - [`KeyedMap`]: keyed state, a map split into the job's [`KeyGroups`]
 //!   by the [`StableHash`] of its keys, saved and restored group by group.
 //! - [`StorageAgent`]: where snapshots live; [`FsStorageAgent`] writes them

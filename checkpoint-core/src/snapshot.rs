@@ -503,7 +503,9 @@ impl Snapshot {
         let mut description_at = None;
         if flags & FLAG_DESCRIPTION != 0 {
             let at = expected - TRAILER_LEN as u64;
-            let len_end = at + 4 + TRAILER_LEN as u64;
+            let len_end = at.checked_add(4 + TRAILER_LEN as u64).ok_or_else(|| {
+                SnapshotError::InvalidHeader(format!("payload length {payload_len} is not a possible length"))
+            })?;
             if found < len_end {
                 return Err(SnapshotError::Truncated {
                     expected: len_end,
@@ -517,7 +519,8 @@ impl Snapshot {
                 )));
             }
             description_at = Some((at as usize + 4, len));
-            expected += 4 + len as u64;
+            // Cannot overflow: `at + 8 <= found` and `len` is capped.
+            expected = len_end + len as u64;
         }
         if found < expected {
             return Err(SnapshotError::Truncated { expected, found });

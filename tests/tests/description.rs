@@ -281,6 +281,17 @@ fn a_damaged_description_length_is_an_error_not_a_panic() {
         damaged[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
         assert!(Snapshot::read_header(&damaged).is_err(), "length {len}");
     }
+    // A payload length near the top of `u64`, with the description flag
+    // set: every length sum is checked, none overflows.
+    for back in [0u64, 1, 4, 8, 44, 48, 52, 100, 1 << 20] {
+        let mut damaged = bytes.clone();
+        damaged[36..44].copy_from_slice(&(u64::MAX - back).to_le_bytes());
+        assert!(
+            Snapshot::read_header(&damaged).is_err(),
+            "payload length u64::MAX - {back}"
+        );
+        assert!(Snapshot::verify(&damaged).is_err(), "payload length u64::MAX - {back}");
+    }
 }
 
 #[test]
@@ -300,3 +311,209 @@ fn untraceable_types_leave_the_snapshot_without_a_description() {
     let bytes = Snapshot::encode(&Recursive::default(), SnapshotMeta::new("op", WindowId::new(1, 1))).expect("encodes");
     assert_eq!(Snapshot::verify(&bytes).expect("valid").description, None);
 }
+
+/// The library's own operators describe themselves, so `checkpoint dump`
+/// decodes every job that uses them.
+#[test]
+fn the_library_operators_are_described() {
+    use checkpoint_runtime::io::{ExactlyOnceFileSink, LineInput, SortWindow};
+    for description in [
+        StateDescription::of::<LineInput>(),
+        StateDescription::of::<ExactlyOnceFileSink<String>>(),
+    ] {
+        let description = description.expect("described");
+        description.check().expect("consistent");
+        assert!(
+            matches!(&description.shape, Shape::Struct { fields } if !fields.is_empty()),
+            "{description:?}"
+        );
+    }
+    // It keeps nothing across windows.
+    let sort = StateDescription::of::<SortWindow<String>>().expect("described");
+    assert_eq!(sort.shape, Shape::Stateless);
+    sort.check().expect("consistent");
+}
+
+mod first {
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    pub(crate) enum Side {
+        Buy,
+        Sell,
+    }
+}
+
+mod second {
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    pub(crate) enum Side {
+        Sell,
+        Buy,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Leaf {
+    X,
+    Y(u8),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Outer {
+    A,
+    B(Leaf),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Slot<T> {
+    Empty,
+    Full(T),
+}
+
+/// Enums are where a tracer can go wrong: one met only inside a later
+/// variant of another, one generic enum with two type arguments, two enums
+/// with one serde name. Each is described exactly, or not at all.
+#[test]
+fn enums_are_described_exactly_or_not_at_all() {
+    #[derive(Debug, Default, Checkpoint)]
+    struct Nested {
+        outer: Option<Outer>,
+        registers: Option<[u8; 32]>,
+    }
+    let description = StateDescription::of::<Nested>().expect("described");
+    assert_eq!(
+        description.types.get("Leaf"),
+        Some(&Container::Enum(vec![
+            Variant {
+                name: "X".into(),
+                content: VariantContent::Unit
+            },
+            Variant {
+                name: "Y".into(),
+                content: VariantContent::Newtype(Format::U8)
+            },
+        ]))
+    );
+    let Shape::Struct { fields } = &description.shape else {
+        panic!("a struct")
+    };
+    assert_eq!(
+        plain(&fields[1]).1,
+        &Format::Option(Box::new(Format::Array {
+            content: Box::new(Format::U8),
+            size: 32
+        })),
+        "an array is described once, not 32 times"
+    );
+
+    #[derive(Debug, Default, Checkpoint)]
+    struct TwoSlots {
+        small: Option<Slot<u8>>,
+        signed: Option<Slot<i8>>,
+    }
+    assert!(matches!(
+        StateDescription::of::<TwoSlots>(),
+        Err(DescriptionError::Untraceable { reason, .. }) if reason.contains("two different types are named `Slot`")
+    ));
+
+    #[derive(Debug, Default, Checkpoint)]
+    struct Book {
+        mine: Option<first::Side>,
+        theirs: Option<second::Side>,
+    }
+    assert!(matches!(
+        StateDescription::of::<Book>(),
+        Err(DescriptionError::Untraceable { reason, .. }) if reason.contains("two different types are named `Side`")
+    ));
+}
+
+/// Two types with one `type_name` (declared in two blocks of one function)
+/// get their own descriptions.
+#[test]
+fn types_with_one_name_get_their_own_descriptions() {
+    let a = {
+        #[derive(Default, Checkpoint)]
+        struct Alarm {
+            level: u8,
+        }
+        (
+            std::any::type_name::<Alarm>(),
+            checkpoint_core::description_json_of::<Alarm>(),
+        )
+    };
+    let b = {
+        #[derive(Default, Checkpoint)]
+        struct Alarm {
+            level: String,
+        }
+        (
+            std::any::type_name::<Alarm>(),
+            checkpoint_core::description_json_of::<Alarm>(),
+        )
+    };
+    assert_eq!(a.0, b.0, "the premise: one name");
+    assert_ne!(a.1, b.1);
+    assert!(b.1.expect("described").contains("\"str\""));
+}
+
+/// A partition's keyed state takes only keys of the groups it owns.
+#[test]
+fn an_edited_partition_keeps_only_its_own_keys() {
+    use checkpoint_core::{KeyGroups, StableHash};
+    #[derive(Debug, Default, Checkpoint)]
+    struct Counts {
+        #[checkpoint(keyed)]
+        per_key: KeyedMap<u64, u64>,
+    }
+    let groups = KeyGroups::new(8).expect("groups");
+    let owned = groups.range_of_partition(0, 2);
+    let mine = (0..100u64)
+        .find(|k| owned.contains(&groups.group_of(k)))
+        .expect("a key of partition 0");
+    let theirs = (0..100u64)
+        .find(|k| !owned.contains(&groups.group_of(k)))
+        .expect("a key of partition 1");
+    assert_ne!(
+        groups.group_of_hash(mine.stable_hash()),
+        groups.group_of_hash(theirs.stable_hash())
+    );
+    let description = StateDescription::of::<Counts>().expect("described");
+    let json = |key: u64| serde_json::json!({ "per_key": { key.to_string(): 1 } });
+    let payload = description
+        .encode_partition_payload(&json(mine), 8, owned.clone())
+        .expect("its own key");
+    let mut input = payload.as_slice();
+    let back = Counts::decode_state(&mut input).expect("the job reads it");
+    assert_eq!(back.per_key.get(&mine), Some(&1));
+    let err = description
+        .encode_partition_payload(&json(theirs), 8, owned)
+        .expect_err("another partition's key");
+    assert!(err.to_string().contains("does not own"), "{err}");
+    description
+        .encode_payload(&json(theirs), 8)
+        .expect("an unpartitioned map takes any key");
+}
+
+/// The description's JSON, pinned: a change here is a change of the
+/// snapshot format (`docs/FORMAT.md`), which older tools would misread.
+#[test]
+fn the_description_json_is_pinned() {
+    #[derive(Default, Checkpoint)]
+    struct Pinned {
+        count: u64,
+        names: Vec<String>,
+        last: Option<(i32, bool)>,
+        #[checkpoint(keyed)]
+        per_key: KeyedMap<String, f64>,
+        #[checkpoint(transient)]
+        _cache: Vec<u8>,
+    }
+    let json = StateDescription::of::<Pinned>().expect("described").to_json();
+    assert_eq!(json, PINNED, "{json}");
+}
+
+const PINNED: &str = concat!(
+    r#"{"type_name":"Pinned","version":1,"fingerprint":11339603459262039009,"shape":{"struct":{"fields":["#,
+    r#"{"name":"count","kind":{"plain":{"type_text":"u64","format":"u64"}}},"#,
+    r#"{"name":"names","kind":{"plain":{"type_text":"Vec<String>","format":{"seq":"str"}}}},"#,
+    r#"{"name":"last","kind":{"plain":{"type_text":"Option<(i32,bool)>","format":{"option":{"tuple":["i32","bool"]}}}}},"#,
+    r#"{"name":"per_key","kind":{"keyed":{"type_text":"KeyedMap<String,f64>","key":"str","value":"f64"}}}]}}}"#,
+);

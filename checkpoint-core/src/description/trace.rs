@@ -157,9 +157,10 @@ pub(super) fn trace<T: Checkpoint>() -> Result<StateDescription, DescriptionErro
     })
 }
 
-// Keyed by `type_name`, which needs no `'static` bound: lifetimes do not
-// change a layout, and distinct types have distinct names in practice.
-type Cache = Mutex<HashMap<&'static str, Result<Arc<StateDescription>, DescriptionError>>>;
+// Keyed by `TypeId` (through `typeid`, which needs no `'static` bound), not
+// by `type_name`: two types declared in two blocks of one function share a
+// name, and the second must not be given the first one's description.
+type Cache = Mutex<HashMap<std::any::TypeId, Result<Arc<StateDescription>, DescriptionError>>>;
 
 fn cache() -> &'static Cache {
     static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
@@ -184,7 +185,7 @@ fn cache() -> &'static Cache {
 /// # Ok::<(), checkpoint_core::DescriptionError>(())
 /// ```
 pub fn description_of<T: Checkpoint>() -> Result<Arc<StateDescription>, DescriptionError> {
-    let id = std::any::type_name::<T>();
+    let id = typeid::of::<T>();
     if let Some(done) = cache().lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
         return done.clone();
     }
@@ -202,14 +203,20 @@ pub fn description_of<T: Checkpoint>() -> Result<Arc<StateDescription>, Descript
 
 /// `T`'s description as the JSON snapshots carry, made once per process.
 pub fn description_json_of<T: Checkpoint>() -> Option<Arc<str>> {
-    type JsonCache = Mutex<HashMap<&'static str, Option<Arc<str>>>>;
+    type JsonCache = Mutex<HashMap<std::any::TypeId, Option<Arc<str>>>>;
     static JSON: std::sync::OnceLock<JsonCache> = std::sync::OnceLock::new();
     let json = JSON.get_or_init(JsonCache::default);
-    let id = std::any::type_name::<T>();
+    let id = typeid::of::<T>();
     if let Some(done) = json.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
         return done.clone();
     }
-    let made = description_of::<T>().ok().map(|d| Arc::from(d.to_json()));
+    // One too large to carry is left out (the snapshot is written without
+    // it), never a reason for a checkpoint to fail.
+    let made = description_of::<T>()
+        .ok()
+        .map(|d| d.to_json())
+        .filter(|json| json.len() <= crate::snapshot::MAX_DESCRIPTION_LEN)
+        .map(Arc::from);
     json.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .entry(id)
@@ -231,9 +238,16 @@ struct Tracer {
 enum Traced {
     Done(Container),
     Enum {
+        /// The Rust type (`type_name`): serde names a type by its last path
+        /// segment, without its generic arguments, so two enums may share a
+        /// serde name; their variants must not be mixed.
+        rust: &'static str,
         names: &'static [&'static str],
         /// The content of each variant explored so far.
         contents: Vec<Option<VariantContent>>,
+        /// The variant to take next once every one was explored: taken in
+        /// turn, so an enum met only inside a later variant is reached too.
+        turn: usize,
     },
 }
 
@@ -274,7 +288,7 @@ impl Tracer {
             .into_iter()
             .map(|(name, traced)| match traced {
                 Traced::Done(container) => Ok((name, container)),
-                Traced::Enum { names, contents } => {
+                Traced::Enum { names, contents, .. } => {
                     let variants = names
                         .iter()
                         .zip(contents)
@@ -476,9 +490,16 @@ impl<'de> de::Deserializer<'de> for TraceDe<'_, '_> {
         let mut access = Elements::new(self.tracer, self.depth, len);
         let value = visitor.visit_seq(&mut access)?;
         let formats = access.all(len)?;
-        // `[T; N]` asks for a tuple of N equal elements; postcard writes a
-        // tuple the same way, so either name is right.
-        *self.out = Some(Format::Tuple(formats));
+        // Serde's tuples stop at 16 elements, so a longer "tuple" is an
+        // array `[T; N]`: described once, not N times (a 16 KiB register
+        // array would otherwise describe itself in 80 KB per snapshot).
+        *self.out = Some(match formats.split_first() {
+            Some((first, rest)) if len > 16 && rest.iter().all(|f| f == first) => Format::Array {
+                content: Box::new(first.clone()),
+                size: len,
+            },
+            _ => Format::Tuple(formats),
+        });
         Ok(value)
     }
 
@@ -552,15 +573,35 @@ impl<'de> de::Deserializer<'de> for TraceDe<'_, '_> {
         if variants.is_empty() {
             return Err(TraceError(format!("`{name}` has no variants")));
         }
+        let rust = std::any::type_name::<V::Value>();
         let entry = self.tracer.containers.entry(name.to_owned()).or_insert(Traced::Enum {
+            rust,
             names: variants,
             contents: vec![None; variants.len()],
+            turn: 0,
         });
-        let Traced::Enum { contents, .. } = entry else {
+        let Traced::Enum {
+            rust: known,
+            contents,
+            turn,
+            ..
+        } = entry
+        else {
             return Err(TraceError(format!("`{name}` is both a struct and an enum")));
         };
-        // The first variant not explored yet, or the first if all were.
-        let index = contents.iter().position(Option::is_none).unwrap_or(0);
+        if *known != rust {
+            return Err(TraceError(format!(
+                "two different types are named `{name}` ({known} and {rust}): serde names a type by its last \
+                 path segment only"
+            )));
+        }
+        let index = match contents.iter().position(Option::is_none) {
+            Some(unexplored) => unexplored,
+            None => {
+                *turn = (*turn + 1) % contents.len();
+                *turn
+            }
+        };
         self.enter(name)?;
         let mut content = None;
         let value = visitor.visit_enum(EnumTrace {

@@ -3,6 +3,7 @@
 //! refuse.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde_json::{Map, Value};
 
@@ -12,11 +13,17 @@ use super::wire::{Reader, write_len, write_varint, zigzag};
 use super::{JsonError, MAX_DEPTH, Path, i128_json, nullable, text_keys, u128_json};
 
 /// [`StateDescription::encode_payload`].
-pub(super) fn payload(description: &StateDescription, value: &Value, key_groups: u32) -> Result<Vec<u8>, JsonError> {
+pub(super) fn payload(
+    description: &StateDescription,
+    value: &Value,
+    key_groups: u32,
+    owned: Option<Range<u32>>,
+) -> Result<Vec<u8>, JsonError> {
     let mut encoder = Encoder {
         types: &description.types,
         out: Vec::new(),
         key_groups,
+        owned,
         depth: 0,
         path: Path::default(),
     };
@@ -37,6 +44,9 @@ struct Encoder<'a> {
     types: &'a BTreeMap<String, Container>,
     out: Vec<u8>,
     key_groups: u32,
+    /// The key groups the state's partition owns, if not all: a key of
+    /// another group would be restored where routing never sends its tuples.
+    owned: Option<Range<u32>>,
     depth: usize,
     path: Path,
 }
@@ -555,7 +565,20 @@ impl Encoder<'_> {
                 return self.at(&entry.key_path, |e| e.error("the key cannot be hashed"));
             };
             bytes.extend(self.encode_apart(&entry.value_path, value_format, entry.value)?);
-            let Some(group) = groups.get_mut(group_of(hash, count) as usize) else {
+            let home = group_of(hash, count);
+            if let Some(owned) = self.owned.clone()
+                && !owned.contains(&home)
+            {
+                return self.at(&entry.key_path, |e| {
+                    e.error(format!(
+                        "the key belongs to key group {home}, which this partition does not own (it owns groups {} \
+                         to {}): it is another partition's key",
+                        owned.start,
+                        owned.end.saturating_sub(1)
+                    ))
+                });
+            }
+            let Some(group) = groups.get_mut(home as usize) else {
                 return self.error("a key's group is past the count");
             };
             group.push(Placed {

@@ -109,7 +109,19 @@ impl StateDescription {
     /// An error, at the offending value, if the JSON does not match the
     /// description.
     pub fn encode_payload(&self, value: &Value, key_groups: u32) -> Result<Vec<u8>, JsonError> {
-        encode::payload(self, value, key_groups)
+        encode::payload(self, value, key_groups, None)
+    }
+
+    /// [`encode_payload`](Self::encode_payload) for one partition of a
+    /// keyed operator, which owns the key groups `owned`: a keyed map's key
+    /// of another group is an error.
+    pub fn encode_partition_payload(
+        &self,
+        value: &Value,
+        key_groups: u32,
+        owned: std::ops::Range<u32>,
+    ) -> Result<Vec<u8>, JsonError> {
+        encode::payload(self, value, key_groups, Some(owned))
     }
 }
 
