@@ -73,6 +73,7 @@ pub mod io;
 mod manifest;
 mod metrics;
 mod operator;
+pub mod portable;
 mod protocol;
 mod recovery_plan;
 mod replay;

@@ -11,7 +11,9 @@ use checkpoint_core::{Checkpoint, KeyGroups, Snapshot, StorageAgent};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::failure::Failure;
-use crate::operator::{InputOperator, Operator, Tuple};
+use crate::operator::{InputOperator, Operator, OperatorContext, Tuple};
+use crate::portable::instance::{InputHooks, OperatorHooks, Portable, PortableSubscriber, Routing as PortableRouting};
+use crate::portable::{Instance, Outbox};
 use crate::replay::{ReplayBuffer, SpillPolicy};
 use crate::stream::{
     BroadcastSubscriber, Channel, ChannelSubscriber, ConvertSubscriber, Emitter, KeyedSubscriber, Link, Message,
@@ -174,7 +176,21 @@ pub(crate) trait NodeFactory: Send {
         inline: bool,
         restore: Restore,
     ) -> Result<Built, BuildError>;
+
+    /// Partition `partition` as an instance another engine drives, with
+    /// its outgoing edges' portable subscribers.
+    fn portable(
+        &mut self,
+        partition: usize,
+        ctx: OperatorContext,
+        subscribers: Vec<Erased>,
+        outbox: Outbox,
+        restore: Restore,
+    ) -> Result<Box<dyn Instance>, BuildError>;
 }
+
+/// Tuples per batch an instance hands another engine.
+const PORTABLE_BATCH: usize = 1024;
 
 fn downcast_all<T: 'static>(boxes: Vec<Box<dyn Any + Send>>) -> Vec<T> {
     boxes
@@ -237,6 +253,29 @@ impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorF
             result
         })))
     }
+
+    fn portable(
+        &mut self,
+        partition: usize,
+        ctx: OperatorContext,
+        subscribers: Vec<Erased>,
+        outbox: Outbox,
+        restore: Restore,
+    ) -> Result<Box<dyn Instance>, BuildError> {
+        if self.config.len() <= partition {
+            self.config.resize_with(partition + 1, RunConfig::default);
+        }
+        let make = &mut self.make;
+        let op = instance(restore, &ctx.name, &mut self.config[partition], || make(partition))?;
+        let subscribers = downcast_all::<Box<dyn Subscriber<O::Output>>>(subscribers);
+        Ok(Box::new(Portable::new(
+            &ctx,
+            OperatorHooks(op),
+            subscribers,
+            outbox,
+            PORTABLE_BATCH,
+        )))
+    }
 }
 
 pub(super) fn input_factory<I: InputOperator>(op: I) -> Box<dyn NodeFactory> {
@@ -273,6 +312,26 @@ impl<I: InputOperator> NodeFactory for InputFactory<I> {
             result
         })))
     }
+
+    fn portable(
+        &mut self,
+        _partition: usize,
+        ctx: OperatorContext,
+        subscribers: Vec<Erased>,
+        outbox: Outbox,
+        restore: Restore,
+    ) -> Result<Box<dyn Instance>, BuildError> {
+        let slot = &mut self.op;
+        let op = instance(restore, &ctx.name, &mut self.config, || slot.take())?;
+        let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(subscribers);
+        Ok(Box::new(Portable::new(
+            &ctx,
+            InputHooks(op),
+            subscribers,
+            outbox,
+            PORTABLE_BATCH,
+        )))
+    }
 }
 
 /// How one edge's channels and subscribers are made, typed at `connect`
@@ -291,6 +350,40 @@ pub(crate) trait EdgeWiring: Send {
     /// For a thread-local edge: the upstream's subscriber for the chained
     /// downstream (`Box<dyn Subscriber<In>>` in, `Box<dyn Subscriber<T>>` out).
     fn chain(&self, downstream: Erased) -> Erased;
+
+    /// Whether it sends every tuple to every downstream partition.
+    fn broadcasts(&self) -> bool {
+        false
+    }
+
+    /// The `Box<dyn Subscriber<T>>` of upstream partition `partition` for
+    /// another engine: it encodes what it is given into `outbox`, as edge
+    /// `edge`, routed over `downstream` partitions.
+    fn portable(
+        &self,
+        edge: usize,
+        partition: usize,
+        downstream: usize,
+        outbox: Outbox,
+        key_groups: KeyGroups,
+    ) -> Erased;
+}
+
+/// A plain edge's route: to the downstream's one partition, or, between
+/// two operators of equal partitions (a chained edge), to the same one.
+fn forward(partition: usize, downstream: usize) -> PortableRouting<()> {
+    PortableRouting::To(if downstream > 1 { partition } else { 0 })
+}
+
+fn portable_subscriber<T: Tuple>(edge: usize, outbox: Outbox, routing: PortableRouting<T>) -> Box<dyn Subscriber<T>> {
+    Box::new(PortableSubscriber { edge, outbox, routing })
+}
+
+fn retype<T>(routing: PortableRouting<()>) -> PortableRouting<T> {
+    match routing {
+        PortableRouting::To(partition) => PortableRouting::To(partition),
+        _ => PortableRouting::All,
+    }
 }
 
 fn channel_of<W: Tuple>(capacity: usize) -> (Erased, Erased) {
@@ -333,6 +426,21 @@ impl<T: Tuple> EdgeWiring for PlainEdge<T> {
 
     fn chain(&self, downstream: Erased) -> Erased {
         downstream
+    }
+
+    fn portable(
+        &self,
+        edge: usize,
+        partition: usize,
+        downstream: usize,
+        outbox: Outbox,
+        _key_groups: KeyGroups,
+    ) -> Erased {
+        Box::new(portable_subscriber::<T>(
+            edge,
+            outbox,
+            retype(forward(partition, downstream)),
+        ))
     }
 }
 
@@ -387,6 +495,30 @@ impl<T: Tuple, In: Tuple> EdgeWiring for ConvertEdge<T, In> {
         });
         Box::new(subscriber)
     }
+
+    fn broadcasts(&self) -> bool {
+        self.broadcast
+    }
+
+    fn portable(
+        &self,
+        edge: usize,
+        partition: usize,
+        downstream: usize,
+        outbox: Outbox,
+        _key_groups: KeyGroups,
+    ) -> Erased {
+        let routing = if self.broadcast {
+            PortableRouting::All
+        } else {
+            retype(forward(partition, downstream))
+        };
+        let subscriber: Box<dyn Subscriber<T>> = Box::new(ConvertSubscriber {
+            convert: Arc::clone(&self.convert),
+            inner: portable_subscriber::<In>(edge, outbox, routing),
+        });
+        Box::new(subscriber)
+    }
 }
 
 pub(super) fn broadcast_edge<T: Tuple>() -> Box<dyn EdgeWiring> {
@@ -411,6 +543,17 @@ impl<T: Tuple> EdgeWiring for BroadcastEdge<T> {
     fn chain(&self, downstream: Erased) -> Erased {
         // Validation allows thread-local edges only as plain edges.
         downstream
+    }
+
+    fn portable(
+        &self,
+        edge: usize,
+        _partition: usize,
+        _downstream: usize,
+        outbox: Outbox,
+        _key_groups: KeyGroups,
+    ) -> Erased {
+        Box::new(portable_subscriber::<T>(edge, outbox, PortableRouting::All))
     }
 }
 
@@ -449,5 +592,21 @@ impl<T: Tuple> EdgeWiring for KeyedEdge<T> {
     fn chain(&self, downstream: Erased) -> Erased {
         // Validation allows thread-local edges only as plain edges.
         downstream
+    }
+
+    fn portable(
+        &self,
+        edge: usize,
+        _partition: usize,
+        downstream: usize,
+        outbox: Outbox,
+        key_groups: KeyGroups,
+    ) -> Erased {
+        let routing = PortableRouting::Keyed {
+            key: Arc::clone(&self.key),
+            key_groups,
+            partitions: downstream.max(1),
+        };
+        Box::new(portable_subscriber::<T>(edge, outbox, routing))
     }
 }

@@ -19,6 +19,7 @@ use crate::failure::Failure;
 use crate::operator::Tuple;
 use crate::stream::Message;
 
+pub(crate) use encode::encode_into;
 pub(crate) use spill_dir::SpillDir;
 
 /// Where a buffer spills, and past how many bytes in memory.

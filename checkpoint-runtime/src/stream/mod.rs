@@ -22,7 +22,7 @@ pub(crate) use convert::ConvertSubscriber;
 use cursor::Sink;
 pub(crate) use cursor::{Cursors, Link};
 pub use emitter::Emitter;
-pub(crate) use keyed::KeyedSubscriber;
+pub(crate) use keyed::{KeyedSubscriber, partition_of};
 
 use crate::failure::Failure;
 use crate::protocol::Control;

@@ -1,0 +1,306 @@
+//! The typed side of [`Instance`]: an operator or input with its emitter,
+//! whose subscribers encode and route what it emits, and the subscribers.
+
+use std::sync::Arc;
+
+use checkpoint_core::{Checkpoint, KeyGroups, Snapshot, SnapshotMeta, WindowId};
+
+use super::{Instance, Outbox, Route, Routed, drain};
+use crate::error::RunError;
+use crate::failure::Failure;
+use crate::operator::{Emit, InputOperator, Operator, OperatorContext, Tuple};
+use crate::stream::{Emitter, Subscriber};
+
+/// An operator's or input's value with its emitter.
+pub(crate) struct Portable<L: Hooks> {
+    name: String,
+    value: L,
+    emitter: Emitter<<L as Hooks>::Out>,
+    outbox: Outbox,
+    window: Option<WindowId>,
+}
+
+/// The hooks an instance calls, for [`Operator`] and [`InputOperator`].
+pub(crate) trait Hooks: Send + 'static {
+    type State: Checkpoint;
+    type In: Tuple;
+    type Out: Tuple;
+    fn state(&self) -> &Self::State;
+    fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult;
+    fn process(&mut self, tuple: Self::In, out: &mut Emitter<Self::Out>) -> crate::OperatorResult;
+    fn emit(&mut self, out: &mut Emitter<Self::Out>) -> crate::OperatorResult<Emit>;
+    fn end_window(&mut self, out: &mut Emitter<Self::Out>) -> crate::OperatorResult;
+    fn end_of_stream(&mut self, out: &mut Emitter<Self::Out>) -> crate::OperatorResult;
+    fn before_checkpoint(&mut self, window: WindowId) -> crate::OperatorResult;
+    fn checkpointed(&mut self, window: WindowId) -> crate::OperatorResult;
+    fn committed(&mut self, window: WindowId) -> crate::OperatorResult;
+    fn teardown(&mut self);
+}
+
+/// An [`Operator`] seen through [`Hooks`].
+pub(crate) struct OperatorHooks<O>(pub(crate) O);
+/// An [`InputOperator`] seen through [`Hooks`].
+pub(crate) struct InputHooks<I>(pub(crate) I);
+
+impl<O: Operator> Hooks for OperatorHooks<O> {
+    type State = O;
+    type In = O::Input;
+    type Out = O::Output;
+    fn state(&self) -> &O {
+        &self.0
+    }
+    fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.begin_window(window)
+    }
+    fn process(&mut self, tuple: O::Input, out: &mut Emitter<O::Output>) -> crate::OperatorResult {
+        self.0.process(tuple, out)
+    }
+    fn emit(&mut self, _out: &mut Emitter<O::Output>) -> crate::OperatorResult<Emit> {
+        Err("an operator that is not an input was asked to emit".into())
+    }
+    fn end_window(&mut self, out: &mut Emitter<O::Output>) -> crate::OperatorResult {
+        self.0.end_window(out)
+    }
+    fn end_of_stream(&mut self, out: &mut Emitter<O::Output>) -> crate::OperatorResult {
+        self.0.end_of_stream(out)
+    }
+    fn before_checkpoint(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.before_checkpoint(window)
+    }
+    fn checkpointed(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.checkpointed(window)
+    }
+    fn committed(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.committed(window)
+    }
+    fn teardown(&mut self) {
+        self.0.teardown()
+    }
+}
+
+impl<I: InputOperator> Hooks for InputHooks<I> {
+    type State = I;
+    // Never decoded: an input is given no batch.
+    type In = ();
+    type Out = I::Output;
+    fn state(&self) -> &I {
+        &self.0
+    }
+    fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.begin_window(window)
+    }
+    fn process(&mut self, _tuple: (), _out: &mut Emitter<I::Output>) -> crate::OperatorResult {
+        Err("an input was given a batch".into())
+    }
+    fn emit(&mut self, out: &mut Emitter<I::Output>) -> crate::OperatorResult<Emit> {
+        self.0.emit_tuples(out)
+    }
+    fn end_window(&mut self, out: &mut Emitter<I::Output>) -> crate::OperatorResult {
+        self.0.end_window(out)
+    }
+    fn end_of_stream(&mut self, _out: &mut Emitter<I::Output>) -> crate::OperatorResult {
+        Ok(())
+    }
+    fn before_checkpoint(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.before_checkpoint(window)
+    }
+    fn checkpointed(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.checkpointed(window)
+    }
+    fn committed(&mut self, window: WindowId) -> crate::OperatorResult {
+        self.0.committed(window)
+    }
+    fn teardown(&mut self) {
+        self.0.teardown()
+    }
+}
+
+impl<L: Hooks> Portable<L> {
+    pub(crate) fn new(
+        ctx: &OperatorContext,
+        value: L,
+        subscribers: Vec<Box<dyn Subscriber<L::Out>>>,
+        outbox: Outbox,
+        batch_size: usize,
+    ) -> Self {
+        Portable {
+            name: ctx.name.clone(),
+            value,
+            emitter: Emitter::new(batch_size, subscribers, None, crate::stream::Cursors::default()),
+            outbox,
+            window: None,
+        }
+    }
+
+    fn failed(&self, error: Box<dyn std::error::Error + Send + Sync>) -> RunError {
+        RunError::OperatorFailed {
+            operator: self.name.clone(),
+            window: self.window,
+            cause: error.to_string(),
+            source: Some(error),
+        }
+    }
+
+    fn runtime(&self, failure: Failure) -> RunError {
+        RunError::OperatorFailed {
+            operator: self.name.clone(),
+            window: self.window,
+            cause: failure.to_string(),
+            source: None,
+        }
+    }
+
+    fn flushed(&mut self) -> Result<(), RunError> {
+        self.emitter.flush();
+        self.emitter.take_failure().map_err(|failure| self.runtime(failure))
+    }
+}
+
+impl<L: Hooks> Instance for Portable<L> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn begin_window(&mut self, window: WindowId) -> Result<(), RunError> {
+        self.window = Some(window);
+        self.value.begin_window(window).map_err(|e| self.failed(e))
+    }
+
+    fn process(&mut self, batch: &[u8]) -> Result<(), RunError> {
+        let tuples: Vec<L::In> = postcard::from_bytes(batch).map_err(|e| {
+            self.runtime(Failure::operator(
+                &self.name,
+                self.window,
+                format!("decoding a batch: {e}"),
+            ))
+        })?;
+        for tuple in tuples {
+            self.value
+                .process(tuple, &mut self.emitter)
+                .map_err(|e| self.failed(e))?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self) -> Result<Emit, RunError> {
+        let emitted = self.value.emit(&mut self.emitter).map_err(|e| self.failed(e))?;
+        if emitted == Emit::Done {
+            self.flushed()?;
+        }
+        Ok(emitted)
+    }
+
+    fn end_window(&mut self) -> Result<(), RunError> {
+        self.value.end_window(&mut self.emitter).map_err(|e| self.failed(e))?;
+        self.flushed()
+    }
+
+    fn end_of_stream(&mut self) -> Result<(), RunError> {
+        self.value
+            .end_of_stream(&mut self.emitter)
+            .map_err(|e| self.failed(e))?;
+        self.flushed()
+    }
+
+    fn take_output(&mut self) -> Vec<Routed> {
+        drain(&self.outbox)
+    }
+
+    fn snapshot(&mut self, window: WindowId) -> Result<Vec<u8>, RunError> {
+        self.value.before_checkpoint(window).map_err(|e| self.failed(e))?;
+        Snapshot::encode(self.value.state(), SnapshotMeta::new(&self.name, window)).map_err(|e| {
+            self.runtime(Failure::operator(
+                &self.name,
+                Some(window),
+                format!("encoding its state: {e}"),
+            ))
+        })
+    }
+
+    fn checkpointed(&mut self, window: WindowId) -> Result<(), RunError> {
+        self.value.checkpointed(window).map_err(|e| self.failed(e))
+    }
+
+    fn committed(&mut self, window: WindowId) -> Result<(), RunError> {
+        self.value.committed(window).map_err(|e| self.failed(e))
+    }
+
+    fn teardown(&mut self) {
+        self.value.teardown();
+    }
+}
+
+/// Encodes a batch for the outbox.
+fn encode<T: serde::Serialize>(name: &str, tuples: &[T]) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    crate::replay::encode_into(tuples, &mut out)
+        .map_err(|e| Failure::operator(name, None, format!("encoding a batch for another engine: {e}")))?;
+    Ok(out)
+}
+
+/// A subscriber that encodes what it is given and routes it.
+pub(crate) struct PortableSubscriber<T> {
+    pub(crate) edge: usize,
+    pub(crate) outbox: Outbox,
+    pub(crate) routing: Routing<T>,
+}
+
+/// How a portable subscriber routes a batch.
+pub(crate) enum Routing<T> {
+    /// Everything to one partition.
+    To(usize),
+    /// Everything to every partition.
+    All,
+    /// Each tuple to the partition owning its key's group.
+    Keyed {
+        key: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
+        key_groups: KeyGroups,
+        partitions: usize,
+    },
+}
+
+impl<T: Tuple> Subscriber<T> for PortableSubscriber<T> {
+    // Window boundaries are the engine's (timestamps), not messages.
+    fn begin_window(&mut self, _window: WindowId) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    fn batch(&mut self, batch: &Arc<Vec<T>>) -> Result<(), Failure> {
+        let mut routed = Vec::new();
+        match &self.routing {
+            Routing::To(partition) => routed.push((Route::Partition(*partition), encode("", batch.as_slice())?)),
+            Routing::All => routed.push((Route::All, encode("", batch.as_slice())?)),
+            Routing::Keyed {
+                key,
+                key_groups,
+                partitions,
+            } => {
+                let mut split: Vec<Vec<&T>> = (0..*partitions).map(|_| Vec::new()).collect();
+                for tuple in batch.iter() {
+                    let partition = crate::stream::partition_of(*key_groups, key(tuple), *partitions);
+                    split[partition].push(tuple);
+                }
+                for (partition, part) in split.into_iter().enumerate() {
+                    if !part.is_empty() {
+                        routed.push((Route::Partition(partition), encode("", part.as_slice())?));
+                    }
+                }
+            }
+        }
+        let mut outbox = self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        outbox.extend(routed.into_iter().map(|(route, batch)| Routed {
+            edge: self.edge,
+            route,
+            batch,
+        }));
+        Ok(())
+    }
+
+    fn end_window(&mut self, _window: WindowId, _last: bool) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), Failure> {
+        Ok(())
+    }
+}

@@ -1,0 +1,354 @@
+//! A [`Dag`] for another engine to drive (the `checkpoint-timely` adapter):
+//! every physical operator an [`Instance`] that takes and gives encoded
+//! batches, told by the engine when a window begins and ends, and saved and
+//! restored with the same snapshots as in the threaded runtime.
+//!
+//! The engine moves the bytes: a batch an instance emits is a postcard
+//! `Vec<T>` of the downstream's input type, addressed to an edge and a
+//! [`Route`]; the engine hands it to the instance of the downstream that
+//! the route names, whose [`process`](Instance::process) decodes it. Window
+//! order is the engine's to keep: an instance is given window `W`'s
+//! batches between `begin_window(W)` and `end_window()`, windows in
+//! ascending order (the aligned-window rule), which is what timely's
+//! frontiers give.
+//!
+//! # Examples
+//!
+//! ```
+//! use checkpoint_core::{Checkpoint, WindowId};
+//! use checkpoint_runtime::portable::{PortableDag, Route};
+//! use checkpoint_runtime::{Dag, Emit, InputOperator, Operator, OperatorResult, Output};
+//!
+//! #[derive(Checkpoint)]
+//! struct Numbers { next: u64 }
+//! impl InputOperator for Numbers {
+//!     type Output = u64;
+//!     fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+//!         out.emit(self.next);
+//!         self.next += 1;
+//!         Ok(if self.next == 3 { Emit::Done } else { Emit::Continue })
+//!     }
+//! }
+//! #[derive(Default, Checkpoint)]
+//! struct Sum { total: u64 }
+//! impl Operator for Sum {
+//!     type Input = u64;
+//!     type Output = u64;
+//!     fn process(&mut self, n: u64, _: Output<'_, u64>) -> OperatorResult { self.total += n; Ok(()) }
+//!     fn end_window(&mut self, out: Output<'_, u64>) -> OperatorResult { out.emit(self.total); Ok(()) }
+//! }
+//!
+//! let mut dag = Dag::new();
+//! let numbers = dag.input("numbers", Numbers { next: 0 });
+//! let sum = dag.operator("sum", Sum::default());
+//! dag.connect(&numbers, &sum);
+//! let mut portable = PortableDag::new(dag)?;
+//! let partitions = vec![1, 1];
+//! let mut input = portable.instantiate(0, 0, &partitions, None)?;
+//! let mut summer = portable.instantiate(1, 0, &partitions, None)?;
+//!
+//! let window = WindowId::new(1, 0);
+//! input.begin_window(window)?;
+//! while input.emit()? == Emit::Continue {}
+//! input.end_window()?;
+//! summer.begin_window(window)?;
+//! for routed in input.take_output() {
+//!     assert_eq!((routed.edge, routed.route), (0, Route::Partition(0)));
+//!     summer.process(&routed.batch)?;
+//! }
+//! summer.end_window()?;
+//! let sums = summer.take_output();
+//! assert!(sums.is_empty(), "`sum` has no downstream: what it emits goes nowhere");
+//! let snapshot = summer.snapshot(window)?;
+//! let (_, state) = checkpoint_core::Snapshot::decode::<Sum>(&snapshot)?;
+//! assert_eq!(state.total, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub(crate) mod instance;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use checkpoint_core::{KeyGroups, StorageAgent, WindowId};
+
+use crate::dag::wiring::{BuildError, Restore};
+use crate::dag::{Dag, EdgeKind, NodeKind};
+use crate::error::RunError;
+use crate::operator::Emit;
+
+/// Where an encoded batch goes: which partition of the downstream operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// To this partition.
+    Partition(usize),
+    /// To every partition (a broadcast edge).
+    All,
+}
+
+/// An encoded batch an instance emitted: a postcard `Vec<In>` of the
+/// downstream's input type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The edge, by its index in [`PortableDag::edges`].
+    pub edge: usize,
+    /// Which partition of the edge's downstream takes it.
+    pub route: Route,
+    /// The tuples, encoded.
+    pub batch: Vec<u8>,
+}
+
+/// What an engine needs to know of an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The logical name.
+    pub name: String,
+    /// An input operator (it emits; nothing flows into it).
+    pub input: bool,
+    /// The partition count the DAG asked for.
+    pub partitions: usize,
+    /// It keeps no state.
+    pub stateless: bool,
+    /// Its state is keyed maps only: any partition count can restore it.
+    pub keyed_only: bool,
+    /// Streaming windows per application window.
+    pub application_window_count: u32,
+    /// Streaming windows between its checkpoints.
+    pub checkpoint_window_count: u32,
+}
+
+/// How an edge distributes tuples over the downstream's partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// From partition `p` of the upstream to the downstream's one partition.
+    Forward,
+    /// Each tuple to the partition owning its key's group.
+    Keyed,
+    /// Every tuple to every partition.
+    Broadcast,
+}
+
+/// What an engine needs to know of an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeInfo {
+    /// The upstream, by its index in [`PortableDag::nodes`].
+    pub from: usize,
+    /// The downstream.
+    pub to: usize,
+    /// How tuples are distributed.
+    pub routing: Routing,
+}
+
+/// One physical operator, driven by an engine.
+///
+/// Every method that runs the user's code returns the user's error as
+/// [`RunError::OperatorFailed`], with the error as its `source`; a panic is
+/// not caught (the engine decides).
+pub trait Instance: Send {
+    /// The physical name (`count`, or `count#2` for a partition).
+    fn name(&self) -> &str;
+    /// Window `window` begins.
+    fn begin_window(&mut self, window: WindowId) -> Result<(), RunError>;
+    /// An encoded batch of the current window (operators only).
+    fn process(&mut self, batch: &[u8]) -> Result<(), RunError>;
+    /// One call of the input's `emit_tuples` (inputs only).
+    fn emit(&mut self) -> Result<Emit, RunError>;
+    /// The current window ends.
+    fn end_window(&mut self) -> Result<(), RunError>;
+    /// Every input ended (operators only): the operator's last chance to
+    /// emit, after its last `end_window`.
+    fn end_of_stream(&mut self) -> Result<(), RunError>;
+    /// What was emitted since the last call, encoded and routed.
+    fn take_output(&mut self) -> Vec<Routed>;
+    /// The snapshot of its state after `window` (`before_checkpoint` is
+    /// called first); every keyed group inline.
+    fn snapshot(&mut self, window: WindowId) -> Result<Vec<u8>, RunError>;
+    /// The snapshot at `window` is durable.
+    fn checkpointed(&mut self, window: WindowId) -> Result<(), RunError>;
+    /// `window` is committed.
+    fn committed(&mut self, window: WindowId) -> Result<(), RunError>;
+    /// The job is over for this instance.
+    fn teardown(&mut self);
+}
+
+/// The checkpoint an instance is restored from.
+#[derive(Clone)]
+pub struct RestoreFrom {
+    /// The snapshot's bytes.
+    pub snapshot: Vec<u8>,
+    /// Where the chunks it refers to are (keyed state saved in chunks).
+    pub storage: Option<Arc<dyn StorageAgent>>,
+}
+
+impl std::fmt::Debug for RestoreFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreFrom")
+            .field("snapshot_len", &self.snapshot.len())
+            .field("storage", &self.storage.is_some())
+            .finish()
+    }
+}
+
+/// Where an instance's subscribers put what it emits.
+pub(crate) type Outbox = Arc<Mutex<Vec<Routed>>>;
+
+pub(crate) fn drain(outbox: &Outbox) -> Vec<Routed> {
+    std::mem::take(&mut *outbox.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// A validated [`Dag`] whose operators an engine instantiates.
+pub struct PortableDag {
+    dag: Dag,
+    nodes: Vec<NodeInfo>,
+    edges: Vec<EdgeInfo>,
+    key_groups: KeyGroups,
+}
+
+impl std::fmt::Debug for PortableDag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortableDag")
+            .field("nodes", &self.nodes)
+            .field("edges", &self.edges)
+            .finish()
+    }
+}
+
+impl PortableDag {
+    /// Validates `dag` (as a run would) for an engine, with the default
+    /// key-group count.
+    pub fn new(dag: Dag) -> Result<Self, RunError> {
+        Self::with_key_groups(dag, KeyGroups::default())
+    }
+
+    /// As [`new`](Self::new), with the job's key-group count.
+    pub fn with_key_groups(dag: Dag, key_groups: KeyGroups) -> Result<Self, RunError> {
+        dag.validate().map_err(RunError::DagErrors)?;
+        let nodes = dag
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| NodeInfo {
+                name: spec.name.clone(),
+                input: spec.kind == NodeKind::Input,
+                partitions: spec.partitions,
+                stateless: spec.stateless,
+                keyed_only: spec.keyed_only,
+                application_window_count: spec.application_window_count,
+                checkpoint_window_count: dag.effective_checkpoint_count(index),
+            })
+            .collect();
+        let edges = dag
+            .edges
+            .iter()
+            .map(|edge| EdgeInfo {
+                from: edge.from,
+                to: edge.to,
+                routing: match edge.kind {
+                    EdgeKind::Keyed => Routing::Keyed,
+                    EdgeKind::Broadcast => Routing::Broadcast,
+                    EdgeKind::Converted if edge.wiring.broadcasts() => Routing::Broadcast,
+                    EdgeKind::Plain | EdgeKind::Converted | EdgeKind::ThreadLocal => Routing::Forward,
+                },
+            })
+            .collect();
+        Ok(PortableDag {
+            dag,
+            nodes,
+            edges,
+            key_groups,
+        })
+    }
+
+    /// The operators, in the order the DAG added them.
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+
+    /// The edges, in the order the DAG connected them.
+    pub fn edges(&self) -> &[EdgeInfo] {
+        &self.edges
+    }
+
+    /// The job's key groups.
+    pub fn key_groups(&self) -> KeyGroups {
+        self.key_groups
+    }
+
+    /// Partition `partition` of operator `node`, of `partitions[node]`
+    /// partitions (`partitions` has one count per node: an engine may run
+    /// a keyed operator in another count than the DAG asked for; a keyed
+    /// edge routes by the downstream's count). `restore`: the checkpoint to
+    /// restore it from, `None` for the value handed to the DAG.
+    ///
+    /// An operator that is not partitioned gives its value once: a second
+    /// instantiation of it is an error.
+    pub fn instantiate(
+        &mut self,
+        node: usize,
+        partition: usize,
+        partitions: &[usize],
+        restore: Option<RestoreFrom>,
+    ) -> Result<Box<dyn Instance>, RunError> {
+        let info = self.nodes.get(node).ok_or_else(|| RunError::Config {
+            detail: format!("the DAG has no operator {node}"),
+        })?;
+        let count = partitions.get(node).copied().unwrap_or(1);
+        let name = if info.partitions > 1 || count > 1 {
+            format!("{}#{partition}", info.name)
+        } else {
+            info.name.clone()
+        };
+        let outbox: Outbox = Arc::default();
+        let subscribers = self
+            .dag
+            .edges
+            .iter()
+            .enumerate()
+            .filter(|(_, edge)| edge.from == node)
+            .map(|(index, edge)| {
+                let downstream = partitions.get(edge.to).copied().unwrap_or(1);
+                edge.wiring
+                    .portable(index, partition, downstream, Arc::clone(&outbox), self.key_groups)
+            })
+            .collect();
+        let mut window = WindowId::from_u64(0);
+        let restore = match restore {
+            None => Restore::Fresh,
+            Some(RestoreFrom { snapshot, storage }) => {
+                if let Ok(header) = checkpoint_core::Snapshot::read_header(&snapshot) {
+                    window = header.window;
+                }
+                Restore::Snapshot {
+                    bytes: snapshot,
+                    storage,
+                }
+            }
+        };
+        let spec = &mut self.dag.nodes[node];
+        let ctx = crate::operator::OperatorContext {
+            name: name.clone(),
+            operator: spec.name.clone(),
+            partition,
+            partitions: count,
+            activation_window: WindowId::from_u64(0),
+            streaming_window: std::time::Duration::ZERO,
+            application_window_count: spec.application_window_count,
+            checkpoint_window_count: info.checkpoint_window_count,
+            storage: None,
+        };
+        spec.factory
+            .portable(partition, ctx, subscribers, outbox, restore)
+            .map_err(|e| match e {
+                BuildError::Restore(source) => RunError::Restore {
+                    operator: name.clone(),
+                    window,
+                    source,
+                },
+                BuildError::Other(detail) => RunError::OperatorFailed {
+                    operator: name.clone(),
+                    window: None,
+                    cause: detail,
+                    source: None,
+                },
+            })
+    }
+}
