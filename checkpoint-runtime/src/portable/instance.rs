@@ -163,6 +163,7 @@ impl<L: Hooks> Instance for Portable<L> {
 
     fn begin_window(&mut self, window: WindowId) -> Result<(), RunError> {
         self.window = Some(window);
+        self.emitter.begin_window(window).map_err(|f| self.runtime(f))?;
         self.value.begin_window(window).map_err(|e| self.failed(e))
     }
 
@@ -190,8 +191,15 @@ impl<L: Hooks> Instance for Portable<L> {
         Ok(emitted)
     }
 
+    fn emitted_in_window(&self) -> u64 {
+        self.emitter.emitted_in_window()
+    }
+
     fn end_window(&mut self) -> Result<(), RunError> {
         self.value.end_window(&mut self.emitter).map_err(|e| self.failed(e))?;
+        if let Some(window) = self.window {
+            self.emitter.end_window(window, false).map_err(|f| self.runtime(f))?;
+        }
         self.flushed()
     }
 

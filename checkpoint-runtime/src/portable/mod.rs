@@ -152,6 +152,9 @@ pub trait Instance: Send {
     fn process(&mut self, batch: &[u8]) -> Result<(), RunError>;
     /// One call of the input's `emit_tuples` (inputs only).
     fn emit(&mut self) -> Result<Emit, RunError>;
+    /// Tuples emitted in the current window so far: where an engine ends
+    /// a window of a fixed tuple count.
+    fn emitted_in_window(&self) -> u64;
     /// The current window ends.
     fn end_window(&mut self) -> Result<(), RunError>;
     /// Every input ended (operators only): the operator's last chance to

@@ -1,0 +1,449 @@
+//! One worker: its partitions as instances, the dataflow that moves their
+//! batches (one timely operator per DAG operator, windows closed as the
+//! input frontier passes them), and the loop that drives the inputs and
+//! tells operators which window is committed.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkpoint_core::{StorageAgent, WindowId};
+use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, Routed};
+use checkpoint_runtime::{Dag, Emit, RunError};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::filter::Filter;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::{Capability, Concatenate, Input, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle, Stream};
+use timely::worker::Worker;
+
+use crate::TimelyJob;
+use crate::placement::Placement;
+
+/// A batch on its way: (worker, edge, partition of the edge's downstream,
+/// postcard bytes).
+type Rec = (u64, u32, u32, Vec<u8>);
+type Recs<'s> = Stream<'s, u64, Vec<Rec>>;
+type Hosted = Rc<RefCell<Vec<(usize, Box<dyn Instance>)>>>;
+/// An input operator's node and the handle its batches enter by.
+type InputPort = (usize, InputHandle<u64, CapacityContainerBuilder<Vec<Rec>>>);
+
+/// What one worker did.
+pub(crate) struct WorkerReport {
+    pub(crate) windows: u64,
+    pub(crate) committed: Option<WindowId>,
+}
+
+/// What every timely operator of a worker shares.
+struct Shared {
+    edges: Vec<EdgeInfo>,
+    placement: Placement,
+    base: u32,
+    /// Streaming windows between checkpoints (every stateful operator's).
+    checkpoint_every: Option<u64>,
+    storage: Option<Arc<dyn StorageAgent>>,
+    /// The first failure: from then on instances are not called, and the
+    /// dataflow drains so every worker ends.
+    failure: RefCell<Option<RunError>>,
+}
+
+impl Shared {
+    fn window(&self, time: u64) -> WindowId {
+        WindowId::new(self.base, time as u32)
+    }
+
+    fn is_checkpoint(&self, time: u64) -> bool {
+        self.storage.is_some() && self.checkpoint_every.is_some_and(|every| (time + 1).is_multiple_of(every))
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.borrow().is_some()
+    }
+
+    fn fail(&self, error: RunError) {
+        self.failure.borrow_mut().get_or_insert(error);
+    }
+
+    /// `routed` as records, one per target partition.
+    fn records(&self, routed: Vec<Routed>) -> Vec<Rec> {
+        let mut records = Vec::with_capacity(routed.len());
+        for Routed { edge, route, batch } in routed {
+            let to = self.edges[edge].to;
+            for partition in self.placement.targets(to, route) {
+                let worker = self.placement.worker_of(to, partition) as u64;
+                records.push((worker, edge as u32, partition as u32, batch.clone()));
+            }
+        }
+        records
+    }
+
+    /// Ends window `time` of `instance`: its checkpoint when one is due.
+    fn checkpoint(&self, instance: &mut dyn Instance, time: u64) -> Result<(), RunError> {
+        let (Some(storage), true) = (&self.storage, self.is_checkpoint(time)) else {
+            return Ok(());
+        };
+        let window = self.window(time);
+        let snapshot = instance.snapshot(window)?;
+        storage
+            .save(instance.name(), window, &snapshot)
+            .map_err(|e| RunError::OperatorFailed {
+                operator: instance.name().to_owned(),
+                window: Some(window),
+                cause: format!("saving its checkpoint: {e}"),
+                source: Some(Box::new(e)),
+            })?;
+        instance.checkpointed(window)
+    }
+}
+
+/// The nodes in an order where every edge goes forward.
+fn topological(nodes: usize, edges: &[EdgeInfo]) -> Vec<usize> {
+    let mut incoming = vec![0usize; nodes];
+    for edge in edges {
+        incoming[edge.to] += 1;
+    }
+    let mut ready: Vec<usize> = (0..nodes).filter(|n| incoming[*n] == 0).collect();
+    let mut order = Vec::with_capacity(nodes);
+    while let Some(node) = ready.pop() {
+        order.push(node);
+        for edge in edges.iter().filter(|e| e.from == node) {
+            incoming[edge.to] -= 1;
+            if incoming[edge.to] == 0 {
+                ready.push(edge.to);
+            }
+        }
+    }
+    order
+}
+
+pub(crate) fn run_worker(
+    worker: &mut Worker,
+    job: &TimelyJob,
+    dag: &(dyn Fn() -> Dag + Send + Sync),
+) -> Result<WorkerReport, RunError> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let mut portable = PortableDag::with_key_groups(dag(), job.key_groups)?;
+    let placement = Placement::new(&portable, peers);
+    let nodes = portable.nodes().to_vec();
+    let edges = portable.edges().to_vec();
+    let stateful: Vec<u64> = nodes
+        .iter()
+        .filter(|n| !n.stateless)
+        .map(|n| u64::from(n.checkpoint_window_count))
+        .collect();
+    let checkpoint_every = stateful.iter().copied().min();
+    if stateful.iter().any(|c| Some(*c) != checkpoint_every) {
+        return Err(RunError::Config {
+            detail: "the timely mode needs one checkpoint_window_count for every stateful operator".to_owned(),
+        });
+    }
+    let mut hosted: Vec<Hosted> = Vec::with_capacity(nodes.len());
+    for node in 0..nodes.len() {
+        let mut here = Vec::new();
+        for partition in placement.hosted(node, index) {
+            here.push((
+                partition,
+                portable.instantiate(node, partition, placement.counts(), None)?,
+            ));
+        }
+        hosted.push(Rc::new(RefCell::new(here)));
+    }
+    let shared = Rc::new(Shared {
+        edges: edges.clone(),
+        placement,
+        base: job.window_base,
+        checkpoint_every: checkpoint_every.map(|c| c.max(1)),
+        storage: job.storage.clone(),
+        failure: RefCell::new(None),
+    });
+
+    let durable = ProbeHandle::<u64>::new();
+    let closed = ProbeHandle::<u64>::new();
+    let mut inputs: Vec<InputPort> = Vec::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let mut streams: Vec<Option<Recs<'_>>> = vec![None; nodes.len()];
+        let mut durability = Vec::new();
+        for node in topological(nodes.len(), &edges) {
+            if nodes[node].input {
+                let mut handle = InputHandle::new();
+                streams[node] = Some(scope.input_from(&mut handle));
+                inputs.push((node, handle));
+                continue;
+            }
+            let incoming: Vec<Recs<'_>> = edges
+                .iter()
+                .enumerate()
+                .filter(|(_, edge)| edge.to == node)
+                .filter_map(|(i, edge)| {
+                    let i = i as u32;
+                    let upstream = streams[edge.from].clone()?;
+                    Some(upstream.filter(move |r: &Rec| r.1 == i))
+                })
+                .collect();
+            let input = scope.concatenate(incoming);
+            let (out, dur) = window_operator(input, &nodes[node].name, Rc::clone(&hosted[node]), Rc::clone(&shared));
+            streams[node] = Some(out);
+            durability.push(dur);
+        }
+        scope.concatenate(durability).probe_with(&durable);
+        scope.concatenate(streams.into_iter().flatten()).probe_with(&closed);
+    });
+
+    let committed = drive_inputs(worker, job, &shared, &hosted, inputs, &durable, &closed);
+    for node in &hosted {
+        for (_, instance) in node.borrow_mut().iter_mut() {
+            instance.teardown();
+        }
+    }
+    if let Some(error) = shared.failure.borrow_mut().take() {
+        return Err(error);
+    }
+    Ok(WorkerReport {
+        windows: committed.0,
+        committed: committed.1,
+    })
+}
+
+/// Runs the inputs hosted here window by window (each ends after the job's
+/// tuple count), at most `windows_ahead` windows past the durable frontier,
+/// then closes them once every operator has closed every window; tells
+/// every instance here of each newly committed window. Returns the windows
+/// opened and the last committed one.
+fn drive_inputs(
+    worker: &mut Worker,
+    job: &TimelyJob,
+    shared: &Shared,
+    hosted: &[Hosted],
+    mut inputs: Vec<InputPort>,
+    durable: &ProbeHandle<u64>,
+    closed: &ProbeHandle<u64>,
+) -> (u64, Option<WindowId>) {
+    let park = Some(Duration::from_millis(20));
+    let mut committed = None;
+    let mut running: Vec<bool> = inputs
+        .iter()
+        .map(|(node, _)| !hosted[*node].borrow().is_empty())
+        .collect();
+    let mut time = 0u64;
+    while running.iter().any(|r| *r) && !shared.failed() {
+        while durable.less_than(&(time + 1).saturating_sub(job.windows_ahead)) && !shared.failed() {
+            worker.step_or_park(park);
+            deliver_committed(shared, hosted, durable, time, &mut committed);
+        }
+        let window = shared.window(time);
+        for ((node, handle), open) in inputs.iter_mut().zip(running.iter_mut()) {
+            if !*open || shared.failed() {
+                continue;
+            }
+            let mut instances = hosted[*node].borrow_mut();
+            for (_, instance) in instances.iter_mut() {
+                let name = instance.name().to_owned();
+                let ran = guarded(&name, Some(window), || {
+                    run_input_window(&mut **instance, window, time, job.window_tuples, shared)
+                });
+                match ran {
+                    Ok(Emit::Done) => *open = false,
+                    Ok(_) => {}
+                    Err(e) => shared.fail(e),
+                }
+                for record in shared.records(instance.take_output()) {
+                    handle.send(record);
+                }
+            }
+        }
+        time += 1;
+        for (_, handle) in &mut inputs {
+            handle.advance_to(time);
+        }
+        worker.step();
+        deliver_committed(shared, hosted, durable, time, &mut committed);
+    }
+    // Every operator closes every window before the inputs close: from an
+    // empty frontier it could not tell which trailing empty windows there
+    // were.
+    while closed.less_than(&time) && !shared.failed() {
+        worker.step_or_park(park);
+        deliver_committed(shared, hosted, durable, time, &mut committed);
+    }
+    drop(inputs);
+    while !(closed.done() && durable.done()) {
+        worker.step_or_park(park);
+        deliver_committed(shared, hosted, durable, time, &mut committed);
+    }
+    deliver_committed(shared, hosted, durable, time, &mut committed);
+    (time, committed)
+}
+
+/// Runs `f`, a panic in it a failure of `operator`: a panicking timely
+/// worker would leave the others of its process waiting forever.
+fn guarded<T>(
+    operator: &str,
+    window: Option<WindowId>,
+    f: impl FnOnce() -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let cause = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(RunError::OperatorFailed {
+            operator: operator.to_owned(),
+            window,
+            cause: format!("panicked: {cause}"),
+            source: None,
+        })
+    })
+}
+
+/// One window of an input: begin, `emit_tuples` until the window's tuple
+/// count or the end of the stream, end, and its checkpoint when due.
+fn run_input_window(
+    instance: &mut dyn Instance,
+    window: WindowId,
+    time: u64,
+    tuples: u64,
+    shared: &Shared,
+) -> Result<Emit, RunError> {
+    instance.begin_window(window)?;
+    let mut emitted = Emit::Continue;
+    while instance.emitted_in_window() < tuples {
+        emitted = instance.emit()?;
+        if emitted != Emit::Continue {
+            break;
+        }
+    }
+    instance.end_window()?;
+    shared.checkpoint(instance, time)?;
+    Ok(emitted)
+}
+
+/// Tells every instance here of the newest committed window: the largest
+/// checkpoint window below the durable frontier (every window, when the
+/// frontier is empty).
+fn deliver_committed(
+    shared: &Shared,
+    hosted: &[Hosted],
+    durable: &ProbeHandle<u64>,
+    opened: u64,
+    committed: &mut Option<WindowId>,
+) {
+    let (Some(every), Some(_)) = (shared.checkpoint_every, &shared.storage) else {
+        return;
+    };
+    let frontier = durable.with_frontier(|f| f.iter().min().copied());
+    // An empty frontier: every window opened is closed and durable.
+    let below = frontier.unwrap_or(opened).min(opened);
+    // The largest checkpoint window < below.
+    let Some(last) = (below / every).checked_sub(1).map(|k| k * every + every - 1) else {
+        return;
+    };
+    let window = shared.window(last);
+    if committed.is_some_and(|c| c >= window) || shared.failed() {
+        return;
+    }
+    *committed = Some(window);
+    for node in hosted {
+        for (_, instance) in node.borrow_mut().iter_mut() {
+            if let Err(e) = instance.committed(window) {
+                shared.fail(e);
+            }
+        }
+    }
+}
+
+/// The timely operator of one DAG operator: buffers batches by window and,
+/// as the input frontier passes windows, runs each hosted partition through
+/// them in order, emitting at the window's time; a second output, holding a
+/// capability at the first window not yet closed, is the durability stream
+/// (saves are synchronous, so a closed window is a durable one).
+fn window_operator<'s>(
+    input: Recs<'s>,
+    name: &str,
+    hosted: Hosted,
+    shared: Rc<Shared>,
+) -> (Recs<'s>, Stream<'s, u64, Vec<()>>) {
+    let scope = input.scope();
+    let mut builder = OperatorBuilder::new(format!("checkpoint:{name}"), scope);
+    let mut input = builder.new_input(input, Exchange::new(|r: &Rec| r.0));
+    let (data_out, data_stream) = builder.new_output::<Vec<Rec>>();
+    let (_durable_out, durable_stream) = builder.new_output::<Vec<()>>();
+    let mut data_out = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Rec>>>::from(data_out);
+    builder.build(move |mut caps| {
+        let mut durable_cap: Option<Capability<u64>> = caps.pop();
+        let mut data_cap: Option<Capability<u64>> = caps.pop();
+        let mut stash: BTreeMap<u64, Vec<Rec>> = BTreeMap::new();
+        let mut next = 0u64;
+        move |frontiers| {
+            input.for_each(|cap, data| {
+                let time = cap.least().copied().unwrap_or(next);
+                stash.entry(time).or_default().append(data);
+            });
+            let frontier = &frontiers[0];
+            let close_to = if frontier.is_empty() {
+                stash.keys().next_back().map_or(next, |t| (t + 1).max(next))
+            } else {
+                frontier.frontier().iter().min().copied().unwrap_or(next)
+            };
+            let Some(cap) = data_cap.as_mut() else {
+                return;
+            };
+            while next < close_to {
+                let time = next;
+                let batches = stash.remove(&time).unwrap_or_default();
+                let mut out = Vec::new();
+                if !shared.failed() {
+                    let window = shared.window(time);
+                    for (partition, instance) in hosted.borrow_mut().iter_mut() {
+                        let name = instance.name().to_owned();
+                        let result = guarded(&name, Some(window), || {
+                            instance.begin_window(window)?;
+                            for (_, _, target, batch) in &batches {
+                                if *target as usize == *partition {
+                                    instance.process(batch)?;
+                                }
+                            }
+                            instance.end_window()?;
+                            shared.checkpoint(&mut **instance, time)
+                        });
+                        if let Err(e) = result {
+                            shared.fail(e);
+                        }
+                        out.extend(shared.records(instance.take_output()));
+                    }
+                }
+                if !out.is_empty() {
+                    data_out.activate().session(&*cap).give_container(&mut out);
+                }
+                next = time + 1;
+                cap.downgrade(&next);
+                if let Some(durable) = durable_cap.as_mut() {
+                    durable.downgrade(&next);
+                }
+            }
+            if frontier.is_empty() {
+                let mut out = Vec::new();
+                if !shared.failed() {
+                    for (_, instance) in hosted.borrow_mut().iter_mut() {
+                        let name = instance.name().to_owned();
+                        if let Err(e) = guarded(&name, None, || instance.end_of_stream()) {
+                            shared.fail(e);
+                        }
+                        out.extend(shared.records(instance.take_output()));
+                    }
+                }
+                if !out.is_empty() {
+                    data_out.activate().session(&*cap).give_container(&mut out);
+                }
+                data_cap = None;
+                durable_cap = None;
+            }
+        }
+    });
+    (data_stream, durable_stream)
+}

@@ -1,0 +1,259 @@
+//! A keyed job on timely workers in one process: the threaded runtime's
+//! result for 1, 2 and 3 workers; checkpoints at the same windows, under
+//! the same names, that decode as the operators' states; the committed
+//! window told to every operator; a user's error back with its type.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use checkpoint_core::{Checkpoint, FsStorageAgent, KeyedMap, Snapshot, StorageAgent, WindowId};
+use checkpoint_runtime::{
+    Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, RunError, Runtime, WindowMode,
+};
+use checkpoint_timely::{TimelyError, TimelyJob};
+
+const TUPLES: u64 = 3_000;
+const KEYS: u64 = 53;
+const WINDOW: u64 = 100;
+const BASE: u32 = 7;
+
+#[derive(Checkpoint)]
+struct Numbers {
+    next: u64,
+}
+
+impl InputOperator for Numbers {
+    type Output = u64;
+    fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+        // Ten at a time: every window of 100 ends exactly at a call.
+        let end = (self.next + 10).min(TUPLES);
+        for n in self.next..end {
+            out.emit(n);
+        }
+        self.next = end;
+        Ok(if self.next == TUPLES {
+            Emit::Done
+        } else {
+            Emit::Continue
+        })
+    }
+}
+
+#[derive(Default, Checkpoint)]
+struct Count {
+    #[checkpoint(keyed)]
+    counts: KeyedMap<u64, u64>,
+}
+
+#[derive(Debug)]
+struct Unlucky(u64);
+
+impl std::fmt::Display for Unlucky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unlucky number {}", self.0)
+    }
+}
+
+impl std::error::Error for Unlucky {}
+
+impl Operator for Count {
+    type Input = u64;
+    type Output = (u64, u64);
+    fn process(&mut self, n: u64, out: Output<'_, (u64, u64)>) -> OperatorResult {
+        let key = n % KEYS;
+        let count = self.counts.entry(key).or_insert(0);
+        *count += 1;
+        out.emit((key, *count));
+        Ok(())
+    }
+}
+
+/// What the sink saw, shared with the test.
+#[derive(Default)]
+struct Seen {
+    newest: BTreeMap<u64, u64>,
+    windows: Vec<WindowId>,
+    committed: Vec<WindowId>,
+}
+
+#[derive(Checkpoint)]
+struct Newest {
+    tuples: u64,
+    #[checkpoint(config)]
+    seen: Arc<Mutex<Seen>>,
+    #[checkpoint(config)]
+    fail_at: Option<u64>,
+}
+
+impl Operator for Newest {
+    type Input = (u64, u64);
+    type Output = ();
+    fn begin_window(&mut self, window: WindowId) -> OperatorResult {
+        self.seen.lock().expect("lock").windows.push(window);
+        Ok(())
+    }
+    fn process(&mut self, (key, count): (u64, u64), _out: Output<'_, ()>) -> OperatorResult {
+        self.tuples += 1;
+        if self.fail_at == Some(self.tuples) {
+            return Err(Box::new(Unlucky(self.tuples)));
+        }
+        let mut seen = self.seen.lock().expect("lock");
+        let newest = seen.newest.entry(key).or_insert(0);
+        *newest = (*newest).max(count);
+        Ok(())
+    }
+    fn committed(&mut self, window: WindowId) -> OperatorResult {
+        self.seen.lock().expect("lock").committed.push(window);
+        Ok(())
+    }
+}
+
+fn dag(seen: &Arc<Mutex<Seen>>, fail_at: Option<u64>) -> Dag {
+    let mut dag = Dag::new();
+    let numbers = dag.input("numbers", Numbers { next: 0 });
+    let count = dag.operator_partitioned("count", 2, |_| Count::default());
+    let newest = dag.operator(
+        "newest",
+        Newest {
+            tuples: 0,
+            seen: Arc::clone(seen),
+            fail_at,
+        },
+    );
+    dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS)
+        .connect(&count, &newest);
+    dag.default_checkpoint_window_count(5);
+    dag
+}
+
+fn expected() -> BTreeMap<u64, u64> {
+    let mut counts = BTreeMap::new();
+    for n in 0..TUPLES {
+        *counts.entry(n % KEYS).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn timely_workers_compute_what_the_threaded_runtime_does() {
+    let threaded = Arc::new(Mutex::new(Seen::default()));
+    Runtime::new(Config::default().window_mode(WindowMode::Tuples(WINDOW)))
+        .run(dag(&threaded, None))
+        .expect("the threaded run");
+    assert_eq!(threaded.lock().expect("lock").newest, expected());
+
+    for workers in [1, 2, 3] {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let shared = Arc::clone(&seen);
+        let report = TimelyJob::new(workers)
+            .window_tuples(WINDOW)
+            .window_base(BASE)
+            .run(move || dag(&shared, None))
+            .expect("the timely run");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.newest, expected(), "{workers} workers");
+        assert_eq!(report.windows, TUPLES / WINDOW, "{workers} workers");
+        // Every window once, in order, empty ones included.
+        let windows: Vec<WindowId> = (0..(TUPLES / WINDOW) as u32).map(|s| WindowId::new(BASE, s)).collect();
+        assert_eq!(seen.windows[..windows.len()], windows[..], "{workers} workers");
+    }
+}
+
+#[test]
+fn checkpoints_are_the_operators_states_and_the_committed_window_reaches_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&seen);
+    let report = TimelyJob::new(3)
+        .window_tuples(WINDOW)
+        .window_base(BASE)
+        .storage(Arc::clone(&storage))
+        .windows_ahead(2)
+        .run(move || dag(&shared, None))
+        .expect("the timely run");
+
+    // 30 windows, a checkpoint every 5: windows 4, 9, ..., 29.
+    let checkpoints: Vec<WindowId> = (0..6).map(|k| WindowId::new(BASE, 5 * k + 4)).collect();
+    assert_eq!(report.committed, checkpoints.last().copied());
+    for name in ["numbers", "count#0", "count#1", "count#2", "newest"] {
+        assert_eq!(storage.windows(name).expect("windows"), checkpoints, "{name}");
+    }
+    // The partitions' counts together are the counts at that window.
+    let at = WindowId::new(BASE, 14);
+    let mut merged = BTreeMap::new();
+    for p in 0..3 {
+        let bytes = storage.load(&format!("count#{p}"), at).expect("load");
+        let (_, count) = Snapshot::decode::<Count>(&bytes).expect("decode");
+        for (key, n) in count.counts.iter() {
+            assert!(merged.insert(*key, *n).is_none(), "key {key} in two partitions");
+        }
+    }
+    let mut expected_at = BTreeMap::new();
+    for n in 0..15 * WINDOW {
+        *expected_at.entry(n % KEYS).or_insert(0) += 1;
+    }
+    assert_eq!(merged, expected_at);
+    let (_, numbers) = Snapshot::decode::<Numbers>(&storage.load("numbers", at).expect("load")).expect("decode");
+    assert_eq!(numbers.next, 15 * WINDOW);
+
+    // The sink heard of committed windows in order, ending with the last.
+    let committed = seen.lock().expect("lock").committed.clone();
+    assert!(committed.windows(2).all(|w| w[0] < w[1]), "{committed:?}");
+    assert_eq!(committed.last(), checkpoints.last());
+    assert!(committed.iter().all(|w| checkpoints.contains(w)), "{committed:?}");
+}
+
+#[test]
+fn an_operators_error_ends_the_run_with_its_type() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&seen);
+    let error = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .run(move || dag(&shared, Some(1_234)))
+        .expect_err("the sink fails");
+    let TimelyError::Run(RunError::OperatorFailed { operator, source, .. }) = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(operator, "newest");
+    let unlucky = source
+        .as_ref()
+        .and_then(|s| s.downcast_ref::<Unlucky>())
+        .expect("the user's error type");
+    assert_eq!(unlucky.0, 1_234);
+}
+
+/// A panic in an operator on one worker ends the run with an error on
+/// every worker, not a hang.
+#[test]
+fn a_panicking_operator_fails_the_run_without_a_hang() {
+    #[derive(Default, Checkpoint)]
+    #[checkpoint(stateless)]
+    struct Boom;
+    impl Operator for Boom {
+        type Input = u64;
+        type Output = u64;
+        fn process(&mut self, n: u64, out: Output<'_, u64>) -> OperatorResult {
+            assert!(n != 777, "boom at {n}");
+            out.emit(n);
+            Ok(())
+        }
+    }
+    let error = TimelyJob::new(3)
+        .window_tuples(WINDOW)
+        .run(|| {
+            let mut dag = Dag::new();
+            let numbers = dag.input("numbers", Numbers { next: 0 });
+            let boom = dag.operator_partitioned("boom", 3, |_| Boom);
+            let count = dag.operator_partitioned("count", 3, |_| Count::default());
+            dag.connect_by_key(&numbers, &boom, |n: &u64| *n)
+                .connect_by_key(&boom, &count, |n: &u64| *n);
+            dag
+        })
+        .expect_err("an operator panics");
+    let TimelyError::Run(RunError::OperatorFailed { operator, cause, .. }) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(operator.starts_with("boom#"), "{operator}");
+    assert!(cause.contains("boom at 777"), "{cause}");
+}
