@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::{StorageAgent, WindowId};
-use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, Routed};
+use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, RestoreFrom, Routed};
 use checkpoint_runtime::{Dag, Emit, RunError};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -22,6 +22,7 @@ use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use timely::worker::Worker;
 
 use crate::TimelyJob;
+use crate::frontier;
 use crate::placement::Placement;
 
 /// A batch on its way: (worker, edge, partition of the edge's downstream,
@@ -40,15 +41,30 @@ pub(crate) struct WorkerReport {
 
 /// What every timely operator of a worker shares.
 struct Shared {
+    /// This worker, of `workers`.
+    index: usize,
+    workers: usize,
+    /// The first window of this run (after the one it resumed from).
+    first: u64,
+    /// The physical names of the instances on this worker.
+    names: Vec<String>,
+    /// The first window not closed yet by the timely operator of this
+    /// worker that is furthest: once the durable frontier is empty, every
+    /// operator has closed the same windows, and this is where they end.
+    closed_to: std::cell::Cell<u64>,
     edges: Vec<EdgeInfo>,
     placement: Placement,
     base: u32,
     /// Streaming windows between checkpoints (every stateful operator's).
     checkpoint_every: Option<u64>,
     storage: Option<Arc<dyn StorageAgent>>,
-    /// The first failure: from then on instances are not called, and the
-    /// dataflow drains so every worker ends.
+    /// The first failure on this worker: from then on instances are not
+    /// called, and the dataflow drains so every worker ends.
     failure: RefCell<Option<RunError>>,
+    /// Set when any worker of this process failed: no window is committed
+    /// any more (a failed worker's operators close windows without saving
+    /// them, to let the dataflow drain).
+    job_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -57,14 +73,18 @@ impl Shared {
     }
 
     fn is_checkpoint(&self, time: u64) -> bool {
-        self.storage.is_some() && self.checkpoint_every.is_some_and(|every| (time + 1).is_multiple_of(every))
+        self.storage.is_some()
+            && self
+                .checkpoint_every
+                .is_some_and(|every| (time + 1).is_multiple_of(every))
     }
 
     fn failed(&self) -> bool {
-        self.failure.borrow().is_some()
+        self.failure.borrow().is_some() || self.job_failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn fail(&self, error: RunError) {
+        self.job_failed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.failure.borrow_mut().get_or_insert(error);
     }
 
@@ -124,6 +144,7 @@ pub(crate) fn run_worker(
     worker: &mut Worker,
     job: &TimelyJob,
     dag: &(dyn Fn() -> Dag + Send + Sync),
+    job_failed: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<WorkerReport, RunError> {
     let index = worker.index();
     let peers = worker.peers();
@@ -142,18 +163,54 @@ pub(crate) fn run_worker(
             detail: "the timely mode needs one checkpoint_window_count for every stateful operator".to_owned(),
         });
     }
+    let resume = match &job.storage {
+        Some(storage) => frontier::resume_after(storage.as_ref(), peers)?,
+        None => None,
+    };
+    if let Some(window) = resume
+        && window.base_seconds() != job.window_base
+    {
+        return Err(RunError::Config {
+            detail: format!(
+                "the job resumes after window {window}, whose base is {}; this run's window base is {}",
+                window.base_seconds(),
+                job.window_base
+            ),
+        });
+    }
     let mut hosted: Vec<Hosted> = Vec::with_capacity(nodes.len());
-    for node in 0..nodes.len() {
+    let mut names = Vec::new();
+    for (node, info) in nodes.iter().enumerate() {
         let mut here = Vec::new();
         for partition in placement.hosted(node, index) {
+            let name = portable.physical_name(node, partition, placement.counts());
+            let restore = match (resume, &job.storage) {
+                (Some(window), Some(storage)) if !info.stateless => {
+                    let snapshot = storage.load(&name, window).map_err(|e| RunError::Manifest {
+                        detail: format!("restoring {name} from window {window}: {e}"),
+                    })?;
+                    Some(RestoreFrom {
+                        snapshot,
+                        storage: Some(Arc::clone(storage)),
+                    })
+                }
+                _ => None,
+            };
             here.push((
                 partition,
-                portable.instantiate(node, partition, placement.counts(), None)?,
+                portable.instantiate(node, partition, placement.counts(), restore)?,
             ));
+            names.push(name);
         }
         hosted.push(Rc::new(RefCell::new(here)));
     }
     let shared = Rc::new(Shared {
+        index,
+        workers: peers,
+        first: resume.map_or(0, |w| u64::from(w.sequence()) + 1),
+        names,
+        closed_to: std::cell::Cell::new(resume.map_or(0, |w| u64::from(w.sequence()) + 1)),
+        job_failed,
         edges: edges.clone(),
         placement,
         base: job.window_base,
@@ -224,16 +281,19 @@ fn drive_inputs(
     closed: &ProbeHandle<u64>,
 ) -> (u64, Option<WindowId>) {
     let park = Some(Duration::from_millis(20));
-    let mut committed = None;
+    let mut committed = (shared.first > 0).then(|| shared.window(shared.first - 1));
     let mut running: Vec<bool> = inputs
         .iter()
         .map(|(node, _)| !hosted[*node].borrow().is_empty())
         .collect();
-    let mut time = 0u64;
+    let mut time = shared.first;
+    for (_, handle) in &mut inputs {
+        handle.advance_to(time);
+    }
     while running.iter().any(|r| *r) && !shared.failed() {
         while durable.less_than(&(time + 1).saturating_sub(job.windows_ahead)) && !shared.failed() {
             worker.step_or_park(park);
-            deliver_committed(shared, hosted, durable, time, &mut committed);
+            deliver_committed(shared, hosted, durable, &mut committed);
         }
         let window = shared.window(time);
         for ((node, handle), open) in inputs.iter_mut().zip(running.iter_mut()) {
@@ -261,21 +321,21 @@ fn drive_inputs(
             handle.advance_to(time);
         }
         worker.step();
-        deliver_committed(shared, hosted, durable, time, &mut committed);
+        deliver_committed(shared, hosted, durable, &mut committed);
     }
     // Every operator closes every window before the inputs close: from an
     // empty frontier it could not tell which trailing empty windows there
     // were.
     while closed.less_than(&time) && !shared.failed() {
         worker.step_or_park(park);
-        deliver_committed(shared, hosted, durable, time, &mut committed);
+        deliver_committed(shared, hosted, durable, &mut committed);
     }
     drop(inputs);
     while !(closed.done() && durable.done()) {
         worker.step_or_park(park);
-        deliver_committed(shared, hosted, durable, time, &mut committed);
+        deliver_committed(shared, hosted, durable, &mut committed);
     }
-    deliver_committed(shared, hosted, durable, time, &mut committed);
+    deliver_committed(shared, hosted, durable, &mut committed);
     (time, committed)
 }
 
@@ -326,19 +386,13 @@ fn run_input_window(
 /// Tells every instance here of the newest committed window: the largest
 /// checkpoint window below the durable frontier (every window, when the
 /// frontier is empty).
-fn deliver_committed(
-    shared: &Shared,
-    hosted: &[Hosted],
-    durable: &ProbeHandle<u64>,
-    opened: u64,
-    committed: &mut Option<WindowId>,
-) {
+fn deliver_committed(shared: &Shared, hosted: &[Hosted], durable: &ProbeHandle<u64>, committed: &mut Option<WindowId>) {
     let (Some(every), Some(_)) = (shared.checkpoint_every, &shared.storage) else {
         return;
     };
     let frontier = durable.with_frontier(|f| f.iter().min().copied());
-    // An empty frontier: every window opened is closed and durable.
-    let below = frontier.unwrap_or(opened).min(opened);
+    // An empty frontier: every window is closed and durable.
+    let below = frontier.unwrap_or_else(|| shared.closed_to.get());
     // The largest checkpoint window < below.
     let Some(last) = (below / every).checked_sub(1).map(|k| k * every + every - 1) else {
         return;
@@ -355,6 +409,35 @@ fn deliver_committed(
             }
         }
     }
+    if let Some(storage) = &shared.storage
+        && let Err(e) = retain(storage.as_ref(), shared, window)
+    {
+        shared.fail(e);
+    }
+}
+
+/// Records `window` as this worker's committed one, then deletes its
+/// instances' checkpoints (and its records) older than the window a restart
+/// would resume after now: the smallest newest record of all workers.
+fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId) -> Result<(), RunError> {
+    frontier::record(storage, shared.index, shared.workers, window)?;
+    // What a restart would resume from now: every other worker's newest
+    // record may lag this one's by any number of commits.
+    let Some(keep_from) = frontier::resume_after(storage, shared.workers)? else {
+        return Ok(());
+    };
+    frontier::forget_before(storage, shared.index, keep_from)?;
+    for name in &shared.names {
+        let windows = storage.windows(name).map_err(|e| RunError::Manifest {
+            detail: format!("listing the checkpoints of {name}: {e}"),
+        })?;
+        for old in windows.into_iter().filter(|w| *w < keep_from) {
+            storage.delete(name, old).map_err(|e| RunError::Manifest {
+                detail: format!("deleting {name}'s checkpoint at {old}: {e}"),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The timely operator of one DAG operator: buffers batches by window and,
@@ -378,7 +461,11 @@ fn window_operator<'s>(
         let mut durable_cap: Option<Capability<u64>> = caps.pop();
         let mut data_cap: Option<Capability<u64>> = caps.pop();
         let mut stash: BTreeMap<u64, Vec<Rec>> = BTreeMap::new();
-        let mut next = 0u64;
+        // A resumed run's windows start after the one it resumed from.
+        let mut next = shared.first;
+        for cap in data_cap.iter_mut().chain(durable_cap.iter_mut()) {
+            cap.downgrade(&next);
+        }
         move |frontiers| {
             input.for_each(|cap, data| {
                 let time = cap.least().copied().unwrap_or(next);
@@ -421,8 +508,11 @@ fn window_operator<'s>(
                     data_out.activate().session(&*cap).give_container(&mut out);
                 }
                 next = time + 1;
+                shared.closed_to.set(shared.closed_to.get().max(next));
                 cap.downgrade(&next);
-                if let Some(durable) = durable_cap.as_mut() {
+                // A window closed after a failure was not saved: the
+                // durability stream stays where the failure was.
+                if let Some(durable) = durable_cap.as_mut().filter(|_| !shared.failed()) {
                     durable.downgrade(&next);
                 }
             }

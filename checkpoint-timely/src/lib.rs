@@ -21,9 +21,14 @@
 //!   progress tracking (a probe on every operator's durability stream), with
 //!   no coordinator; operators are told with `committed(W)` on their worker.
 //!
-//! Not yet: restarting from the committed window, several processes,
-//! rescaling (see the crate's issue notes). A DAG that asks for what this
-//! mode does not do is refused: see [`TimelyError`].
+//! - **Restart.** Each worker records its committed window in the storage
+//!   (`timely-worker#<i>`); a run on storage that holds a job resumes it
+//!   after the smallest window every worker of the last run recorded: every
+//!   operator restored from its checkpoint there, inputs replaying from
+//!   their checkpointed position.
+//!
+//! Not yet: several processes, rescaling (another worker count is refused),
+//! the threaded runtime's processing modes and injected faults.
 //!
 //! # Examples
 //!
@@ -62,6 +67,7 @@
 //! ```
 
 mod dataflow;
+mod frontier;
 mod placement;
 
 use std::sync::Arc;
@@ -155,6 +161,12 @@ impl TimelyJob {
         }
     }
 
+    /// The same job on `workers` worker threads.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
     /// Each input ends a window after `tuples` tuples (at least 1).
     pub fn window_tuples(mut self, tuples: u64) -> Self {
         self.window_tuples = tuples.max(1);
@@ -194,8 +206,9 @@ impl TimelyJob {
     {
         let job = self.clone();
         let dag = Arc::new(dag);
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let guards = timely::execute(timely::Config::process(self.workers), move |worker| {
-            dataflow::run_worker(worker, &job, &*dag)
+            dataflow::run_worker(worker, &job, &*dag, Arc::clone(&failed))
         })
         .map_err(TimelyError::Setup)?;
         let mut report = TimelyReport {

@@ -173,14 +173,22 @@ fn checkpoints_are_the_operators_states_and_the_committed_window_reaches_them() 
         .run(move || dag(&shared, None))
         .expect("the timely run");
 
-    // 30 windows, a checkpoint every 5: windows 4, 9, ..., 29.
+    // 30 windows, a checkpoint every 5: windows 4, 9, ..., 29. Once 29 is
+    // committed, a worker keeps what a restart could still resume from:
+    // 29, and 24 if, when it recorded 29, another worker had not yet.
     let checkpoints: Vec<WindowId> = (0..6).map(|k| WindowId::new(BASE, 5 * k + 4)).collect();
     assert_eq!(report.committed, checkpoints.last().copied());
     for name in ["numbers", "count#0", "count#1", "count#2", "newest"] {
-        assert_eq!(storage.windows(name).expect("windows"), checkpoints, "{name}");
+        let kept = storage.windows(name).expect("windows");
+        assert_eq!(kept.last(), checkpoints.last(), "{name}: {kept:?}");
+        assert!(kept.iter().all(|w| checkpoints[4..].contains(w)), "{name}: {kept:?}");
+    }
+    for worker in 0..3 {
+        let record = format!("timely-worker#{worker}");
+        assert_eq!(storage.windows(&record).expect("windows"), checkpoints[5..], "{record}");
     }
     // The partitions' counts together are the counts at that window.
-    let at = WindowId::new(BASE, 14);
+    let at = WindowId::new(BASE, 29);
     let mut merged = BTreeMap::new();
     for p in 0..3 {
         let bytes = storage.load(&format!("count#{p}"), at).expect("load");
@@ -190,12 +198,12 @@ fn checkpoints_are_the_operators_states_and_the_committed_window_reaches_them() 
         }
     }
     let mut expected_at = BTreeMap::new();
-    for n in 0..15 * WINDOW {
+    for n in 0..30 * WINDOW {
         *expected_at.entry(n % KEYS).or_insert(0) += 1;
     }
     assert_eq!(merged, expected_at);
     let (_, numbers) = Snapshot::decode::<Numbers>(&storage.load("numbers", at).expect("load")).expect("decode");
-    assert_eq!(numbers.next, 15 * WINDOW);
+    assert_eq!(numbers.next, 30 * WINDOW);
 
     // The sink heard of committed windows in order, ending with the last.
     let committed = seen.lock().expect("lock").committed.clone();
@@ -256,4 +264,48 @@ fn a_panicking_operator_fails_the_run_without_a_hang() {
     };
     assert!(operator.starts_with("boom#"), "{operator}");
     assert!(cause.contains("boom at 777"), "{cause}");
+}
+
+/// A run that failed resumes, on the same storage, after the committed
+/// window: every operator from its checkpoint there, the input replaying
+/// from its position; the result is the failure-free one.
+#[test]
+fn a_failed_run_resumes_after_the_committed_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let job = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .window_base(BASE)
+        .storage(Arc::clone(&storage))
+        .windows_ahead(2);
+
+    // The sink fails at its 1,234th tuple, in window 12: windows 4 and 9
+    // were checkpointed, and at most two windows ran ahead of 9.
+    let first = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&first);
+    job.run(move || dag(&shared, Some(1_234))).expect_err("the sink fails");
+    let committed = first.lock().expect("lock").committed.clone();
+    assert_eq!(committed.last(), Some(&WindowId::new(BASE, 9)), "{committed:?}");
+
+    // Another worker count is refused, and changes nothing.
+    let other = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&other);
+    let refused = job
+        .clone()
+        .workers(3)
+        .run(move || dag(&shared, None))
+        .expect_err("another worker count");
+    assert!(refused.to_string().contains("2 timely workers"), "{refused}");
+
+    let second = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&second);
+    let report = job.run(move || dag(&shared, None)).expect("the resumed run");
+    assert_eq!(report.committed, Some(WindowId::new(BASE, 29)));
+    let second = second.lock().expect("lock");
+    assert_eq!(second.newest, expected());
+    // It began after window 9.
+    assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 10)));
+    let (_, numbers) =
+        Snapshot::decode::<Numbers>(&storage.load("numbers", WindowId::new(BASE, 29)).expect("load")).expect("decode");
+    assert_eq!(numbers.next, TUPLES);
 }

@@ -276,6 +276,22 @@ impl PortableDag {
         self.key_groups
     }
 
+    /// The physical name of partition `partition` of `node` (of
+    /// `partitions[node]`): its checkpoints' name, `count#2` for a
+    /// partition, the logical name for an operator with one partition the
+    /// DAG did not partition.
+    pub fn physical_name(&self, node: usize, partition: usize, partitions: &[usize]) -> String {
+        let Some(info) = self.nodes.get(node) else {
+            return String::new();
+        };
+        let count = partitions.get(node).copied().unwrap_or(1);
+        if info.partitions > 1 || count > 1 {
+            format!("{}#{partition}", info.name)
+        } else {
+            info.name.clone()
+        }
+    }
+
     /// Partition `partition` of operator `node`, of `partitions[node]`
     /// partitions (`partitions` has one count per node: an engine may run
     /// a keyed operator in another count than the DAG asked for; a keyed
@@ -294,12 +310,8 @@ impl PortableDag {
         let info = self.nodes.get(node).ok_or_else(|| RunError::Config {
             detail: format!("the DAG has no operator {node}"),
         })?;
+        let name = self.physical_name(node, partition, partitions);
         let count = partitions.get(node).copied().unwrap_or(1);
-        let name = if info.partitions > 1 || count > 1 {
-            format!("{}#{partition}", info.name)
-        } else {
-            info.name.clone()
-        };
         let outbox: Outbox = Arc::default();
         let subscribers = self
             .dag
