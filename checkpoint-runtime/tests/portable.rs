@@ -106,7 +106,7 @@ fn drive(portable: &mut PortableDag, instances: &mut [Vec<Box<dyn Instance>>], f
         // Batches flow along edges in node order (the DAG is a chain here).
         for node in 0..instances.len() {
             for part in 0..instances[node].len() {
-                instances[node][part].end_window().expect("end");
+                instances[node][part].end_window(done).expect("end");
                 for routed in instances[node][part].take_output() {
                     let to = portable.edges()[routed.edge].to;
                     let targets: Vec<usize> = match routed.route {

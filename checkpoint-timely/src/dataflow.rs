@@ -28,6 +28,14 @@ use crate::placement::Placement;
 /// A batch on its way: (worker, edge, partition of the edge's downstream,
 /// postcard bytes).
 type Rec = (u64, u32, u32, Vec<u8>);
+/// The edge of a record that marks its window as the stream's last: every
+/// input sends one to every worker in its last window, and every operator
+/// passes it on to every worker when it closes that window.
+const MARKER: u32 = u32::MAX;
+
+fn markers(workers: usize) -> impl Iterator<Item = Rec> {
+    (0..workers as u64).map(|worker| (worker, MARKER, 0, Vec::new()))
+}
 type Recs<'s> = Stream<'s, u64, Vec<Rec>>;
 type Hosted = Rc<RefCell<Vec<(usize, Box<dyn Instance>)>>>;
 /// An input operator's node and the handle its batches enter by.
@@ -52,6 +60,8 @@ struct Shared {
     /// worker that is furthest: once the durable frontier is empty, every
     /// operator has closed the same windows, and this is where they end.
     closed_to: std::cell::Cell<u64>,
+    /// The stream's last window, once this worker has closed it.
+    last_window: std::cell::Cell<Option<u64>>,
     edges: Vec<EdgeInfo>,
     placement: Placement,
     base: u32,
@@ -101,9 +111,10 @@ impl Shared {
         records
     }
 
-    /// Ends window `time` of `instance`: its checkpoint when one is due.
-    fn checkpoint(&self, instance: &mut dyn Instance, time: u64) -> Result<(), RunError> {
-        let (Some(storage), true) = (&self.storage, self.is_checkpoint(time)) else {
+    /// Ends window `time` of `instance`: its checkpoint when one is due, and
+    /// always in the stream's last window (the final checkpoint).
+    fn checkpoint(&self, instance: &mut dyn Instance, time: u64, last: bool) -> Result<(), RunError> {
+        let (Some(storage), true) = (&self.storage, self.is_checkpoint(time) || last) else {
             return Ok(());
         };
         let window = self.window(time);
@@ -149,6 +160,9 @@ pub(crate) fn run_worker(
     let index = worker.index();
     let peers = worker.peers();
     let mut portable = PortableDag::with_key_groups(dag(), job.key_groups)?;
+    if let Some(storage) = &job.storage {
+        portable = portable.with_storage(Arc::clone(storage));
+    }
     let placement = Placement::new(&portable, peers);
     let nodes = portable.nodes().to_vec();
     let edges = portable.edges().to_vec();
@@ -178,6 +192,11 @@ pub(crate) fn run_worker(
             ),
         });
     }
+    // Sequence 0 is the window before a job's first, as in the threaded
+    // runtime: the same windows, the same checkpoint windows, the same
+    // output file names.
+    let first = resume.map_or(1, |w| u64::from(w.sequence()) + 1);
+    portable = portable.with_activation_window(WindowId::new(job.window_base, first as u32));
     let mut hosted: Vec<Hosted> = Vec::with_capacity(nodes.len());
     let mut names = Vec::new();
     for (node, info) in nodes.iter().enumerate() {
@@ -207,9 +226,10 @@ pub(crate) fn run_worker(
     let shared = Rc::new(Shared {
         index,
         workers: peers,
-        first: resume.map_or(0, |w| u64::from(w.sequence()) + 1),
+        first,
         names,
-        closed_to: std::cell::Cell::new(resume.map_or(0, |w| u64::from(w.sequence()) + 1)),
+        closed_to: std::cell::Cell::new(first),
+        last_window: std::cell::Cell::new(None),
         job_failed,
         edges: edges.clone(),
         placement,
@@ -239,7 +259,7 @@ pub(crate) fn run_worker(
                 .filter_map(|(i, edge)| {
                     let i = i as u32;
                     let upstream = streams[edge.from].clone()?;
-                    Some(upstream.filter(move |r: &Rec| r.1 == i))
+                    Some(upstream.filter(move |r: &Rec| r.1 == i || r.1 == MARKER))
                 })
                 .collect();
             let input = scope.concatenate(incoming);
@@ -261,7 +281,7 @@ pub(crate) fn run_worker(
         return Err(error);
     }
     Ok(WorkerReport {
-        windows: committed.0,
+        windows: committed.0 - shared.first,
         committed: committed.1,
     })
 }
@@ -281,7 +301,7 @@ fn drive_inputs(
     closed: &ProbeHandle<u64>,
 ) -> (u64, Option<WindowId>) {
     let park = Some(Duration::from_millis(20));
-    let mut committed = (shared.first > 0).then(|| shared.window(shared.first - 1));
+    let mut committed = (shared.first > 1).then(|| shared.window(shared.first - 1));
     let mut running: Vec<bool> = inputs
         .iter()
         .map(|(node, _)| !hosted[*node].borrow().is_empty())
@@ -296,25 +316,49 @@ fn drive_inputs(
             deliver_committed(shared, hosted, durable, &mut committed);
         }
         let window = shared.window(time);
-        for ((node, handle), open) in inputs.iter_mut().zip(running.iter_mut()) {
-            if !*open || shared.failed() {
-                continue;
-            }
-            let mut instances = hosted[*node].borrow_mut();
-            for (_, instance) in instances.iter_mut() {
+        // A finished input opens empty windows until every input is done,
+        // so every stream's last window is the job's.
+        for ((node, _), open) in inputs.iter().zip(running.iter_mut()) {
+            for (_, instance) in hosted[*node].borrow_mut().iter_mut() {
                 let name = instance.name().to_owned();
+                let emitting = *open;
                 let ran = guarded(&name, Some(window), || {
-                    run_input_window(&mut **instance, window, time, job.window_tuples, shared)
+                    instance.begin_window(window)?;
+                    if !emitting {
+                        return Ok(Emit::Done);
+                    }
+                    emit_window(&mut **instance, job.window_tuples)
                 });
                 match ran {
                     Ok(Emit::Done) => *open = false,
                     Ok(_) => {}
                     Err(e) => shared.fail(e),
                 }
+            }
+        }
+        let last = running.iter().all(|open| !open) && !shared.failed();
+        for (node, handle) in &mut inputs {
+            for (_, instance) in hosted[*node].borrow_mut().iter_mut() {
+                let name = instance.name().to_owned();
+                let ended = guarded(&name, Some(window), || {
+                    instance.end_window(last)?;
+                    shared.checkpoint(&mut **instance, time, last)
+                });
+                if let Err(e) = ended {
+                    shared.fail(e);
+                }
                 for record in shared.records(instance.take_output()) {
                     handle.send(record);
                 }
             }
+            if last {
+                for marker in markers(shared.workers) {
+                    handle.send(marker);
+                }
+            }
+        }
+        if last {
+            shared.last_window.set(Some(time));
         }
         time += 1;
         for (_, handle) in &mut inputs {
@@ -361,16 +405,9 @@ fn guarded<T>(
     })
 }
 
-/// One window of an input: begin, `emit_tuples` until the window's tuple
-/// count or the end of the stream, end, and its checkpoint when due.
-fn run_input_window(
-    instance: &mut dyn Instance,
-    window: WindowId,
-    time: u64,
-    tuples: u64,
-    shared: &Shared,
-) -> Result<Emit, RunError> {
-    instance.begin_window(window)?;
+/// An input's window: `emit_tuples` until the window's tuple count or the
+/// end of its stream.
+fn emit_window(instance: &mut dyn Instance, tuples: u64) -> Result<Emit, RunError> {
     let mut emitted = Emit::Continue;
     while instance.emitted_in_window() < tuples {
         emitted = instance.emit()?;
@@ -378,8 +415,6 @@ fn run_input_window(
             break;
         }
     }
-    instance.end_window()?;
-    shared.checkpoint(instance, time)?;
     Ok(emitted)
 }
 
@@ -391,13 +426,27 @@ fn deliver_committed(shared: &Shared, hosted: &[Hosted], durable: &ProbeHandle<u
         return;
     };
     let frontier = durable.with_frontier(|f| f.iter().min().copied());
-    // An empty frontier: every window is closed and durable.
-    let below = frontier.unwrap_or_else(|| shared.closed_to.get());
+    // An empty frontier: every window is closed and durable, the last one
+    // with every operator's final checkpoint.
+    if frontier.is_none()
+        && let Some(last) = shared.last_window.get()
+    {
+        commit(shared, hosted, shared.window(last), committed);
+        return;
+    }
+    let Some(below) = frontier else {
+        return;
+    };
     // The largest checkpoint window < below.
     let Some(last) = (below / every).checked_sub(1).map(|k| k * every + every - 1) else {
         return;
     };
-    let window = shared.window(last);
+    commit(shared, hosted, shared.window(last), committed);
+}
+
+/// Tells every instance here that `window` is committed, if it is newer
+/// than the last one told, and records it.
+fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, committed: &mut Option<WindowId>) {
     if committed.is_some_and(|c| c >= window) || shared.failed() {
         return;
     }
@@ -483,6 +532,7 @@ fn window_operator<'s>(
             while next < close_to {
                 let time = next;
                 let batches = stash.remove(&time).unwrap_or_default();
+                let last = batches.iter().any(|r| r.1 == MARKER);
                 let mut out = Vec::new();
                 if !shared.failed() {
                     let window = shared.window(time);
@@ -490,19 +540,23 @@ fn window_operator<'s>(
                         let name = instance.name().to_owned();
                         let result = guarded(&name, Some(window), || {
                             instance.begin_window(window)?;
-                            for (_, _, target, batch) in &batches {
-                                if *target as usize == *partition {
+                            for (_, edge, target, batch) in &batches {
+                                if *edge != MARKER && *target as usize == *partition {
                                     instance.process(batch)?;
                                 }
                             }
-                            instance.end_window()?;
-                            shared.checkpoint(&mut **instance, time)
+                            instance.end_window(last)?;
+                            shared.checkpoint(&mut **instance, time, last)
                         });
                         if let Err(e) = result {
                             shared.fail(e);
                         }
                         out.extend(shared.records(instance.take_output()));
                     }
+                }
+                if last {
+                    out.extend(markers(shared.workers));
+                    shared.last_window.set(Some(time));
                 }
                 if !out.is_empty() {
                     data_out.activate().session(&*cap).give_container(&mut out);

@@ -154,7 +154,7 @@ fn timely_workers_compute_what_the_threaded_runtime_does() {
         assert_eq!(seen.newest, expected(), "{workers} workers");
         assert_eq!(report.windows, TUPLES / WINDOW, "{workers} workers");
         // Every window once, in order, empty ones included.
-        let windows: Vec<WindowId> = (0..(TUPLES / WINDOW) as u32).map(|s| WindowId::new(BASE, s)).collect();
+        let windows: Vec<WindowId> = (1..=(TUPLES / WINDOW) as u32).map(|s| WindowId::new(BASE, s)).collect();
         assert_eq!(seen.windows[..windows.len()], windows[..], "{workers} workers");
     }
 }
@@ -173,22 +173,29 @@ fn checkpoints_are_the_operators_states_and_the_committed_window_reaches_them() 
         .run(move || dag(&shared, None))
         .expect("the timely run");
 
-    // 30 windows, a checkpoint every 5: windows 4, 9, ..., 29. Once 29 is
-    // committed, a worker keeps what a restart could still resume from:
-    // 29, and 24 if, when it recorded 29, another worker had not yet.
-    let checkpoints: Vec<WindowId> = (0..6).map(|k| WindowId::new(BASE, 5 * k + 4)).collect();
+    // Windows 1 to 30 (0 is the one before the first, as in the threaded
+    // runtime), a checkpoint every 5: windows 4, 9, ..., 29, and the final
+    // one at 30. Once 30 is committed, a worker keeps what a restart could
+    // still resume from: 30, and 29 if, when it recorded 30, another worker
+    // had not yet.
+    let checkpoints: Vec<WindowId> = (0..6)
+        .map(|k| WindowId::new(BASE, 5 * k + 4))
+        .chain([WindowId::new(BASE, 30)])
+        .collect();
     assert_eq!(report.committed, checkpoints.last().copied());
     for name in ["numbers", "count#0", "count#1", "count#2", "newest"] {
         let kept = storage.windows(name).expect("windows");
         assert_eq!(kept.last(), checkpoints.last(), "{name}: {kept:?}");
-        assert!(kept.iter().all(|w| checkpoints[4..].contains(w)), "{name}: {kept:?}");
+        assert!(kept.iter().all(|w| checkpoints[5..].contains(w)), "{name}: {kept:?}");
     }
     for worker in 0..3 {
         let record = format!("timely-worker#{worker}");
-        assert_eq!(storage.windows(&record).expect("windows"), checkpoints[5..], "{record}");
+        let kept = storage.windows(&record).expect("windows");
+        assert_eq!(kept.last(), checkpoints.last(), "{record}: {kept:?}");
+        assert!(kept.iter().all(|w| checkpoints[5..].contains(w)), "{record}: {kept:?}");
     }
     // The partitions' counts together are the counts at that window.
-    let at = WindowId::new(BASE, 29);
+    let at = WindowId::new(BASE, 30);
     let mut merged = BTreeMap::new();
     for p in 0..3 {
         let bytes = storage.load(&format!("count#{p}"), at).expect("load");
@@ -279,7 +286,7 @@ fn a_failed_run_resumes_after_the_committed_window() {
         .storage(Arc::clone(&storage))
         .windows_ahead(2);
 
-    // The sink fails at its 1,234th tuple, in window 12: windows 4 and 9
+    // The sink fails at its 1,234th tuple, in window 13: windows 4 and 9
     // were checkpointed, and at most two windows ran ahead of 9.
     let first = Arc::new(Mutex::new(Seen::default()));
     let shared = Arc::clone(&first);
@@ -300,12 +307,85 @@ fn a_failed_run_resumes_after_the_committed_window() {
     let second = Arc::new(Mutex::new(Seen::default()));
     let shared = Arc::clone(&second);
     let report = job.run(move || dag(&shared, None)).expect("the resumed run");
-    assert_eq!(report.committed, Some(WindowId::new(BASE, 29)));
+    assert_eq!(report.committed, Some(WindowId::new(BASE, 30)));
     let second = second.lock().expect("lock");
     assert_eq!(second.newest, expected());
     // It began after window 9.
     assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 10)));
     let (_, numbers) =
-        Snapshot::decode::<Numbers>(&storage.load("numbers", WindowId::new(BASE, 29)).expect("load")).expect("decode");
+        Snapshot::decode::<Numbers>(&storage.load("numbers", WindowId::new(BASE, 30)).expect("load")).expect("decode");
     assert_eq!(numbers.next, TUPLES);
+}
+
+/// The exactly-once file sink publishes each window on `committed`: on
+/// timely workers the published files are byte for byte the threaded
+/// runtime's.
+#[test]
+fn an_exactly_once_sink_publishes_what_the_threaded_runtime_does() {
+    use checkpoint_runtime::io::{ExactlyOnceFileSink, published_windows, read_output};
+
+    #[derive(Default, Checkpoint)]
+    struct Totals {
+        #[checkpoint(keyed)]
+        counts: KeyedMap<u64, u64>,
+    }
+    impl Operator for Totals {
+        type Input = u64;
+        type Output = String;
+        fn process(&mut self, n: u64, out: Output<'_, String>) -> OperatorResult {
+            let key = n % KEYS;
+            let count = self.counts.entry(key).or_insert(0);
+            *count += 1;
+            // One line per key reaching a multiple of 10: the same lines
+            // whatever the partition count.
+            if (*count).is_multiple_of(10) {
+                out.emit(format!("{key} {count}"));
+            }
+            Ok(())
+        }
+    }
+    fn job(dir: &std::path::Path) -> Dag {
+        let mut dag = Dag::new();
+        let numbers = dag.input("numbers", Numbers { next: 0 });
+        let totals = dag.operator_partitioned("totals", 2, |_| Totals::default());
+        let sort = dag.operator("sort", checkpoint_runtime::io::SortWindow::<String>::new());
+        let sink = dag.operator("sink", ExactlyOnceFileSink::<String>::new(dir));
+        dag.connect_by_key(&numbers, &totals, |n: &u64| *n % KEYS)
+            .connect(&totals, &sort)
+            .connect(&sort, &sink);
+        dag.default_checkpoint_window_count(5);
+        dag
+    }
+
+    let threaded_out = tempfile::tempdir().expect("tempdir");
+    let threaded_store = tempfile::tempdir().expect("tempdir");
+    Runtime::new(
+        Config::default()
+            .storage(FsStorageAgent::new(threaded_store.path()).expect("storage"))
+            .window_mode(WindowMode::Tuples(WINDOW))
+            .window_base(BASE),
+    )
+    .run(job(threaded_out.path()))
+    .expect("the threaded run");
+    let expected = read_output(threaded_out.path()).expect("output");
+    assert!(!expected.is_empty());
+
+    for workers in [1, 3] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let store = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(store.path()).expect("storage"));
+        let path = out.path().to_owned();
+        TimelyJob::new(workers)
+            .window_tuples(WINDOW)
+            .window_base(BASE)
+            .storage(storage)
+            .run(move || job(&path))
+            .expect("the timely run");
+        assert_eq!(
+            published_windows(out.path()).expect("windows"),
+            published_windows(threaded_out.path()).expect("windows"),
+            "{workers} workers"
+        );
+        assert_eq!(read_output(out.path()).expect("output"), expected, "{workers} workers");
+    }
 }

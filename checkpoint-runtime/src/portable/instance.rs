@@ -14,10 +14,15 @@ use crate::stream::{Emitter, Subscriber};
 /// An operator's or input's value with its emitter.
 pub(crate) struct Portable<L: Hooks> {
     name: String,
+    ctx: OperatorContext,
     value: L,
     emitter: Emitter<<L as Hooks>::Out>,
     outbox: Outbox,
     window: Option<WindowId>,
+    /// Inside an application window (its `begin_window` ran).
+    in_app_window: bool,
+    /// `end_of_stream` ran.
+    ended: bool,
 }
 
 /// The hooks an instance calls, for [`Operator`] and [`InputOperator`].
@@ -26,6 +31,7 @@ pub(crate) trait Hooks: Send + 'static {
     type In: Tuple;
     type Out: Tuple;
     fn state(&self) -> &Self::State;
+    fn setup(&mut self, ctx: &OperatorContext) -> crate::OperatorResult;
     fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult;
     fn process(&mut self, tuple: Self::In, out: &mut Emitter<Self::Out>) -> crate::OperatorResult;
     fn emit(&mut self, out: &mut Emitter<Self::Out>) -> crate::OperatorResult<Emit>;
@@ -48,6 +54,9 @@ impl<O: Operator> Hooks for OperatorHooks<O> {
     type Out = O::Output;
     fn state(&self) -> &O {
         &self.0
+    }
+    fn setup(&mut self, ctx: &OperatorContext) -> crate::OperatorResult {
+        self.0.setup(ctx)
     }
     fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult {
         self.0.begin_window(window)
@@ -85,6 +94,9 @@ impl<I: InputOperator> Hooks for InputHooks<I> {
     type Out = I::Output;
     fn state(&self) -> &I {
         &self.0
+    }
+    fn setup(&mut self, ctx: &OperatorContext) -> crate::OperatorResult {
+        self.0.setup(ctx)
     }
     fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult {
         self.0.begin_window(window)
@@ -125,10 +137,13 @@ impl<L: Hooks> Portable<L> {
     ) -> Self {
         Portable {
             name: ctx.name.clone(),
+            ctx: ctx.clone(),
             value,
             emitter: Emitter::new(batch_size, subscribers, None, crate::stream::Cursors::default()),
             outbox,
             window: None,
+            in_app_window: false,
+            ended: false,
         }
     }
 
@@ -161,10 +176,18 @@ impl<L: Hooks> Instance for Portable<L> {
         &self.name
     }
 
+    fn setup(&mut self) -> Result<(), RunError> {
+        self.value.setup(&self.ctx).map_err(|e| self.failed(e))
+    }
+
     fn begin_window(&mut self, window: WindowId) -> Result<(), RunError> {
         self.window = Some(window);
         self.emitter.begin_window(window).map_err(|f| self.runtime(f))?;
-        self.value.begin_window(window).map_err(|e| self.failed(e))
+        if !self.in_app_window {
+            self.in_app_window = true;
+            self.value.begin_window(window).map_err(|e| self.failed(e))?;
+        }
+        Ok(())
     }
 
     fn process(&mut self, batch: &[u8]) -> Result<(), RunError> {
@@ -195,15 +218,30 @@ impl<L: Hooks> Instance for Portable<L> {
         self.emitter.emitted_in_window()
     }
 
-    fn end_window(&mut self) -> Result<(), RunError> {
-        self.value.end_window(&mut self.emitter).map_err(|e| self.failed(e))?;
-        if let Some(window) = self.window {
-            self.emitter.end_window(window, false).map_err(|f| self.runtime(f))?;
+    fn end_window(&mut self, last: bool) -> Result<(), RunError> {
+        let Some(window) = self.window else {
+            return Ok(());
+        };
+        let app_end = last || window.ends_group_of(self.ctx.application_window_count);
+        if app_end && self.in_app_window {
+            self.value.end_window(&mut self.emitter).map_err(|e| self.failed(e))?;
+            self.in_app_window = false;
         }
+        if last && !self.ended {
+            self.ended = true;
+            self.value
+                .end_of_stream(&mut self.emitter)
+                .map_err(|e| self.failed(e))?;
+        }
+        self.emitter.end_window(window, last).map_err(|f| self.runtime(f))?;
         self.flushed()
     }
 
     fn end_of_stream(&mut self) -> Result<(), RunError> {
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
         self.value
             .end_of_stream(&mut self.emitter)
             .map_err(|e| self.failed(e))?;

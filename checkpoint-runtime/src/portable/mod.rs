@@ -50,13 +50,13 @@
 //! let window = WindowId::new(1, 0);
 //! input.begin_window(window)?;
 //! while input.emit()? == Emit::Continue {}
-//! input.end_window()?;
+//! input.end_window(true)?;
 //! summer.begin_window(window)?;
 //! for routed in input.take_output() {
 //!     assert_eq!((routed.edge, routed.route), (0, Route::Partition(0)));
 //!     summer.process(&routed.batch)?;
 //! }
-//! summer.end_window()?;
+//! summer.end_window(true)?;
 //! let sums = summer.take_output();
 //! assert!(sums.is_empty(), "`sum` has no downstream: what it emits goes nowhere");
 //! let snapshot = summer.snapshot(window)?;
@@ -146,6 +146,9 @@ pub struct EdgeInfo {
 pub trait Instance: Send {
     /// The physical name (`count`, or `count#2` for a partition).
     fn name(&self) -> &str;
+    /// The operator's `setup`, with its context ([`PortableDag::instantiate`]
+    /// calls it).
+    fn setup(&mut self) -> Result<(), RunError>;
     /// Window `window` begins.
     fn begin_window(&mut self, window: WindowId) -> Result<(), RunError>;
     /// An encoded batch of the current window (operators only).
@@ -155,10 +158,14 @@ pub trait Instance: Send {
     /// Tuples emitted in the current window so far: where an engine ends
     /// a window of a fixed tuple count.
     fn emitted_in_window(&self) -> u64;
-    /// The current window ends.
-    fn end_window(&mut self) -> Result<(), RunError>;
-    /// Every input ended (operators only): the operator's last chance to
-    /// emit, after its last `end_window`.
+    /// The current window ends; `last`: the stream's last window, in which
+    /// an operator's `end_of_stream` runs after its `end_window` (its
+    /// output belongs to this window), as in the threaded runtime. An
+    /// operator with application windows of several streaming windows is
+    /// told `begin_window`/`end_window` at their boundaries only.
+    fn end_window(&mut self, last: bool) -> Result<(), RunError>;
+    /// Every input ended without a last window being marked: the
+    /// operator's `end_of_stream`, once (nothing if `end_window(true)` ran).
     fn end_of_stream(&mut self) -> Result<(), RunError>;
     /// What was emitted since the last call, encoded and routed.
     fn take_output(&mut self) -> Vec<Routed>;
@@ -204,6 +211,8 @@ pub struct PortableDag {
     nodes: Vec<NodeInfo>,
     edges: Vec<EdgeInfo>,
     key_groups: KeyGroups,
+    storage: Option<Arc<dyn StorageAgent>>,
+    activation: WindowId,
 }
 
 impl std::fmt::Debug for PortableDag {
@@ -258,7 +267,24 @@ impl PortableDag {
             nodes,
             edges,
             key_groups,
+            storage: None,
+            activation: WindowId::from_u64(0),
         })
+    }
+
+    /// The storage the job checkpoints to, as operators see it in `setup`
+    /// (`OperatorContext::storage`: an exactly-once sink publishes on
+    /// commit with storage, at once without).
+    pub fn with_storage(mut self, storage: Arc<dyn StorageAgent>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The first window of this run (`OperatorContext::activation_window`):
+    /// after the one it resumes from, or its first.
+    pub fn with_activation_window(mut self, window: WindowId) -> Self {
+        self.activation = window;
+        self
     }
 
     /// The operators, in the order the DAG added them.
@@ -344,13 +370,14 @@ impl PortableDag {
             operator: spec.name.clone(),
             partition,
             partitions: count,
-            activation_window: WindowId::from_u64(0),
+            activation_window: self.activation,
             streaming_window: std::time::Duration::ZERO,
             application_window_count: spec.application_window_count,
             checkpoint_window_count: info.checkpoint_window_count,
-            storage: None,
+            storage: self.storage.clone(),
         };
-        spec.factory
+        let mut instance = spec
+            .factory
             .portable(partition, ctx, subscribers, outbox, restore)
             .map_err(|e| match e {
                 BuildError::Restore(source) => RunError::Restore {
@@ -364,6 +391,8 @@ impl PortableDag {
                     cause: detail,
                     source: None,
                 },
-            })
+            })?;
+        instance.setup()?;
+        Ok(instance)
     }
 }
