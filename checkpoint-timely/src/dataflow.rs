@@ -75,6 +75,8 @@ struct Shared {
     /// any more (a failed worker's operators close windows without saving
     /// them, to let the dataflow drain).
     job_failed: Arc<std::sync::atomic::AtomicBool>,
+    /// One process of several: a failure ends the process.
+    abort_on_failure: bool,
 }
 
 impl Shared {
@@ -94,6 +96,13 @@ impl Shared {
     }
 
     fn fail(&self, error: RunError) {
+        if self.abort_on_failure {
+            // Draining would release this process's capabilities, and the
+            // other processes, which cannot see the failure, would count
+            // windows nobody saved as durable.
+            eprintln!("checkpoint-timely: worker {} failed: {error}", self.index);
+            std::process::exit(1);
+        }
         self.job_failed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.failure.borrow_mut().get_or_insert(error);
     }
@@ -231,6 +240,7 @@ pub(crate) fn run_worker(
         closed_to: std::cell::Cell::new(first),
         last_window: std::cell::Cell::new(None),
         job_failed,
+        abort_on_failure: job.cluster.is_some(),
         edges: edges.clone(),
         placement,
         base: job.window_base,

@@ -27,8 +27,11 @@
 //!   operator restored from its checkpoint there, inputs replaying from
 //!   their checkpointed position.
 //!
-//! Not yet: several processes, rescaling (another worker count is refused),
-//! the threaded runtime's processing modes and injected faults.
+//! - **Several processes** ([`Cluster`]): the same job in each, over TCP;
+//!   a failure in one ends it, and timely ends the others.
+//!
+//! Not yet: rescaling (another worker count is refused), the threaded
+//! runtime's processing modes and injected faults.
 //!
 //! # Examples
 //!
@@ -124,9 +127,31 @@ pub struct TimelyReport {
     pub committed: Option<WindowId>,
 }
 
-/// A job to run on timely workers in this process.
+/// This process's place in a job of several processes: its index, and
+/// every process's `host:port`, in process order (the same list for all).
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_timely::{Cluster, TimelyJob};
+///
+/// let addresses = vec!["127.0.0.1:2101".to_owned(), "127.0.0.1:2102".to_owned()];
+/// let job = TimelyJob::new(1).cluster(Cluster { process: 1, addresses });
+/// # let _ = job;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// Every process's address, `host:port`.
+    pub addresses: Vec<String>,
+}
+
+/// A job to run on timely workers: threads of this process, or of several
+/// processes ([`TimelyJob::cluster`]).
 #[derive(Clone)]
 pub struct TimelyJob {
+    cluster: Option<Cluster>,
     workers: usize,
     window_tuples: u64,
     window_base: u32,
@@ -152,6 +177,7 @@ impl TimelyJob {
     /// tuples, no checkpoints.
     pub fn new(workers: usize) -> Self {
         TimelyJob {
+            cluster: None,
             workers: workers.max(1),
             window_tuples: 1024,
             window_base: 0,
@@ -159,6 +185,16 @@ impl TimelyJob {
             key_groups: KeyGroups::default(),
             windows_ahead: 8,
         }
+    }
+
+    /// Runs as one process of several: `workers` threads here, as many in
+    /// each other process, connected over TCP. A failure in this process
+    /// ends it at once with exit status 1 (the others then stop too: timely
+    /// stops a cluster that loses a process), so that no window is
+    /// committed that a failed operator did not save.
+    pub fn cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// The same job on `workers` worker threads.
@@ -207,12 +243,26 @@ impl TimelyJob {
         let job = self.clone();
         let dag = Arc::new(dag);
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let guards = timely::execute(timely::Config::process(self.workers), move |worker| {
+        let config = match &self.cluster {
+            None => timely::Config::process(self.workers),
+            Some(cluster) => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: self.workers,
+                    process: cluster.process,
+                    addresses: cluster.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+        };
+        let guards = timely::execute(config, move |worker| {
             dataflow::run_worker(worker, &job, &*dag, Arc::clone(&failed))
         })
         .map_err(TimelyError::Setup)?;
+        let processes = self.cluster.as_ref().map_or(1, |c| c.addresses.len());
         let mut report = TimelyReport {
-            workers: self.workers,
+            workers: self.workers * processes,
             windows: 0,
             committed: None,
         };
