@@ -189,7 +189,7 @@ fn an_instance_restored_from_its_snapshot_continues_where_it_stopped() {
                 .into_iter()
                 .enumerate()
                 .map(|(p, snapshot)| {
-                    let restore = RestoreFrom {
+                    let restore = RestoreFrom::Snapshot {
                         snapshot,
                         storage: None,
                     };
@@ -202,4 +202,59 @@ fn an_instance_restored_from_its_snapshot_continues_where_it_stopped() {
         .collect();
     drive(&mut portable, &mut instances, 4, None);
     assert_eq!(*seen.lock().expect("lock"), expected());
+}
+
+/// A keyed operator restored with another partition count takes, from the
+/// old partitions' chunked checkpoints, exactly the key groups it owns.
+#[test]
+fn a_rescaled_instance_takes_the_key_groups_it_owns() {
+    use checkpoint_core::{KeyGroups, MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent};
+
+    let storage = Arc::new(MemoryStorageAgent::new());
+    let groups = KeyGroups::default();
+    let at = WindowId::new(1, 9);
+    // Two old partitions, each with the keys of its half of the groups.
+    let mut sources = Vec::new();
+    for p in 0..2 {
+        let owned = groups.range_of_partition(p, 2);
+        let mut state = Count {
+            counts: KeyedMap::with_key_groups(groups),
+        };
+        state.counts.extend(
+            (0..KEYS)
+                .filter(|k| owned.contains(&groups.group_of(k)))
+                .map(|k| (k, k + 1)),
+        );
+        let name = format!("count#{p}");
+        let frozen = Snapshot::freeze(&state, SnapshotMeta::new(&name, at), Vec::new(), &[]).expect("freeze");
+        let done = frozen
+            .finish(|chunks| storage.save_chunks(&name, chunks))
+            .expect("finish");
+        sources.push((name, done.bytes));
+    }
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut portable = PortableDag::new(dag(&seen)).expect("portable");
+    let partitions = [1, 3, 1];
+    let mut merged = BTreeMap::new();
+    for p in 0..3 {
+        let owned = groups.range_of_partition(p, 3);
+        let restore = RestoreFrom::Rescaled {
+            sources: sources.clone(),
+            owned: owned.clone(),
+            storage: Arc::clone(&storage) as Arc<dyn StorageAgent>,
+        };
+        let mut instance = portable
+            .instantiate(1, p, &partitions, Some(restore))
+            .expect("rescaled");
+        let (_, state) = Snapshot::decode::<Count>(&instance.snapshot(at).expect("snapshot")).expect("decode");
+        for (key, count) in state.counts.iter() {
+            assert!(
+                owned.contains(&groups.group_of(key)),
+                "key {key} outside partition {p}'s groups"
+            );
+            assert!(merged.insert(*key, *count).is_none(), "key {key} twice");
+        }
+    }
+    let all: BTreeMap<u64, u64> = (0..KEYS).map(|k| (k, k + 1)).collect();
+    assert_eq!(merged, all);
 }

@@ -217,7 +217,7 @@ pub(crate) fn run_worker(
                     let snapshot = storage.load(&name, window).map_err(|e| RunError::Manifest {
                         detail: format!("restoring {name} from window {window}: {e}"),
                     })?;
-                    Some(RestoreFrom {
+                    Some(RestoreFrom::Snapshot {
                         snapshot,
                         storage: Some(Arc::clone(storage)),
                     })

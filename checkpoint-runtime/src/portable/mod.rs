@@ -182,19 +182,41 @@ pub trait Instance: Send {
 
 /// The checkpoint an instance is restored from.
 #[derive(Clone)]
-pub struct RestoreFrom {
-    /// The snapshot's bytes.
-    pub snapshot: Vec<u8>,
-    /// Where the chunks it refers to are (keyed state saved in chunks).
-    pub storage: Option<Arc<dyn StorageAgent>>,
+pub enum RestoreFrom {
+    /// The partition's own checkpoint.
+    Snapshot {
+        /// The snapshot's bytes.
+        snapshot: Vec<u8>,
+        /// Where the chunks it refers to are (keyed state saved in chunks).
+        storage: Option<Arc<dyn StorageAgent>>,
+    },
+    /// A partition of a keyed operator whose partition count changed: the
+    /// old partitions' checkpoints at one window, `(physical name, bytes)`,
+    /// from whose chunks it takes the key groups it owns.
+    Rescaled {
+        /// The old partitions' snapshots.
+        sources: Vec<(String, Vec<u8>)>,
+        /// The key groups this partition owns.
+        owned: std::ops::Range<u32>,
+        /// Where the chunks are.
+        storage: Arc<dyn StorageAgent>,
+    },
 }
 
 impl std::fmt::Debug for RestoreFrom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestoreFrom")
-            .field("snapshot_len", &self.snapshot.len())
-            .field("storage", &self.storage.is_some())
-            .finish()
+        match self {
+            RestoreFrom::Snapshot { snapshot, storage } => f
+                .debug_struct("Snapshot")
+                .field("snapshot_len", &snapshot.len())
+                .field("storage", &storage.is_some())
+                .finish(),
+            RestoreFrom::Rescaled { sources, owned, .. } => f
+                .debug_struct("Rescaled")
+                .field("sources", &sources.iter().map(|(n, _)| n).collect::<Vec<_>>())
+                .field("owned", owned)
+                .finish(),
+        }
     }
 }
 
@@ -354,13 +376,31 @@ impl PortableDag {
         let mut window = WindowId::from_u64(0);
         let restore = match restore {
             None => Restore::Fresh,
-            Some(RestoreFrom { snapshot, storage }) => {
+            Some(RestoreFrom::Snapshot { snapshot, storage }) => {
                 if let Ok(header) = checkpoint_core::Snapshot::read_header(&snapshot) {
                     window = header.window;
                 }
                 Restore::Snapshot {
                     bytes: snapshot,
                     storage,
+                }
+            }
+            Some(RestoreFrom::Rescaled {
+                sources,
+                owned,
+                storage,
+            }) => {
+                if let Some(header) = sources
+                    .first()
+                    .and_then(|(_, bytes)| checkpoint_core::Snapshot::read_header(bytes).ok())
+                {
+                    window = header.window;
+                }
+                Restore::Rescaled {
+                    sources,
+                    key_groups: self.key_groups,
+                    owned,
+                    storage: Some(storage),
                 }
             }
         };
