@@ -43,6 +43,9 @@ type InputPort = (usize, InputHandle<u64, CapacityContainerBuilder<Vec<Rec>>>);
 
 /// What one worker did.
 pub(crate) struct WorkerReport {
+    /// From the worker's start (after timely connected the processes) to
+    /// its end.
+    pub(crate) seconds: f64,
     pub(crate) windows: u64,
     pub(crate) committed: Option<WindowId>,
 }
@@ -166,6 +169,7 @@ pub(crate) fn run_worker(
     dag: &(dyn Fn() -> Dag + Send + Sync),
     job_failed: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<WorkerReport, RunError> {
+    let started = std::time::Instant::now();
     let index = worker.index();
     let peers = worker.peers();
     let mut portable = PortableDag::with_key_groups(dag(), job.key_groups)?;
@@ -291,6 +295,7 @@ pub(crate) fn run_worker(
         return Err(error);
     }
     Ok(WorkerReport {
+        seconds: started.elapsed().as_secs_f64(),
         windows: committed.0 - shared.first,
         committed: committed.1,
     })

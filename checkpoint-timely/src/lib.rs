@@ -117,10 +117,13 @@ impl From<RunError> for TimelyError {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TimelyReport {
     /// Workers that ran.
     pub workers: usize,
+    /// Seconds from the first worker's start (after timely connected the
+    /// processes) to the last one's end, in this process.
+    pub seconds: f64,
     /// Windows the inputs opened.
     pub windows: u64,
     /// The committed window at the end, if a checkpoint was committed.
@@ -263,6 +266,7 @@ impl TimelyJob {
         let processes = self.cluster.as_ref().map_or(1, |c| c.addresses.len());
         let mut report = TimelyReport {
             workers: self.workers * processes,
+            seconds: 0.0,
             windows: 0,
             committed: None,
         };
@@ -270,6 +274,7 @@ impl TimelyJob {
         for result in guards.join() {
             match result {
                 Ok(Ok(worker)) => {
+                    report.seconds = report.seconds.max(worker.seconds);
                     report.windows = report.windows.max(worker.windows);
                     report.committed = match (report.committed, worker.committed) {
                         (Some(a), Some(b)) => Some(a.min(b)),
