@@ -59,10 +59,6 @@ struct Shared {
     first: u64,
     /// The physical names of the instances on this worker.
     names: Vec<String>,
-    /// The first window not closed yet by the timely operator of this
-    /// worker that is furthest: once the durable frontier is empty, every
-    /// operator has closed the same windows, and this is where they end.
-    closed_to: std::cell::Cell<u64>,
     /// The stream's last window, once this worker has closed it.
     last_window: std::cell::Cell<Option<u64>>,
     edges: Vec<EdgeInfo>,
@@ -190,21 +186,56 @@ pub(crate) fn run_worker(
             detail: "the timely mode needs one checkpoint_window_count for every stateful operator".to_owned(),
         });
     }
+    for (node, info) in nodes.iter().enumerate() {
+        let keyed_input = edges
+            .iter()
+            .any(|e| e.to == node && e.routing == checkpoint_runtime::portable::Routing::Keyed);
+        if info.partitions > 1 && !keyed_input {
+            return Err(RunError::Config {
+                detail: format!(
+                    "operator {:?} has {} partitions but no keyed input: the timely mode partitions an operator \
+                     by key group only (connect it with connect_by_key, or give it one partition)",
+                    info.name, info.partitions
+                ),
+            });
+        }
+    }
+    // From here on a failure may be this worker's alone (storage): it is
+    // recorded and the dataflow built anyway, so that it drains and every
+    // worker ends, rather than the others waiting for this one forever.
+    let mut early: Option<RunError> = None;
     let resume = match &job.storage {
-        Some(storage) => frontier::resume_after(storage.as_ref(), peers)?,
+        Some(storage) => frontier::resume_after(storage.as_ref(), peers).unwrap_or_else(|e| {
+            early.get_or_insert(e);
+            None
+        }),
         None => None,
     };
-    if let Some(window) = resume
-        && window.base_seconds() != job.window_base
+    if let Some(resume) = resume
+        && resume.window.base_seconds() != job.window_base
     {
-        return Err(RunError::Config {
+        early.get_or_insert(RunError::Config {
             detail: format!(
-                "the job resumes after window {window}, whose base is {}; this run's window base is {}",
-                window.base_seconds(),
+                "the job resumes after window {}, whose base is {}; this run's window base is {}",
+                resume.window,
+                resume.window.base_seconds(),
                 job.window_base
             ),
         });
     }
+    if let Some(resume) = resume
+        && resume.ended
+        && early.is_none()
+    {
+        // The job ran to its end: as the threaded runtime restored from a
+        // final checkpoint, it opens no further window.
+        return Ok(WorkerReport {
+            seconds: started.elapsed().as_secs_f64(),
+            windows: 0,
+            committed: Some(resume.window),
+        });
+    }
+    let resume = resume.map(|r| r.window);
     // Sequence 0 is the window before a job's first, as in the threaded
     // runtime: the same windows, the same checkpoint windows, the same
     // output file names.
@@ -215,24 +246,34 @@ pub(crate) fn run_worker(
     for (node, info) in nodes.iter().enumerate() {
         let mut here = Vec::new();
         for partition in placement.hosted(node, index) {
+            if early.is_some() {
+                break;
+            }
             let name = portable.physical_name(node, partition, placement.counts());
-            let restore = match (resume, &job.storage) {
-                (Some(window), Some(storage)) if !info.stateless => {
-                    let snapshot = storage.load(&name, window).map_err(|e| RunError::Manifest {
-                        detail: format!("restoring {name} from window {window}: {e}"),
-                    })?;
-                    Some(RestoreFrom::Snapshot {
-                        snapshot,
-                        storage: Some(Arc::clone(storage)),
-                    })
+            let built = (|| {
+                let restore = match (resume, &job.storage) {
+                    (Some(window), Some(storage)) if !info.stateless => {
+                        let snapshot = storage.load(&name, window).map_err(|e| RunError::Manifest {
+                            detail: format!("restoring {name} from window {window}: {e}"),
+                        })?;
+                        Some(RestoreFrom::Snapshot {
+                            snapshot,
+                            storage: Some(Arc::clone(storage)),
+                        })
+                    }
+                    _ => None,
+                };
+                portable.instantiate(node, partition, placement.counts(), restore)
+            })();
+            match built {
+                Ok(instance) => {
+                    here.push((partition, instance));
+                    names.push(name);
                 }
-                _ => None,
-            };
-            here.push((
-                partition,
-                portable.instantiate(node, partition, placement.counts(), restore)?,
-            ));
-            names.push(name);
+                Err(e) => {
+                    early.get_or_insert(e);
+                }
+            }
         }
         hosted.push(Rc::new(RefCell::new(here)));
     }
@@ -241,7 +282,6 @@ pub(crate) fn run_worker(
         workers: peers,
         first,
         names,
-        closed_to: std::cell::Cell::new(first),
         last_window: std::cell::Cell::new(None),
         job_failed,
         abort_on_failure: job.cluster.is_some(),
@@ -252,6 +292,9 @@ pub(crate) fn run_worker(
         storage: job.storage.clone(),
         failure: RefCell::new(None),
     });
+    if let Some(error) = early {
+        shared.fail(error);
+    }
 
     let durable = ProbeHandle::<u64>::new();
     let closed = ProbeHandle::<u64>::new();
@@ -288,7 +331,8 @@ pub(crate) fn run_worker(
     let committed = drive_inputs(worker, job, &shared, &hosted, inputs, &durable, &closed);
     for node in &hosted {
         for (_, instance) in node.borrow_mut().iter_mut() {
-            instance.teardown();
+            // A panic in a teardown ends nothing else: the run is over.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.teardown()));
         }
     }
     if let Some(error) = shared.failure.borrow_mut().take() {
@@ -342,7 +386,10 @@ fn drive_inputs(
                     if !emitting {
                         return Ok(Emit::Done);
                     }
-                    emit_window(&mut **instance, job.window_tuples)
+                    emit_window(&mut **instance, job.window_tuples, &mut || {
+                        worker.step_or_park(Some(Duration::from_millis(1)));
+                        !shared.failed()
+                    })
                 });
                 match ran {
                     Ok(Emit::Done) => *open = false,
@@ -422,12 +469,21 @@ fn guarded<T>(
 
 /// An input's window: `emit_tuples` until the window's tuple count or the
 /// end of its stream.
-fn emit_window(instance: &mut dyn Instance, tuples: u64) -> Result<Emit, RunError> {
+/// `Emit::Idle` (nothing to emit now) keeps the window open, as in the
+/// threaded runtime: `wait` lets the worker run its dataflow meanwhile, and
+/// says whether to go on (not after a failure).
+fn emit_window(instance: &mut dyn Instance, tuples: u64, wait: &mut dyn FnMut() -> bool) -> Result<Emit, RunError> {
     let mut emitted = Emit::Continue;
     while instance.emitted_in_window() < tuples {
         emitted = instance.emit()?;
-        if emitted != Emit::Continue {
-            break;
+        match emitted {
+            Emit::Continue => {}
+            Emit::Idle => {
+                if !wait() {
+                    break;
+                }
+            }
+            Emit::Done => break,
         }
     }
     Ok(emitted)
@@ -446,35 +502,40 @@ fn deliver_committed(shared: &Shared, hosted: &[Hosted], durable: &ProbeHandle<u
     if frontier.is_none()
         && let Some(last) = shared.last_window.get()
     {
-        commit(shared, hosted, shared.window(last), committed);
+        commit(shared, hosted, shared.window(last), true, committed);
         return;
     }
     let Some(below) = frontier else {
         return;
     };
-    // The largest checkpoint window < below.
+    // The largest checkpoint window < below; never one before this run's
+    // first (window 0 of a fresh run was not saved).
     let Some(last) = (below / every).checked_sub(1).map(|k| k * every + every - 1) else {
         return;
     };
-    commit(shared, hosted, shared.window(last), committed);
+    if last < shared.first {
+        return;
+    }
+    commit(shared, hosted, shared.window(last), false, committed);
 }
 
 /// Tells every instance here that `window` is committed, if it is newer
 /// than the last one told, and records it.
-fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, committed: &mut Option<WindowId>) {
+fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, ended: bool, committed: &mut Option<WindowId>) {
     if committed.is_some_and(|c| c >= window) || shared.failed() {
         return;
     }
     *committed = Some(window);
     for node in hosted {
         for (_, instance) in node.borrow_mut().iter_mut() {
-            if let Err(e) = instance.committed(window) {
+            let name = instance.name().to_owned();
+            if let Err(e) = guarded(&name, Some(window), || instance.committed(window)) {
                 shared.fail(e);
             }
         }
     }
     if let Some(storage) = &shared.storage
-        && let Err(e) = retain(storage.as_ref(), shared, window)
+        && let Err(e) = retain(storage.as_ref(), shared, window, ended)
     {
         shared.fail(e);
     }
@@ -483,11 +544,11 @@ fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, committed: &mut 
 /// Records `window` as this worker's committed one, then deletes its
 /// instances' checkpoints (and its records) older than the window a restart
 /// would resume after now: the smallest newest record of all workers.
-fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId) -> Result<(), RunError> {
-    frontier::record(storage, shared.index, shared.workers, window)?;
+fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId, ended: bool) -> Result<(), RunError> {
+    frontier::record(storage, shared.index, shared.workers, window, ended)?;
     // What a restart would resume from now: every other worker's newest
     // record may lag this one's by any number of commits.
-    let Some(keep_from) = frontier::resume_after(storage, shared.workers)? else {
+    let Some(keep_from) = frontier::resume_after(storage, shared.workers)?.map(|r| r.window) else {
         return Ok(());
     };
     frontier::forget_before(storage, shared.index, keep_from)?;
@@ -577,7 +638,6 @@ fn window_operator<'s>(
                     data_out.activate().session(&*cap).give_container(&mut out);
                 }
                 next = time + 1;
-                shared.closed_to.set(shared.closed_to.get().max(next));
                 cap.downgrade(&next);
                 // A window closed after a failure was not saved: the
                 // durability stream stays where the failure was.

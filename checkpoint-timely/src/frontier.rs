@@ -17,6 +17,8 @@ fn record_name(index: usize) -> String {
 struct WorkerRecord {
     /// Workers in the run that wrote it.
     workers: u64,
+    /// The window was the stream's last: the job is complete.
+    ended: bool,
 }
 
 fn storage_error(action: &str, e: StorageError) -> RunError {
@@ -31,11 +33,13 @@ pub(crate) fn record(
     index: usize,
     workers: usize,
     window: WindowId,
+    ended: bool,
 ) -> Result<(), RunError> {
     let name = record_name(index);
     let bytes = Snapshot::encode(
         &WorkerRecord {
             workers: workers as u64,
+            ended,
         },
         SnapshotMeta::new(&name, window),
     )
@@ -69,7 +73,7 @@ pub(crate) fn forget_before(storage: &dyn StorageAgent, index: usize, floor: Win
 ///
 /// An error if the last run had another worker count (rescaling is not done
 /// by this mode yet) or a record does not decode.
-pub(crate) fn resume_after(storage: &dyn StorageAgent, workers: usize) -> Result<Option<WindowId>, RunError> {
+pub(crate) fn resume_after(storage: &dyn StorageAgent, workers: usize) -> Result<Option<Resume>, RunError> {
     let newest = |index: usize| -> Result<Option<(WindowId, WorkerRecord)>, RunError> {
         let name = record_name(index);
         let windows = storage
@@ -100,14 +104,33 @@ pub(crate) fn resume_after(storage: &dyn StorageAgent, workers: usize) -> Result
             ),
         });
     }
-    let mut resume: Option<WindowId> = None;
+    let mut resume: Option<Resume> = None;
     for index in 0..last_run {
         // A worker that recorded nothing committed nothing: no window is
         // known to be durable on every worker.
-        let Some((window, _)) = newest(index)? else {
+        let Some((window, record)) = newest(index)? else {
             return Ok(None);
         };
-        resume = Some(resume.map_or(window, |r| r.min(window)));
+        resume = Some(match resume {
+            Some(r) if r.window < window => r,
+            Some(r) if r.window == window => Resume {
+                window,
+                ended: r.ended && record.ended,
+            },
+            _ => Resume {
+                window,
+                ended: record.ended,
+            },
+        });
     }
     Ok(resume)
+}
+
+/// Where a restart resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// After this window.
+    pub(crate) window: WindowId,
+    /// It was the stream's last on every worker: the job is complete.
+    pub(crate) ended: bool,
 }

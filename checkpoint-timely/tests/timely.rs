@@ -389,3 +389,203 @@ fn an_exactly_once_sink_publishes_what_the_threaded_runtime_does() {
         assert_eq!(read_output(out.path()).expect("output"), expected, "{workers} workers");
     }
 }
+
+/// Runs `f` on a thread of its own; a run that does not end in 60 s is a
+/// hang, and fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("watchdog: the run did not end in 60 s")
+}
+
+/// A checkpoint at every window: window 0 (before the first) is never
+/// committed, and a failed run resumes.
+#[test]
+fn a_checkpoint_every_window_commits_only_saved_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let every_window = |seen: &Arc<Mutex<Seen>>, fail_at| {
+        let mut dag = dag(seen, fail_at);
+        dag.default_checkpoint_window_count(1);
+        dag
+    };
+    let job = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .window_base(BASE)
+        .storage(Arc::clone(&storage));
+    let first = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&first);
+    job.run(move || every_window(&shared, Some(1_234)))
+        .expect_err("the sink fails");
+    let committed = first.lock().expect("lock").committed.clone();
+    assert!(!committed.is_empty());
+    assert!(committed.iter().all(|w| w.sequence() >= 1), "{committed:?}");
+    let second = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&second);
+    job.run(move || every_window(&shared, None)).expect("the resumed run");
+    assert_eq!(second.lock().expect("lock").newest, expected());
+}
+
+/// A job that ran to its end, run again on its storage, opens no window.
+#[test]
+fn a_complete_job_run_again_opens_no_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let job = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .window_base(BASE)
+        .storage(Arc::clone(&storage));
+    let first = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&first);
+    let report = job.run(move || dag(&shared, None)).expect("the run");
+    let again = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&again);
+    let second = job.run(move || dag(&shared, None)).expect("the run again");
+    assert_eq!(second.windows, 0);
+    assert_eq!(second.committed, report.committed);
+    let again = again.lock().expect("lock");
+    assert!(
+        again.windows.is_empty() && again.committed.is_empty(),
+        "windows {:?}",
+        again.windows
+    );
+}
+
+/// Failures outside an operator's window work end the run, never hang it:
+/// a sink whose `setup` fails (on worker 0 only) and a `committed` that
+/// panics.
+#[test]
+fn failures_in_setup_and_committed_end_the_run() {
+    #[derive(Checkpoint)]
+    struct Picky {
+        #[checkpoint(config)]
+        panic_on_commit: bool,
+    }
+    impl Operator for Picky {
+        type Input = (u64, u64);
+        type Output = ();
+        fn setup(&mut self, _ctx: &checkpoint_runtime::OperatorContext) -> OperatorResult {
+            if self.panic_on_commit {
+                Ok(())
+            } else {
+                Err(Box::new(Unlucky(0)))
+            }
+        }
+        fn process(&mut self, _: (u64, u64), _out: Output<'_, ()>) -> OperatorResult {
+            Ok(())
+        }
+        fn committed(&mut self, window: WindowId) -> OperatorResult {
+            assert!(!self.panic_on_commit, "no commit please ({window})");
+            Ok(())
+        }
+    }
+    for panic_on_commit in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+        let result = within_a_minute(move || {
+            TimelyJob::new(2)
+                .window_tuples(WINDOW)
+                .storage(storage)
+                .run(move || {
+                    let mut dag = Dag::new();
+                    let numbers = dag.input("numbers", Numbers { next: 0 });
+                    let count = dag.operator_partitioned("count", 2, |_| Count::default());
+                    let picky = dag.operator("picky", Picky { panic_on_commit });
+                    dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS)
+                        .connect(&count, &picky);
+                    dag.default_checkpoint_window_count(5);
+                    dag
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let error = result.expect_err("the run fails");
+        assert!(error.contains("picky"), "{error}");
+        let expected = if panic_on_commit {
+            "no commit please"
+        } else {
+            "unlucky number 0"
+        };
+        assert!(error.contains(expected), "{error}");
+    }
+}
+
+/// An input that is idle at times keeps its windows open, as in the
+/// threaded runtime: the same windows.
+#[test]
+fn an_idle_input_keeps_its_window_open() {
+    #[derive(Checkpoint)]
+    struct Hesitant {
+        next: u64,
+        idle: bool,
+    }
+    impl InputOperator for Hesitant {
+        type Output = u64;
+        fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+            self.idle = !self.idle;
+            if self.idle {
+                return Ok(Emit::Idle);
+            }
+            let end = (self.next + 10).min(TUPLES);
+            for n in self.next..end {
+                out.emit(n);
+            }
+            self.next = end;
+            Ok(if self.next == TUPLES {
+                Emit::Done
+            } else {
+                Emit::Continue
+            })
+        }
+    }
+    let build = |seen: &Arc<Mutex<Seen>>| {
+        let mut dag = Dag::new();
+        let input = dag.input("hesitant", Hesitant { next: 0, idle: false });
+        let count = dag.operator_partitioned("count", 2, |_| Count::default());
+        let newest = dag.operator(
+            "newest",
+            Newest {
+                tuples: 0,
+                seen: Arc::clone(seen),
+                fail_at: None,
+            },
+        );
+        dag.connect_by_key(&input, &count, |n: &u64| *n % KEYS)
+            .connect(&count, &newest);
+        dag
+    };
+    let threaded = Arc::new(Mutex::new(Seen::default()));
+    Runtime::new(Config::default().window_mode(WindowMode::Tuples(WINDOW)))
+        .run(build(&threaded))
+        .expect("the threaded run");
+    let timely = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&timely);
+    let report = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .run(move || build(&shared))
+        .expect("timely");
+    assert_eq!(report.windows, TUPLES / WINDOW);
+    assert_eq!(
+        timely.lock().expect("lock").newest,
+        threaded.lock().expect("lock").newest
+    );
+}
+
+/// An operator partitioned without a keyed input (here: a broadcast
+/// input) is refused with a reason: the timely mode partitions by key group.
+#[test]
+fn a_partitioned_operator_without_a_keyed_input_is_refused() {
+    let error = TimelyJob::new(2)
+        .run(|| {
+            let mut dag = Dag::new();
+            let numbers = dag.input("numbers", Numbers { next: 0 });
+            let count = dag.operator_partitioned("count", 2, |_| Count::default());
+            dag.connect_broadcast(&numbers, &count);
+            dag
+        })
+        .expect_err("refused");
+    assert!(error.to_string().contains("no keyed input"), "{error}");
+}

@@ -220,7 +220,11 @@ impl<L: Hooks> Instance for Portable<L> {
 
     fn end_window(&mut self, last: bool) -> Result<(), RunError> {
         let Some(window) = self.window else {
-            return Ok(());
+            return Err(self.runtime(Failure::operator(
+                &self.name,
+                None,
+                "internal error: the engine ended a window it never began",
+            )));
         };
         let app_end = last || window.ends_group_of(self.ctx.application_window_count);
         if app_end && self.in_app_window {
