@@ -30,6 +30,10 @@
 //! - **Several processes** ([`Cluster`]): the same job in each, over TCP;
 //!   a failure in one ends it, and timely ends the others.
 //!
+//! - **One job per storage**: the storage's lock is held by the process
+//!   (process 0 of a cluster) for the whole run; a second job on the same
+//!   storage is refused.
+//!
 //! Not yet: rescaling (another worker count is refused), the threaded
 //! runtime's processing modes and injected faults.
 //!
@@ -243,6 +247,15 @@ impl TimelyJob {
     where
         F: Fn() -> Dag + Send + Sync + 'static,
     {
+        // One job per storage: held by this process (process 0 of a
+        // cluster) for the whole run, as the threaded runtime does.
+        let _lock = match (&self.storage, &self.cluster) {
+            (Some(storage), None) => Some(storage.lock()),
+            (Some(storage), Some(cluster)) if cluster.process == 0 => Some(storage.lock()),
+            _ => None,
+        }
+        .transpose()
+        .map_err(|e| TimelyError::Run(RunError::Storage(e)))?;
         let job = self.clone();
         let dag = Arc::new(dag);
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));

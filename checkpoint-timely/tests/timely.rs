@@ -589,3 +589,68 @@ fn a_partitioned_operator_without_a_keyed_input_is_refused() {
         .expect_err("refused");
     assert!(error.to_string().contains("no keyed input"), "{error}");
 }
+
+/// A second job on storage a running job holds is refused, and the first
+/// one finishes unharmed.
+#[test]
+fn a_second_job_on_the_same_storage_is_refused() {
+    #[derive(Checkpoint)]
+    struct Slow {
+        next: u64,
+    }
+    impl InputOperator for Slow {
+        type Output = u64;
+        fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            out.emit(self.next);
+            self.next += 1;
+            Ok(if self.next == 600 { Emit::Done } else { Emit::Continue })
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let build = |seen: &Arc<Mutex<Seen>>| {
+        let seen = Arc::clone(seen);
+        move || {
+            let mut dag = Dag::new();
+            let slow = dag.input("slow", Slow { next: 0 });
+            let count = dag.operator_partitioned("count", 2, |_| Count::default());
+            let newest = dag.operator(
+                "newest",
+                Newest {
+                    tuples: 0,
+                    seen: Arc::clone(&seen),
+                    fail_at: None,
+                },
+            );
+            dag.connect_by_key(&slow, &count, |n: &u64| *n % KEYS)
+                .connect(&count, &newest);
+            dag.default_checkpoint_window_count(5);
+            dag
+        }
+    };
+    let job = TimelyJob::new(2).window_tuples(10).storage(Arc::clone(&storage));
+    let first = {
+        let (job, dag) = (job.clone(), build(&seen));
+        std::thread::spawn(move || job.run(dag))
+    };
+    // Once the first job has opened a window, it holds the storage.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.lock().expect("lock").windows.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first job never began a window"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let other = Arc::new(Mutex::new(Seen::default()));
+    let refused = job.run(build(&other)).expect_err("the storage is in use");
+    assert!(other.lock().expect("lock").windows.is_empty(), "the second job ran");
+    assert!(
+        refused.to_string().to_lowercase().contains("lock") || refused.to_string().contains("in use"),
+        "{refused}"
+    );
+    let report = first.join().expect("first job thread").expect("the first job");
+    assert_eq!(report.windows, 60);
+}
