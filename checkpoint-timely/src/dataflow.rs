@@ -374,6 +374,18 @@ fn drive_inputs(
             worker.step_or_park(park);
             deliver_committed(shared, hosted, durable, &mut committed);
         }
+        if time > u64::from(u32::MAX) {
+            let (node, _) = &inputs[0];
+            let operator = hosted[*node]
+                .borrow()
+                .first()
+                .map_or_else(String::new, |(_, i)| i.name().to_owned());
+            shared.fail(RunError::WindowSequenceExhausted {
+                operator,
+                last: shared.window(u64::from(u32::MAX)),
+            });
+            break;
+        }
         let window = shared.window(time);
         // A finished input opens empty windows until every input is done,
         // so every stream's last window is the job's.

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::failure::Failure;
 use crate::operator::{InputOperator, Operator, OperatorContext, Tuple};
-use crate::portable::instance::{InputHooks, OperatorHooks, Portable, PortableSubscriber, Routing as PortableRouting};
+use crate::portable::instance::{Portable, PortableSubscriber, Routing as PortableRouting};
 use crate::portable::{Instance, Outbox};
 use crate::replay::{ReplayBuffer, SpillPolicy};
 use crate::stream::{
@@ -270,7 +270,7 @@ impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorF
         let subscribers = downcast_all::<Box<dyn Subscriber<O::Output>>>(subscribers);
         Ok(Box::new(Portable::new(
             &ctx,
-            OperatorHooks(op),
+            AsOperator(op),
             subscribers,
             outbox,
             PORTABLE_BATCH,
@@ -326,7 +326,7 @@ impl<I: InputOperator> NodeFactory for InputFactory<I> {
         let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(subscribers);
         Ok(Box::new(Portable::new(
             &ctx,
-            InputHooks(op),
+            AsInput(op),
             subscribers,
             outbox,
             PORTABLE_BATCH,

@@ -3,20 +3,21 @@
 
 use std::sync::Arc;
 
-use checkpoint_core::{Checkpoint, KeyGroups, Snapshot, SnapshotMeta, WindowId};
+use checkpoint_core::{KeyGroups, Snapshot, SnapshotMeta, WindowId};
 
 use super::{Instance, Outbox, Route, Routed, drain};
 use crate::error::RunError;
 use crate::failure::Failure;
 use crate::operator::{Emit, InputOperator, Operator, OperatorContext, Tuple};
 use crate::stream::{Emitter, Subscriber};
+use crate::task::{AsInput, AsOperator, Lifecycle};
 
 /// An operator's or input's value with its emitter.
 pub(crate) struct Portable<L: Hooks> {
     name: String,
     ctx: OperatorContext,
     value: L,
-    emitter: Emitter<<L as Hooks>::Out>,
+    emitter: Emitter<<L as Lifecycle>::Out>,
     outbox: Outbox,
     window: Option<WindowId>,
     /// Inside an application window (its `begin_window` ran).
@@ -25,105 +26,33 @@ pub(crate) struct Portable<L: Hooks> {
     ended: bool,
 }
 
-/// The hooks an instance calls, for [`Operator`] and [`InputOperator`].
-pub(crate) trait Hooks: Send + 'static {
-    type State: Checkpoint;
+/// What an instance needs beyond the lifecycle hooks the threaded
+/// runtime's tasks use ([`Lifecycle`]): a tuple of the input, or a call of
+/// the input's `emit_tuples`.
+pub(crate) trait Hooks: Lifecycle {
     type In: Tuple;
-    type Out: Tuple;
-    fn state(&self) -> &Self::State;
-    fn setup(&mut self, ctx: &OperatorContext) -> crate::OperatorResult;
-    fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult;
     fn process(&mut self, tuple: Self::In, out: &mut Emitter<Self::Out>) -> crate::OperatorResult;
     fn emit(&mut self, out: &mut Emitter<Self::Out>) -> crate::OperatorResult<Emit>;
-    fn end_window(&mut self, out: &mut Emitter<Self::Out>) -> crate::OperatorResult;
-    fn end_of_stream(&mut self, out: &mut Emitter<Self::Out>) -> crate::OperatorResult;
-    fn before_checkpoint(&mut self, window: WindowId) -> crate::OperatorResult;
-    fn checkpointed(&mut self, window: WindowId) -> crate::OperatorResult;
-    fn committed(&mut self, window: WindowId) -> crate::OperatorResult;
-    fn teardown(&mut self);
 }
 
-/// An [`Operator`] seen through [`Hooks`].
-pub(crate) struct OperatorHooks<O>(pub(crate) O);
-/// An [`InputOperator`] seen through [`Hooks`].
-pub(crate) struct InputHooks<I>(pub(crate) I);
-
-impl<O: Operator> Hooks for OperatorHooks<O> {
-    type State = O;
+impl<O: Operator> Hooks for AsOperator<O> {
     type In = O::Input;
-    type Out = O::Output;
-    fn state(&self) -> &O {
-        &self.0
-    }
-    fn setup(&mut self, ctx: &OperatorContext) -> crate::OperatorResult {
-        self.0.setup(ctx)
-    }
-    fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.begin_window(window)
-    }
     fn process(&mut self, tuple: O::Input, out: &mut Emitter<O::Output>) -> crate::OperatorResult {
         self.0.process(tuple, out)
     }
     fn emit(&mut self, _out: &mut Emitter<O::Output>) -> crate::OperatorResult<Emit> {
         Err("an operator that is not an input was asked to emit".into())
     }
-    fn end_window(&mut self, out: &mut Emitter<O::Output>) -> crate::OperatorResult {
-        self.0.end_window(out)
-    }
-    fn end_of_stream(&mut self, out: &mut Emitter<O::Output>) -> crate::OperatorResult {
-        self.0.end_of_stream(out)
-    }
-    fn before_checkpoint(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.before_checkpoint(window)
-    }
-    fn checkpointed(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.checkpointed(window)
-    }
-    fn committed(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.committed(window)
-    }
-    fn teardown(&mut self) {
-        self.0.teardown()
-    }
 }
 
-impl<I: InputOperator> Hooks for InputHooks<I> {
-    type State = I;
+impl<I: InputOperator> Hooks for AsInput<I> {
     // Never decoded: an input is given no batch.
     type In = ();
-    type Out = I::Output;
-    fn state(&self) -> &I {
-        &self.0
-    }
-    fn setup(&mut self, ctx: &OperatorContext) -> crate::OperatorResult {
-        self.0.setup(ctx)
-    }
-    fn begin_window(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.begin_window(window)
-    }
     fn process(&mut self, _tuple: (), _out: &mut Emitter<I::Output>) -> crate::OperatorResult {
         Err("an input was given a batch".into())
     }
     fn emit(&mut self, out: &mut Emitter<I::Output>) -> crate::OperatorResult<Emit> {
         self.0.emit_tuples(out)
-    }
-    fn end_window(&mut self, out: &mut Emitter<I::Output>) -> crate::OperatorResult {
-        self.0.end_window(out)
-    }
-    fn end_of_stream(&mut self, _out: &mut Emitter<I::Output>) -> crate::OperatorResult {
-        Ok(())
-    }
-    fn before_checkpoint(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.before_checkpoint(window)
-    }
-    fn checkpointed(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.checkpointed(window)
-    }
-    fn committed(&mut self, window: WindowId) -> crate::OperatorResult {
-        self.0.committed(window)
-    }
-    fn teardown(&mut self) {
-        self.0.teardown()
     }
 }
 
