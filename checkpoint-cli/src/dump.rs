@@ -9,8 +9,16 @@
 //! checks them.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
 
 use checkpoint_core::{Chunk, ChunkId, DescriptionError, Snapshot, SnapshotHeader, StateDescription, StorageError};
+
+use crate::Failure;
+use crate::check::check_bytes;
+use crate::format::window_text;
+use crate::inventory::{scan, select};
+use crate::source::{Source, read_one};
 
 /// A snapshot's state, decoded.
 pub(crate) struct Decoded {
@@ -69,6 +77,36 @@ pub(crate) fn decode(
         value,
         chunk_key_groups,
     })
+}
+
+pub(crate) fn dump_state(
+    source: &Source,
+    operator: &str,
+    window: Option<&str>,
+    json_only: bool,
+    out: &mut String,
+) -> Result<ExitCode, Failure> {
+    let inventory = scan(source, false)?;
+    let file = select(&inventory, operator, window)?;
+    let bytes = read_one(source, operator, file)?;
+    let header =
+        check_bytes(operator, file.window, &bytes).map_err(|e| format!("{} is corrupt: {e}", file.path.display()))?;
+    let storage = source.agent()?;
+    let decoded =
+        decode(&bytes, |op, id| storage.load_chunk(op, id)).map_err(|e| format!("{}: {e}", file.path.display()))?;
+    let text = serde_json::to_string_pretty(&decoded.value).map_err(|e| format!("printing JSON: {e}"))?;
+    if !json_only {
+        say!(
+            out,
+            "# {} at window {}: {} version {}",
+            header.operator,
+            window_text(header.window),
+            header.type_name,
+            header.state_version
+        );
+    }
+    say!(out, "{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use checkpoint_core::{DEFAULT_KEY_GROUPS, KeyGroups, Snapshot, SnapshotMeta, StateLayout, StorageError, WindowId};
 use serde_json::Value;
 
-use crate::{Failure, ManifestState, Source, dump, job_view, read_one, scan, select, window_text};
+use crate::format::window_text;
+use crate::inventory::{ManifestState, scan, select};
+use crate::source::{Source, read_one};
+use crate::view::job_view;
+use crate::{Failure, dump};
 
 /// What `checkpoint edit` was asked to do.
 pub(crate) struct EditRequest<'a> {
