@@ -4,7 +4,6 @@
 //! tells operators which window is committed.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,31 +12,30 @@ use checkpoint_core::{StorageAgent, WindowId};
 use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, RestoreFrom, Routed};
 use checkpoint_runtime::{Dag, Emit, RunError};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::filter::Filter;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::{Capability, Concatenate, Input, Probe};
+use timely::dataflow::operators::{Concatenate, Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use timely::worker::Worker;
 
 use crate::TimelyJob;
+use crate::commit::deliver_committed;
 use crate::frontier;
+use crate::operator::window_operator;
 use crate::placement::Placement;
 
 /// A batch on its way: (worker, edge, partition of the edge's downstream,
 /// postcard bytes).
-type Rec = (u64, u32, u32, Vec<u8>);
+pub(crate) type Rec = (u64, u32, u32, Vec<u8>);
 /// The edge of a record that marks its window as the stream's last: every
 /// input sends one to every worker in its last window, and every operator
 /// passes it on to every worker when it closes that window.
-const MARKER: u32 = u32::MAX;
+pub(crate) const MARKER: u32 = u32::MAX;
 
-fn markers(workers: usize) -> impl Iterator<Item = Rec> {
+pub(crate) fn markers(workers: usize) -> impl Iterator<Item = Rec> {
     (0..workers as u64).map(|worker| (worker, MARKER, 0, Vec::new()))
 }
-type Recs<'s> = Stream<'s, u64, Vec<Rec>>;
-type Hosted = Rc<RefCell<Vec<(usize, Box<dyn Instance>)>>>;
+pub(crate) type Recs<'s> = Stream<'s, u64, Vec<Rec>>;
+pub(crate) type Hosted = Rc<RefCell<Vec<(usize, Box<dyn Instance>)>>>;
 /// An input operator's node and the handle its batches enter by.
 type InputPort = (usize, InputHandle<u64, CapacityContainerBuilder<Vec<Rec>>>);
 
@@ -51,50 +49,50 @@ pub(crate) struct WorkerReport {
 }
 
 /// What every timely operator of a worker shares.
-struct Shared {
+pub(crate) struct Shared {
     /// This worker, of `workers`.
-    index: usize,
-    workers: usize,
+    pub(crate) index: usize,
+    pub(crate) workers: usize,
     /// The first window of this run (after the one it resumed from).
-    first: u64,
+    pub(crate) first: u64,
     /// The physical names of the instances on this worker.
-    names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// The stream's last window, once this worker has closed it.
-    last_window: std::cell::Cell<Option<u64>>,
-    edges: Vec<EdgeInfo>,
-    placement: Placement,
-    base: u32,
+    pub(crate) last_window: std::cell::Cell<Option<u64>>,
+    pub(crate) edges: Vec<EdgeInfo>,
+    pub(crate) placement: Placement,
+    pub(crate) base: u32,
     /// Streaming windows between checkpoints (every stateful operator's).
-    checkpoint_every: Option<u64>,
-    storage: Option<Arc<dyn StorageAgent>>,
+    pub(crate) checkpoint_every: Option<u64>,
+    pub(crate) storage: Option<Arc<dyn StorageAgent>>,
     /// The first failure on this worker: from then on instances are not
     /// called, and the dataflow drains so every worker ends.
-    failure: RefCell<Option<RunError>>,
+    pub(crate) failure: RefCell<Option<RunError>>,
     /// Set when any worker of this process failed: no window is committed
     /// any more (a failed worker's operators close windows without saving
     /// them, to let the dataflow drain).
-    job_failed: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) job_failed: Arc<std::sync::atomic::AtomicBool>,
     /// One process of several: a failure ends the process.
-    abort_on_failure: bool,
+    pub(crate) abort_on_failure: bool,
 }
 
 impl Shared {
-    fn window(&self, time: u64) -> WindowId {
+    pub(crate) fn window(&self, time: u64) -> WindowId {
         WindowId::new(self.base, time as u32)
     }
 
-    fn is_checkpoint(&self, time: u64) -> bool {
+    pub(crate) fn is_checkpoint(&self, time: u64) -> bool {
         self.storage.is_some()
             && self
                 .checkpoint_every
                 .is_some_and(|every| (time + 1).is_multiple_of(every))
     }
 
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.failure.borrow().is_some() || self.job_failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn fail(&self, error: RunError) {
+    pub(crate) fn fail(&self, error: RunError) {
         if self.abort_on_failure {
             // Draining would release this process's capabilities, and the
             // other processes, which cannot see the failure, would count
@@ -107,13 +105,22 @@ impl Shared {
     }
 
     /// `routed` as records, one per target partition.
-    fn records(&self, routed: Vec<Routed>) -> Vec<Rec> {
+    pub(crate) fn records(&self, routed: Vec<Routed>) -> Vec<Rec> {
         let mut records = Vec::with_capacity(routed.len());
         for Routed { edge, route, batch } in routed {
             let to = self.edges[edge].to;
-            for partition in self.placement.targets(to, route) {
-                let worker = self.placement.worker_of(to, partition) as u64;
-                records.push((worker, edge as u32, partition as u32, batch.clone()));
+            let targets = self.placement.targets(to, route);
+            // The last target takes the batch itself: one copy per extra
+            // target only (a broadcast), none for the usual one.
+            let mut batch = Some(batch);
+            for (i, partition) in targets.iter().enumerate() {
+                let worker = self.placement.worker_of(to, *partition) as u64;
+                let bytes = if i + 1 == targets.len() {
+                    batch.take().unwrap_or_default()
+                } else {
+                    batch.clone().unwrap_or_default()
+                };
+                records.push((worker, edge as u32, *partition as u32, bytes));
             }
         }
         records
@@ -121,7 +128,7 @@ impl Shared {
 
     /// Ends window `time` of `instance`: its checkpoint when one is due, and
     /// always in the stream's last window (the final checkpoint).
-    fn checkpoint(&self, instance: &mut dyn Instance, time: u64, last: bool) -> Result<(), RunError> {
+    pub(crate) fn checkpoint(&self, instance: &mut dyn Instance, time: u64, last: bool) -> Result<(), RunError> {
         let (Some(storage), true) = (&self.storage, self.is_checkpoint(time) || last) else {
             return Ok(());
         };
@@ -459,7 +466,7 @@ fn drive_inputs(
 
 /// Runs `f`, a panic in it a failure of `operator`: a panicking timely
 /// worker would leave the others of its process waiting forever.
-fn guarded<T>(
+pub(crate) fn guarded<T>(
     operator: &str,
     window: Option<WindowId>,
     f: impl FnOnce() -> Result<T, RunError>,
@@ -499,182 +506,4 @@ fn emit_window(instance: &mut dyn Instance, tuples: u64, wait: &mut dyn FnMut() 
         }
     }
     Ok(emitted)
-}
-
-/// Tells every instance here of the newest committed window: the largest
-/// checkpoint window below the durable frontier (every window, when the
-/// frontier is empty).
-fn deliver_committed(shared: &Shared, hosted: &[Hosted], durable: &ProbeHandle<u64>, committed: &mut Option<WindowId>) {
-    let (Some(every), Some(_)) = (shared.checkpoint_every, &shared.storage) else {
-        return;
-    };
-    let frontier = durable.with_frontier(|f| f.iter().min().copied());
-    // An empty frontier: every window is closed and durable, the last one
-    // with every operator's final checkpoint.
-    if frontier.is_none()
-        && let Some(last) = shared.last_window.get()
-    {
-        commit(shared, hosted, shared.window(last), true, committed);
-        return;
-    }
-    let Some(below) = frontier else {
-        return;
-    };
-    // The largest checkpoint window < below; never one before this run's
-    // first (window 0 of a fresh run was not saved).
-    let Some(last) = (below / every).checked_sub(1).map(|k| k * every + every - 1) else {
-        return;
-    };
-    if last < shared.first {
-        return;
-    }
-    commit(shared, hosted, shared.window(last), false, committed);
-}
-
-/// Tells every instance here that `window` is committed, if it is newer
-/// than the last one told, and records it.
-fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, ended: bool, committed: &mut Option<WindowId>) {
-    if committed.is_some_and(|c| c >= window) || shared.failed() {
-        return;
-    }
-    *committed = Some(window);
-    for node in hosted {
-        for (_, instance) in node.borrow_mut().iter_mut() {
-            let name = instance.name().to_owned();
-            if let Err(e) = guarded(&name, Some(window), || instance.committed(window)) {
-                shared.fail(e);
-            }
-        }
-    }
-    if let Some(storage) = &shared.storage
-        && let Err(e) = retain(storage.as_ref(), shared, window, ended)
-    {
-        shared.fail(e);
-    }
-}
-
-/// Records `window` as this worker's committed one, then deletes its
-/// instances' checkpoints (and its records) older than the window a restart
-/// would resume after now: the smallest newest record of all workers.
-fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId, ended: bool) -> Result<(), RunError> {
-    frontier::record(storage, shared.index, shared.workers, window, ended)?;
-    // What a restart would resume from now: every other worker's newest
-    // record may lag this one's by any number of commits.
-    let Some(keep_from) = frontier::resume_after(storage, shared.workers)?.map(|r| r.window) else {
-        return Ok(());
-    };
-    frontier::forget_before(storage, shared.index, keep_from)?;
-    for name in &shared.names {
-        let windows = storage.windows(name).map_err(|e| RunError::Manifest {
-            detail: format!("listing the checkpoints of {name}: {e}"),
-        })?;
-        for old in windows.into_iter().filter(|w| *w < keep_from) {
-            storage.delete(name, old).map_err(|e| RunError::Manifest {
-                detail: format!("deleting {name}'s checkpoint at {old}: {e}"),
-            })?;
-        }
-    }
-    Ok(())
-}
-
-/// The timely operator of one DAG operator: buffers batches by window and,
-/// as the input frontier passes windows, runs each hosted partition through
-/// them in order, emitting at the window's time; a second output, holding a
-/// capability at the first window not yet closed, is the durability stream
-/// (saves are synchronous, so a closed window is a durable one).
-fn window_operator<'s>(
-    input: Recs<'s>,
-    name: &str,
-    hosted: Hosted,
-    shared: Rc<Shared>,
-) -> (Recs<'s>, Stream<'s, u64, Vec<()>>) {
-    let scope = input.scope();
-    let mut builder = OperatorBuilder::new(format!("checkpoint:{name}"), scope);
-    let mut input = builder.new_input(input, Exchange::new(|r: &Rec| r.0));
-    let (data_out, data_stream) = builder.new_output::<Vec<Rec>>();
-    let (_durable_out, durable_stream) = builder.new_output::<Vec<()>>();
-    let mut data_out = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Rec>>>::from(data_out);
-    builder.build(move |mut caps| {
-        let mut durable_cap: Option<Capability<u64>> = caps.pop();
-        let mut data_cap: Option<Capability<u64>> = caps.pop();
-        let mut stash: BTreeMap<u64, Vec<Rec>> = BTreeMap::new();
-        // A resumed run's windows start after the one it resumed from.
-        let mut next = shared.first;
-        for cap in data_cap.iter_mut().chain(durable_cap.iter_mut()) {
-            cap.downgrade(&next);
-        }
-        move |frontiers| {
-            input.for_each(|cap, data| {
-                let time = cap.least().copied().unwrap_or(next);
-                stash.entry(time).or_default().append(data);
-            });
-            let frontier = &frontiers[0];
-            let close_to = if frontier.is_empty() {
-                stash.keys().next_back().map_or(next, |t| (t + 1).max(next))
-            } else {
-                frontier.frontier().iter().min().copied().unwrap_or(next)
-            };
-            let Some(cap) = data_cap.as_mut() else {
-                return;
-            };
-            while next < close_to {
-                let time = next;
-                let batches = stash.remove(&time).unwrap_or_default();
-                let last = batches.iter().any(|r| r.1 == MARKER);
-                let mut out = Vec::new();
-                if !shared.failed() {
-                    let window = shared.window(time);
-                    for (partition, instance) in hosted.borrow_mut().iter_mut() {
-                        let name = instance.name().to_owned();
-                        let result = guarded(&name, Some(window), || {
-                            instance.begin_window(window)?;
-                            for (_, edge, target, batch) in &batches {
-                                if *edge != MARKER && *target as usize == *partition {
-                                    instance.process(batch)?;
-                                }
-                            }
-                            instance.end_window(last)?;
-                            shared.checkpoint(&mut **instance, time, last)
-                        });
-                        if let Err(e) = result {
-                            shared.fail(e);
-                        }
-                        out.extend(shared.records(instance.take_output()));
-                    }
-                }
-                if last {
-                    out.extend(markers(shared.workers));
-                    shared.last_window.set(Some(time));
-                }
-                if !out.is_empty() {
-                    data_out.activate().session(&*cap).give_container(&mut out);
-                }
-                next = time + 1;
-                cap.downgrade(&next);
-                // A window closed after a failure was not saved: the
-                // durability stream stays where the failure was.
-                if let Some(durable) = durable_cap.as_mut().filter(|_| !shared.failed()) {
-                    durable.downgrade(&next);
-                }
-            }
-            if frontier.is_empty() {
-                let mut out = Vec::new();
-                if !shared.failed() {
-                    for (_, instance) in hosted.borrow_mut().iter_mut() {
-                        let name = instance.name().to_owned();
-                        if let Err(e) = guarded(&name, None, || instance.end_of_stream()) {
-                            shared.fail(e);
-                        }
-                        out.extend(shared.records(instance.take_output()));
-                    }
-                }
-                if !out.is_empty() {
-                    data_out.activate().session(&*cap).give_container(&mut out);
-                }
-                data_cap = None;
-                durable_cap = None;
-            }
-        }
-    });
-    (data_stream, durable_stream)
 }

@@ -73,8 +73,10 @@
 //! # Ok::<(), checkpoint_timely::TimelyError>(())
 //! ```
 
+mod commit;
 mod dataflow;
 mod frontier;
+mod operator;
 mod placement;
 
 use std::sync::Arc;

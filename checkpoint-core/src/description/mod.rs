@@ -11,6 +11,7 @@
 mod check;
 mod json;
 mod trace;
+mod tracer;
 
 use std::collections::BTreeMap;
 
