@@ -203,7 +203,24 @@ pub fn description_of<T: Checkpoint>() -> Result<Arc<StateDescription>, Descript
         .clone()
 }
 
-/// `T`'s description as the JSON snapshots carry, made once per process.
+/// `T`'s description as the JSON snapshots carry, made once per process;
+/// `None` for a type that does not describe itself.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{Checkpoint, StateDescription, description_json_of};
+///
+/// #[derive(Checkpoint, Default)]
+/// struct Sum {
+///     total: i64,
+/// }
+///
+/// let json = description_json_of::<Sum>().expect("derived");
+/// assert_eq!(StateDescription::from_json(&json)?.type_name, "Sum");
+/// assert!(description_json_of::<u64>().is_none(), "implemented by hand, not described");
+/// # Ok::<(), checkpoint_core::DescriptionError>(())
+/// ```
 pub fn description_json_of<T: Checkpoint>() -> Option<Arc<str>> {
     type JsonCache = Mutex<HashMap<std::any::TypeId, Option<Arc<str>>>>;
     static JSON: std::sync::OnceLock<JsonCache> = std::sync::OnceLock::new();

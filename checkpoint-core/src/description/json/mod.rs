@@ -94,6 +94,38 @@ impl StateDescription {
     ///
     /// An error if the payload does not match the description: short,
     /// with bytes left over, or with an invalid value anywhere.
+    ///
+    /// # Examples
+    ///
+    /// A snapshot decoded without its type, a value changed, and the state
+    /// encoded back (what `checkpoint dump` and `checkpoint edit` do):
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    ///
+    /// use checkpoint_core::{Checkpoint, Snapshot, SnapshotMeta, StateDescription, WindowId};
+    ///
+    /// #[derive(Checkpoint, Default)]
+    /// struct Totals {
+    ///     rides: u64,
+    ///     zones: BTreeMap<u32, u64>,
+    /// }
+    ///
+    /// let state = Totals { rides: 3, zones: BTreeMap::from([(7, 2), (9, 1)]) };
+    /// let bytes = Snapshot::encode(&state, SnapshotMeta::new("totals", WindowId::new(1, 4)))?;
+    /// let (header, payload) = Snapshot::payload(&bytes)?;
+    /// let description = StateDescription::from_json(header.description.as_deref().expect("derived"))?;
+    /// description.check_against(&header)?;
+    ///
+    /// let mut json = description.decode_payload(payload, &BTreeMap::new())?;
+    /// assert_eq!(json, serde_json::json!({"rides": 3, "zones": {"7": 2, "9": 1}}));
+    ///
+    /// json["rides"] = serde_json::json!(4);
+    /// let edited = description.encode_payload(&json, 128)?;
+    /// let back = Totals::decode_state(&mut edited.as_slice())?;
+    /// assert_eq!((back.rides, back.zones), (4, state.zones));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn decode_payload(
         &self,
         payload: &[u8],
