@@ -7,7 +7,7 @@ use checkpoint_runtime::RunError;
 use timely::dataflow::ProbeHandle;
 
 use crate::dataflow::{Hosted, Shared, guarded};
-use crate::frontier;
+use crate::{frontier, rescale};
 
 /// Tells every instance here of the newest committed window: the largest
 /// checkpoint window below the durable frontier (every window, when the
@@ -67,25 +67,42 @@ fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, ended: bool, com
 }
 
 /// Records `window` as this worker's committed one, then deletes its
-/// instances' checkpoints (and its records) older than the window a restart
-/// would resume after now: the smallest newest record of all workers.
+/// instances' checkpoints (and its records, and the chunks no checkpoint
+/// left refers to) older than the window a restart would resume after now:
+/// the smallest newest record of all workers. Once that window is this
+/// run's own, worker 0 also removes what only another worker count's
+/// restart needed: other workers' records and other partitions' files.
 fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId, ended: bool) -> Result<(), RunError> {
     frontier::record(storage, shared.index, shared.workers, window, ended)?;
     // What a restart would resume from now: every other worker's newest
     // record may lag this one's by any number of commits.
-    let Some(keep_from) = frontier::resume_after(storage, shared.workers)?.map(|r| r.window) else {
+    let Some(resume) = frontier::resume_after(storage)? else {
         return Ok(());
     };
+    let keep_from = resume.window;
     frontier::forget_before(storage, shared.index, keep_from)?;
     for name in &shared.names {
         let windows = storage.windows(name).map_err(|e| RunError::Manifest {
             detail: format!("listing the checkpoints of {name}: {e}"),
         })?;
+        let mut deleted = false;
         for old in windows.into_iter().filter(|w| *w < keep_from) {
             storage.delete(name, old).map_err(|e| RunError::Manifest {
                 detail: format!("deleting {name}'s checkpoint at {old}: {e}"),
             })?;
+            deleted = true;
         }
+        // Saves are synchronous on this thread: none of these names has
+        // one in flight.
+        if deleted {
+            rescale::collect(storage, name)?;
+        }
+    }
+    let own = resume.workers == shared.workers && keep_from >= shared.window(shared.first);
+    if shared.index == 0 && own && !shared.cleared.get() {
+        frontier::retire_beyond(storage, shared.workers, keep_from)?;
+        rescale::remove_other_layouts(storage, &shared.operators, &shared.layout)?;
+        shared.cleared.set(true);
     }
     Ok(())
 }

@@ -4,12 +4,13 @@
 //! tells operators which window is committed.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::{StorageAgent, WindowId};
-use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, RestoreFrom, Routed};
+use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, Routed};
 use checkpoint_runtime::{Dag, Emit, RunError};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::filter::Filter;
@@ -22,6 +23,7 @@ use crate::commit::deliver_committed;
 use crate::frontier;
 use crate::operator::window_operator;
 use crate::placement::Placement;
+use crate::rescale;
 
 /// A batch on its way: (worker, edge, partition of the edge's downstream,
 /// postcard bytes).
@@ -57,6 +59,14 @@ pub(crate) struct Shared {
     pub(crate) first: u64,
     /// The physical names of the instances on this worker.
     pub(crate) names: Vec<String>,
+    /// The DAG's operators (logical names) and the physical names of all
+    /// their partitions on this run's worker count: what worker 0 keeps of
+    /// other counts' partitions once this run has committed.
+    pub(crate) operators: BTreeSet<String>,
+    pub(crate) layout: BTreeSet<String>,
+    /// Worker 0 removed them (once is enough: no run of another count
+    /// writes while this one runs).
+    pub(crate) cleared: std::cell::Cell<bool>,
     /// The stream's last window, once this worker has closed it.
     pub(crate) last_window: std::cell::Cell<Option<u64>>,
     pub(crate) edges: Vec<EdgeInfo>,
@@ -212,7 +222,7 @@ pub(crate) fn run_worker(
     // worker ends, rather than the others waiting for this one forever.
     let mut early: Option<RunError> = None;
     let resume = match &job.storage {
-        Some(storage) => frontier::resume_after(storage.as_ref(), peers).unwrap_or_else(|e| {
+        Some(storage) => frontier::resume_after(storage.as_ref()).unwrap_or_else(|e| {
             early.get_or_insert(e);
             None
         }),
@@ -242,6 +252,9 @@ pub(crate) fn run_worker(
             committed: Some(resume.window),
         });
     }
+    // The placement the checkpoints to restore were taken with: another
+    // one if the last run had another worker count.
+    let then = resume.map_or_else(|| placement.clone(), |r| Placement::new(&portable, r.workers));
     let resume = resume.map(|r| r.window);
     // Sequence 0 is the window before a job's first, as in the threaded
     // runtime: the same windows, the same checkpoint windows, the same
@@ -259,15 +272,14 @@ pub(crate) fn run_worker(
             let name = portable.physical_name(node, partition, placement.counts());
             let built = (|| {
                 let restore = match (resume, &job.storage) {
-                    (Some(window), Some(storage)) if !info.stateless => {
-                        let snapshot = storage.load(&name, window).map_err(|e| RunError::Manifest {
-                            detail: format!("restoring {name} from window {window}: {e}"),
-                        })?;
-                        Some(RestoreFrom::Snapshot {
-                            snapshot,
-                            storage: Some(Arc::clone(storage)),
-                        })
-                    }
+                    (Some(window), Some(storage)) if !info.stateless => Some(rescale::restore_from(
+                        &portable,
+                        storage,
+                        (node, partition),
+                        &placement,
+                        &then,
+                        window,
+                    )?),
                     _ => None,
                 };
                 portable.instantiate(node, partition, placement.counts(), restore)
@@ -289,6 +301,9 @@ pub(crate) fn run_worker(
         workers: peers,
         first,
         names,
+        operators: nodes.iter().map(|n| n.name.clone()).collect(),
+        layout: rescale::names(&portable, &placement),
+        cleared: std::cell::Cell::new(false),
         last_window: std::cell::Cell::new(None),
         job_failed,
         abort_on_failure: job.cluster.is_some(),

@@ -22,10 +22,15 @@
 //!   no coordinator; operators are told with `committed(W)` on their worker.
 //!
 //! - **Restart.** Each worker records its committed window in the storage
-//!   (`timely-worker#<i>`); a run on storage that holds a job resumes it
-//!   after the smallest window every worker of the last run recorded: every
-//!   operator restored from its checkpoint there, inputs replaying from
-//!   their checkpointed position.
+//!   (`timely-worker#<i>`, with its run's worker count); a run on storage
+//!   that holds a job resumes it after the smallest window every worker of
+//!   a run recorded: every operator restored from its checkpoint there,
+//!   inputs replaying from their checkpointed position.
+//!
+//! - **Rescaling** is a restart on another worker count: keyed state is
+//!   saved in chunks by key group, and each new partition of a keyed
+//!   operator takes its groups from the old partitions' checkpoints. The
+//!   old layout is kept until the new run commits a window.
 //!
 //! - **Several processes** ([`Cluster`]): the same job in each, over TCP;
 //!   a failure in one ends it, and timely ends the others.
@@ -34,8 +39,8 @@
 //!   (process 0 of a cluster) for the whole run; a second job on the same
 //!   storage is refused.
 //!
-//! Not yet: rescaling (another worker count is refused), the threaded
-//! runtime's processing modes and injected faults.
+//! Not yet: different checkpoint windows per operator, partitioned inputs,
+//! the threaded runtime's processing modes and injected faults.
 //!
 //! # Examples
 //!
@@ -78,6 +83,7 @@ mod dataflow;
 mod frontier;
 mod operator;
 mod placement;
+mod rescale;
 
 use std::sync::Arc;
 

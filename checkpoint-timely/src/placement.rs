@@ -51,6 +51,11 @@ impl Placement {
         self.partitions.get(node).copied().unwrap_or(1)
     }
 
+    /// The workers it places partitions on.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// Every operator's partition count, by node.
     pub fn counts(&self) -> &[usize] {
         &self.partitions

@@ -101,14 +101,15 @@ fn threaded_output() -> Vec<(String, Vec<u8>)> {
     expected
 }
 
-/// Starts the job as three processes of one worker on fresh loopback ports.
-fn start_cluster(out: &Path, ck: &Path, extra: &[&str]) -> Vec<Child> {
-    let addresses = free_ports(3)
+/// Starts the job as `processes` processes of one worker on fresh loopback
+/// ports.
+fn start_cluster(processes: usize, out: &Path, ck: &Path, extra: &[&str]) -> Vec<Child> {
+    let addresses = free_ports(processes)
         .iter()
         .map(|port| format!("127.0.0.1:{port}"))
         .collect::<Vec<_>>()
         .join(",");
-    (0..3)
+    (0..processes)
         .map(|process| {
             let process = process.to_string();
             let mut args = vec![
@@ -134,20 +135,28 @@ fn three_processes_publish_what_the_threaded_runtime_does() {
     let expected = threaded_output();
     let cluster = tempfile::tempdir().expect("tempdir");
     let (out, ck) = (cluster.path().join("out"), cluster.path().join("ck"));
-    for (process, (status, text)) in wait_all(start_cluster(&out, &ck, &[])).into_iter().enumerate() {
+    for (process, (status, text)) in wait_all(start_cluster(3, &out, &ck, &[])).into_iter().enumerate() {
         assert_eq!(status, Some(0), "process {process}:\n{text}");
     }
     assert_eq!(published(&out), expected);
 }
 
-/// Runs the cluster paced, kills process `victim` with SIGKILL once
-/// `after` windows are published (progress the job reports through its
-/// output), lets the others stop, then starts all three again on the same
-/// storage: the published files are the failure-free ones.
-fn kill_and_restart(expected: &[(String, Vec<u8>)], victim: usize, after: usize, context: &str) {
+/// Runs the cluster of `processes` (before, after) paced, kills process
+/// `victim` with SIGKILL once `after` windows are published (progress the
+/// job reports through its output), lets the others stop, then starts the
+/// cluster again on the same storage, with as many processes as before or
+/// another count (a rescale): the published files are the failure-free
+/// ones.
+fn kill_and_restart(
+    expected: &[(String, Vec<u8>)],
+    processes: (usize, usize),
+    victim: usize,
+    after: usize,
+    context: &str,
+) {
     let cluster = tempfile::tempdir().expect("tempdir");
     let (out, ck) = (cluster.path().join("out"), cluster.path().join("ck"));
-    let mut children = start_cluster(&out, &ck, &["--pace", "2000"]);
+    let mut children = start_cluster(processes.0, &out, &ck, &["--pace", "2000"]);
     let deadline = Instant::now() + WATCHDOG;
     loop {
         let windows = if out.exists() { published(&out).len() } else { 0 };
@@ -170,7 +179,7 @@ fn kill_and_restart(expected: &[(String, Vec<u8>)], victim: usize, after: usize,
         published(&out).len() < expected.len(),
         "{context}: the job ended before the kill"
     );
-    for (process, (status, text)) in wait_all(start_cluster(&out, &ck, &[])).into_iter().enumerate() {
+    for (process, (status, text)) in wait_all(start_cluster(3, &out, &ck, &[])).into_iter().enumerate() {
         assert_eq!(
             status,
             Some(0),
@@ -185,8 +194,8 @@ fn a_process_killed_at_chosen_and_random_points_resumes_byte_for_byte() {
     let expected = threaded_output();
     // Chosen: a process without inputs early, the one with the inputs and
     // the sink half-way.
-    kill_and_restart(&expected, 1, 4, "process 1 after 4 windows");
-    kill_and_restart(&expected, 0, 20, "process 0 after 20 windows");
+    kill_and_restart(&expected, (3, 3), 1, 4, "process 1 after 4 windows");
+    kill_and_restart(&expected, (3, 3), 0, 20, "process 0 after 20 windows");
     // Random, from a seed printed to rerun it.
     let seed = std::env::var("TIMELY_CRASH_SEED")
         .ok()
@@ -202,8 +211,23 @@ fn a_process_killed_at_chosen_and_random_points_resumes_byte_for_byte() {
     let after = 2 + (mixed >> 8) as usize % (expected.len() - 10);
     kill_and_restart(
         &expected,
+        (3, 3),
         victim,
         after,
         &format!("seed {seed}: process {victim} after {after} windows"),
+    );
+}
+
+/// A rescale: two processes, one killed, restarted as three; the keyed
+/// count's two partitions are split into three by key group.
+#[test]
+fn two_processes_restarted_as_three_publish_byte_for_byte() {
+    let expected = threaded_output();
+    kill_and_restart(
+        &expected,
+        (2, 3),
+        1,
+        12,
+        "2 processes, process 1 killed after 12 windows, restarted as 3",
     );
 }

@@ -198,8 +198,13 @@ fn checkpoints_are_the_operators_states_and_the_committed_window_reaches_them() 
     let at = WindowId::new(BASE, 30);
     let mut merged = BTreeMap::new();
     for p in 0..3 {
-        let bytes = storage.load(&format!("count#{p}"), at).expect("load");
-        let (_, count) = Snapshot::decode::<Count>(&bytes).expect("decode");
+        let name = format!("count#{p}");
+        let bytes = storage.load(&name, at).expect("load");
+        // Keyed groups are saved in chunks, as the threaded runtime saves
+        // them.
+        let (_, count) =
+            Snapshot::decode_with_chunks::<Count>(&bytes, &name, None, |op, id| storage.load_chunk(op, id))
+                .expect("decode");
         for (key, n) in count.counts.iter() {
             assert!(merged.insert(*key, *n).is_none(), "key {key} in two partitions");
         }
@@ -293,16 +298,6 @@ fn a_failed_run_resumes_after_the_committed_window() {
     job.run(move || dag(&shared, Some(1_234))).expect_err("the sink fails");
     let committed = first.lock().expect("lock").committed.clone();
     assert_eq!(committed.last(), Some(&WindowId::new(BASE, 9)), "{committed:?}");
-
-    // Another worker count is refused, and changes nothing.
-    let other = Arc::new(Mutex::new(Seen::default()));
-    let shared = Arc::clone(&other);
-    let refused = job
-        .clone()
-        .workers(3)
-        .run(move || dag(&shared, None))
-        .expect_err("another worker count");
-    assert!(refused.to_string().contains("2 timely workers"), "{refused}");
 
     let second = Arc::new(Mutex::new(Seen::default()));
     let shared = Arc::clone(&second);
@@ -653,4 +648,169 @@ fn a_second_job_on_the_same_storage_is_refused() {
     );
     let report = first.join().expect("first job thread").expect("the first job");
     assert_eq!(report.windows, 60);
+}
+
+/// The names `storage` holds a checkpoint or a chunk of, records apart
+/// (the file system agent lists a directory left empty).
+fn stored_operators(storage: &dyn StorageAgent) -> Vec<String> {
+    let mut names: Vec<String> = storage
+        .operators()
+        .expect("operators")
+        .into_iter()
+        .filter(|n| !n.starts_with("timely-worker#"))
+        .filter(|n| !storage.windows(n).expect("windows").is_empty() || !storage.chunks(n).expect("chunks").is_empty())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A failed run on `before` workers resumed on `after`: each new partition
+/// of the keyed count takes its key groups from the old partitions' chunks;
+/// the result is the threaded runtime's, and once the new run has
+/// committed, nothing of the old partitions (or of its workers' records)
+/// is left.
+fn rescaled(before: usize, after: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let job = |workers| {
+        TimelyJob::new(workers)
+            .window_tuples(WINDOW)
+            .window_base(BASE)
+            .storage(Arc::clone(&storage))
+            .windows_ahead(2)
+    };
+    let first = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&first);
+    within_a_minute({
+        let job = job(before);
+        move || job.run(move || dag(&shared, Some(1_234))).expect_err("the sink fails")
+    });
+    assert_eq!(
+        first.lock().expect("lock").committed.last(),
+        Some(&WindowId::new(BASE, 9))
+    );
+    let old_names: Vec<String> = (0..before).map(|p| format!("count#{p}")).collect();
+    for name in &old_names {
+        assert!(
+            storage.load(name, WindowId::new(BASE, 9)).is_ok(),
+            "{name}'s checkpoint at 9"
+        );
+    }
+
+    let second = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&second);
+    let report = within_a_minute({
+        let job = job(after);
+        move || job.run(move || dag(&shared, None)).expect("the rescaled run")
+    });
+    assert_eq!(report.workers, after);
+    assert_eq!(report.committed, Some(WindowId::new(BASE, 30)));
+    let second = second.lock().expect("lock");
+    assert_eq!(second.newest, expected(), "{before} workers resumed on {after}");
+    assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 10)));
+
+    // The new partitions hold every key between them, each its own groups.
+    let last = WindowId::new(BASE, 30);
+    let mut keys = BTreeMap::new();
+    for p in 0..after {
+        let name = format!("count#{p}");
+        let bytes = storage.load(&name, last).expect("the new partition's checkpoint");
+        let (_, count) =
+            Snapshot::decode_with_chunks::<Count>(&bytes, &name, None, |op, id| storage.load_chunk(op, id))
+                .expect("decode");
+        for (key, n) in count.counts.iter() {
+            assert!(keys.insert(*key, *n).is_none(), "key {key} in two partitions");
+        }
+    }
+    assert_eq!(keys, expected());
+    let mut names: Vec<String> = (0..after).map(|p| format!("count#{p}")).collect();
+    names.extend(["newest".to_owned(), "numbers".to_owned()]);
+    names.sort();
+    assert_eq!(stored_operators(&*storage), names, "only the new partitions are left");
+    for name in &names {
+        assert_eq!(
+            storage.windows(name).expect("windows"),
+            vec![last],
+            "{name}: the old layout's checkpoints went"
+        );
+    }
+    let records: Vec<String> = storage
+        .operators()
+        .expect("operators")
+        .into_iter()
+        .filter(|n| n.starts_with("timely-worker#") && !storage.windows(n).expect("windows").is_empty())
+        .collect();
+    assert_eq!(records.len(), after, "{records:?}");
+}
+
+#[test]
+fn a_failed_run_resumes_on_more_workers() {
+    rescaled(2, 3);
+}
+
+#[test]
+fn a_failed_run_resumes_on_fewer_workers() {
+    rescaled(3, 1);
+}
+
+/// A keyed partition with state outside keyed maps cannot be split: a
+/// restart on another worker count is refused before it changes anything,
+/// and the same count still resumes.
+#[test]
+fn a_state_that_cannot_be_split_refuses_another_worker_count() {
+    #[derive(Default, Checkpoint)]
+    struct Total {
+        #[checkpoint(keyed)]
+        counts: KeyedMap<u64, u64>,
+        total: u64,
+    }
+    impl Operator for Total {
+        type Input = u64;
+        type Output = (u64, u64);
+        fn process(&mut self, n: u64, out: Output<'_, (u64, u64)>) -> OperatorResult {
+            self.total += 1;
+            let count = self.counts.entry(n % KEYS).or_insert(0);
+            *count += 1;
+            out.emit((n % KEYS, *count));
+            Ok(())
+        }
+    }
+    let build = |seen: &Arc<Mutex<Seen>>, fail_at: Option<u64>| {
+        let seen = Arc::clone(seen);
+        move || {
+            let mut dag = Dag::new();
+            let numbers = dag.input("numbers", Numbers { next: 0 });
+            let count = dag.operator_partitioned("count", 2, |_| Total::default());
+            let newest = dag.operator(
+                "newest",
+                Newest {
+                    tuples: 0,
+                    seen: Arc::clone(&seen),
+                    fail_at,
+                },
+            );
+            dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS)
+                .connect(&count, &newest);
+            dag.default_checkpoint_window_count(5);
+            dag
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let job = |workers| {
+        TimelyJob::new(workers)
+            .window_tuples(WINDOW)
+            .window_base(BASE)
+            .storage(Arc::clone(&storage))
+    };
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    job(2).run(build(&seen, Some(1_234))).expect_err("the sink fails");
+    let refused = job(3)
+        .run(build(&Arc::new(Mutex::new(Seen::default())), None))
+        .expect_err("not rescalable");
+    let text = format!("{refused} {:?}", std::error::Error::source(&refused));
+    assert!(text.contains("keyed"), "{text}");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    job(2).run(build(&seen, None)).expect("the same count resumes");
+    assert_eq!(seen.lock().expect("lock").newest, expected());
 }

@@ -186,6 +186,7 @@ pub(crate) trait NodeFactory: Send {
         subscribers: Vec<Erased>,
         outbox: Outbox,
         restore: Restore,
+        chunks: Vec<checkpoint_core::ChunkRef>,
     ) -> Result<Box<dyn Instance>, BuildError>;
 }
 
@@ -261,6 +262,7 @@ impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorF
         subscribers: Vec<Erased>,
         outbox: Outbox,
         restore: Restore,
+        chunks: Vec<checkpoint_core::ChunkRef>,
     ) -> Result<Box<dyn Instance>, BuildError> {
         if self.config.len() <= partition {
             self.config.resize_with(partition + 1, RunConfig::default);
@@ -274,6 +276,7 @@ impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorF
             subscribers,
             outbox,
             PORTABLE_BATCH,
+            chunks,
         )))
     }
 }
@@ -320,6 +323,7 @@ impl<I: InputOperator> NodeFactory for InputFactory<I> {
         subscribers: Vec<Erased>,
         outbox: Outbox,
         restore: Restore,
+        chunks: Vec<checkpoint_core::ChunkRef>,
     ) -> Result<Box<dyn Instance>, BuildError> {
         let slot = &mut self.op;
         let op = instance(restore, &ctx.name, &mut self.config, || slot.take())?;
@@ -330,6 +334,7 @@ impl<I: InputOperator> NodeFactory for InputFactory<I> {
             subscribers,
             outbox,
             PORTABLE_BATCH,
+            chunks,
         )))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use checkpoint_core::{KeyGroups, Snapshot, SnapshotMeta, WindowId};
+use checkpoint_core::{ChunkRef, KeyGroups, Snapshot, SnapshotMeta, WindowId};
 
 use super::{Instance, Outbox, Route, Routed, drain};
 use crate::error::RunError;
@@ -24,6 +24,11 @@ pub(crate) struct Portable<L: Hooks> {
     in_app_window: bool,
     /// `end_of_stream` ran.
     ended: bool,
+    /// The chunk table of its last snapshot (or of the one it was restored
+    /// from): the next one refers to its chunks for unchanged key groups.
+    chunks: Vec<ChunkRef>,
+    /// The payload buffer, reused from one snapshot to the next.
+    buffer: Vec<u8>,
 }
 
 /// What an instance needs beyond the lifecycle hooks the threaded
@@ -63,6 +68,7 @@ impl<L: Hooks> Portable<L> {
         subscribers: Vec<Box<dyn Subscriber<L::Out>>>,
         outbox: Outbox,
         batch_size: usize,
+        chunks: Vec<ChunkRef>,
     ) -> Self {
         Portable {
             name: ctx.name.clone(),
@@ -73,6 +79,8 @@ impl<L: Hooks> Portable<L> {
             window: None,
             in_app_window: false,
             ended: false,
+            chunks,
+            buffer: Vec::new(),
         }
     }
 
@@ -187,13 +195,26 @@ impl<L: Hooks> Instance for Portable<L> {
 
     fn snapshot(&mut self, window: WindowId) -> Result<Vec<u8>, RunError> {
         self.value.before_checkpoint(window).map_err(|e| self.failed(e))?;
-        Snapshot::encode(self.value.state(), SnapshotMeta::new(&self.name, window)).map_err(|e| {
-            self.runtime(Failure::operator(
-                &self.name,
-                Some(window),
-                format!("encoding its state: {e}"),
-            ))
-        })
+        let meta = SnapshotMeta::new(&self.name, window);
+        let encoding = |e: checkpoint_core::SnapshotError| {
+            Failure::operator(&self.name, Some(window), format!("encoding its state: {e}"))
+        };
+        let Some(storage) = self.ctx.storage.clone().filter(|s| s.supports_chunks()) else {
+            return Snapshot::encode(self.value.state(), meta).map_err(|e| self.runtime(encoding(e)));
+        };
+        // Keyed groups in chunks, as the threaded runtime saves them: only
+        // the changed ones are written, and a restart with another
+        // partition count can split them.
+        let buffer = std::mem::take(&mut self.buffer);
+        let finished = Snapshot::freeze(self.value.state(), meta, buffer, &self.chunks)
+            .and_then(|frozen| frozen.finish(|chunks| storage.save_chunks(&self.name, chunks)));
+        let finished = match finished {
+            Ok(finished) => finished,
+            Err(e) => return Err(self.runtime(encoding(e))),
+        };
+        self.chunks = finished.chunks;
+        self.buffer = finished.payload_buffer;
+        Ok(finished.bytes)
     }
 
     fn checkpointed(&mut self, window: WindowId) -> Result<(), RunError> {

@@ -69,7 +69,7 @@ pub(crate) mod instance;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use checkpoint_core::{KeyGroups, StorageAgent, WindowId};
+use checkpoint_core::{KeyGroups, StorageAgent, StorageError, WindowId};
 
 use crate::dag::wiring::{BuildError, Restore};
 use crate::dag::{Dag, EdgeKind, NodeKind};
@@ -170,7 +170,12 @@ pub trait Instance: Send {
     /// What was emitted since the last call, encoded and routed.
     fn take_output(&mut self) -> Vec<Routed>;
     /// The snapshot of its state after `window` (`before_checkpoint` is
-    /// called first); every keyed group inline.
+    /// called first), for the engine to save under [`name`](Self::name) at
+    /// `window`. With a storage that keeps chunks (the one given to
+    /// [`PortableDag::with_storage`]), its keyed groups are in chunks,
+    /// those changed since its last snapshot written by this call: a
+    /// restart with another partition count can split them
+    /// ([`RestoreFrom::Rescaled`]). Otherwise every keyed group is inline.
     fn snapshot(&mut self, window: WindowId) -> Result<Vec<u8>, RunError>;
     /// The snapshot at `window` is durable.
     fn checkpointed(&mut self, window: WindowId) -> Result<(), RunError>;
@@ -374,6 +379,21 @@ impl PortableDag {
             })
             .collect();
         let mut window = WindowId::from_u64(0);
+        // The restored snapshot's chunks, which its next snapshot refers to
+        // for the key groups that did not change; after a rescale only
+        // those under its own name (another name's are deleted with it).
+        let chunks = match &restore {
+            None => Vec::new(),
+            Some(RestoreFrom::Snapshot { snapshot, .. }) => checkpoint_core::Snapshot::read_header(snapshot)
+                .map(|header| header.chunks)
+                .unwrap_or_default(),
+            Some(RestoreFrom::Rescaled { sources, .. }) => sources
+                .iter()
+                .filter(|(source, _)| *source == name)
+                .filter_map(|(_, bytes)| checkpoint_core::Snapshot::read_header(bytes).ok())
+                .flat_map(|header| header.chunks)
+                .collect(),
+        };
         let restore = match restore {
             None => Restore::Fresh,
             Some(RestoreFrom::Snapshot { snapshot, storage }) => {
@@ -418,7 +438,7 @@ impl PortableDag {
         };
         let mut instance = spec
             .factory
-            .portable(partition, ctx, subscribers, outbox, restore)
+            .portable(partition, ctx, subscribers, outbox, restore, chunks)
             .map_err(|e| match e {
                 BuildError::Restore(source) => RunError::Restore {
                     operator: name.clone(),
@@ -435,4 +455,46 @@ impl PortableDag {
         instance.setup()?;
         Ok(instance)
     }
+}
+
+/// Deletes the chunks of `operator` that none of its stored snapshots
+/// refers to: those of snapshots an engine deleted, and those of saves a
+/// crash cut short. Returns how many it deleted. A chunk newer than the
+/// newest snapshot is kept (its snapshot may be on its way), and if any
+/// snapshot cannot be read nothing is deleted. Call it for an operator
+/// whose saves are not in flight, after deleting its old snapshots.
+///
+/// # Examples
+///
+/// ```
+/// use checkpoint_core::{Checkpoint, KeyGroups, KeyedMap, MemoryStorageAgent, Snapshot, SnapshotMeta, StorageAgent, WindowId};
+/// use checkpoint_runtime::portable::collect_chunks;
+///
+/// #[derive(Checkpoint, Default)]
+/// struct Counter {
+///     #[checkpoint(keyed)]
+///     counts: KeyedMap<u64, u64>,
+/// }
+///
+/// let storage = MemoryStorageAgent::new();
+/// let mut counter = Counter { counts: KeyedMap::with_key_groups(KeyGroups::new(4)?) };
+/// counter.counts.extend((0..40).map(|k| (k, k)));
+/// let mut chunks = Vec::new();
+/// for sequence in 1..=2 {
+///     *counter.counts.get_mut(&1).unwrap() += 1;
+///     let w = WindowId::new(1, sequence);
+///     let frozen = Snapshot::freeze(&counter, SnapshotMeta::new("count", w), Vec::new(), &chunks)?;
+///     let done = frozen.finish(|c| storage.save_chunks("count", c))?;
+///     storage.save("count", w, &done.bytes)?;
+///     chunks = done.chunks;
+/// }
+/// // The first snapshot goes; its chunk of the group that changed since is
+/// // no longer referred to.
+/// storage.delete("count", WindowId::new(1, 1))?;
+/// assert_eq!(collect_chunks(&storage, "count")?, 1);
+/// assert_eq!(storage.chunks("count")?.len(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn collect_chunks(storage: &dyn StorageAgent, operator: &str) -> Result<usize, StorageError> {
+    crate::supervisor::collect_chunks(storage, operator)
 }

@@ -7,6 +7,8 @@ mod commit;
 mod recovery;
 mod restart;
 
+pub(crate) use commit::collect_chunks;
+
 use restart::check_same_job;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
