@@ -53,7 +53,7 @@ use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use checkpoint_examples::location::CheckpointLocation;
+use checkpoint_object_store::location::CheckpointLocation;
 use clap::{Parser, Subcommand};
 
 use crate::source::Source;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use checkpoint_core::{FsStorageAgent, StorageAgent, StorageError, WindowId};
-use checkpoint_examples::location::{CheckpointLocation, S3_ENVIRONMENT};
+use checkpoint_object_store::location::{CheckpointLocation, S3_ENVIRONMENT};
 
 use crate::Failure;
 use crate::format::{describe, plural};

@@ -60,6 +60,7 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 mod error;
 mod lease;
+pub mod location;
 mod sink;
 mod upload;
 

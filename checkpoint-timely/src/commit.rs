@@ -10,15 +10,15 @@ use crate::dataflow::{Hosted, Shared, guarded};
 use crate::{frontier, rescale};
 
 /// Tells every instance here of the newest committed window: the largest
-/// checkpoint window below the durable frontier (every window, when the
-/// frontier is empty).
+/// window below the durable frontier at which every stateful operator
+/// checkpointed (every window, when the frontier is empty).
 pub(crate) fn deliver_committed(
     shared: &Shared,
     hosted: &[Hosted],
     durable: &ProbeHandle<u64>,
     committed: &mut Option<WindowId>,
 ) {
-    let (Some(every), Some(_)) = (shared.checkpoint_every, &shared.storage) else {
+    let (Some(every), Some(_)) = (shared.commit_every, &shared.storage) else {
         return;
     };
     let frontier = durable.with_frontier(|f| f.iter().min().copied());

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::{StorageAgent, WindowId};
-use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, Routed};
+use checkpoint_runtime::portable::{EdgeInfo, Instance, NodeInfo, PortableDag, Routed};
 use checkpoint_runtime::{Dag, Emit, RunError};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::filter::Filter;
@@ -72,8 +72,13 @@ pub(crate) struct Shared {
     pub(crate) edges: Vec<EdgeInfo>,
     pub(crate) placement: Placement,
     pub(crate) base: u32,
-    /// Streaming windows between checkpoints (every stateful operator's).
-    pub(crate) checkpoint_every: Option<u64>,
+    /// Streaming windows between each operator's checkpoints, by node.
+    pub(crate) checkpoint_every: Vec<u64>,
+    /// Streaming windows between the windows at which every stateful
+    /// operator checkpoints (the least common multiple of their counts):
+    /// where the committed window advances. `None` without stateful
+    /// operators.
+    pub(crate) commit_every: Option<u64>,
     pub(crate) storage: Option<Arc<dyn StorageAgent>>,
     /// The first failure on this worker: from then on instances are not
     /// called, and the dataflow drains so every worker ends.
@@ -91,11 +96,12 @@ impl Shared {
         WindowId::new(self.base, time as u32)
     }
 
-    pub(crate) fn is_checkpoint(&self, time: u64) -> bool {
+    pub(crate) fn is_checkpoint(&self, node: usize, time: u64) -> bool {
         self.storage.is_some()
             && self
                 .checkpoint_every
-                .is_some_and(|every| (time + 1).is_multiple_of(every))
+                .get(node)
+                .is_some_and(|every| (time + 1).is_multiple_of(*every))
     }
 
     pub(crate) fn failed(&self) -> bool {
@@ -136,10 +142,17 @@ impl Shared {
         records
     }
 
-    /// Ends window `time` of `instance`: its checkpoint when one is due, and
-    /// always in the stream's last window (the final checkpoint).
-    pub(crate) fn checkpoint(&self, instance: &mut dyn Instance, time: u64, last: bool) -> Result<(), RunError> {
-        let (Some(storage), true) = (&self.storage, self.is_checkpoint(time) || last) else {
+    /// Ends window `time` of `instance`, a partition of `node`: its
+    /// checkpoint when one is due, and always in the stream's last window
+    /// (the final checkpoint).
+    pub(crate) fn checkpoint(
+        &self,
+        node: usize,
+        instance: &mut dyn Instance,
+        time: u64,
+        last: bool,
+    ) -> Result<(), RunError> {
+        let (Some(storage), true) = (&self.storage, self.is_checkpoint(node, time) || last) else {
             return Ok(());
         };
         let window = self.window(time);
@@ -154,6 +167,43 @@ impl Shared {
             })?;
         instance.checkpointed(window)
     }
+}
+
+/// The most windows between two commits the timely mode accepts.
+const MAX_COMMIT_CADENCE: u64 = 10_000;
+
+/// Windows between the windows at which every stateful operator
+/// checkpoints: the least common multiple of their checkpoint window
+/// counts (`None` without a stateful operator). A whole-job restart needs
+/// every operator's checkpoint at one window, so the committed window
+/// advances only there; counts that divide each other (1, 5, 60) commit as
+/// often as the largest. An error past [`MAX_COMMIT_CADENCE`] windows.
+fn commit_cadence(nodes: &[NodeInfo]) -> Result<Option<u64>, RunError> {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let mut lcm: Option<u64> = None;
+    for node in nodes.iter().filter(|n| !n.stateless) {
+        let count = u64::from(node.checkpoint_window_count.max(1));
+        let next = lcm.map_or(count, |l| l / gcd(l, count) * count);
+        if next > MAX_COMMIT_CADENCE {
+            let counts: Vec<String> = nodes
+                .iter()
+                .filter(|n| !n.stateless)
+                .map(|n| format!("{} every {}", n.name, n.checkpoint_window_count))
+                .collect();
+            return Err(RunError::Config {
+                detail: format!(
+                    "the timely mode commits a window only where every stateful operator checkpoints, and with \
+                     these checkpoint window counts ({}) that is every {next} windows or more (at most \
+                     {MAX_COMMIT_CADENCE}): choose counts that divide each other, such as 1, 5 and 60",
+                    counts.join(", ")
+                ),
+            });
+        }
+        lcm = Some(next);
+    }
+    Ok(lcm)
 }
 
 /// The nodes in an order where every edge goes forward.
@@ -192,15 +242,22 @@ pub(crate) fn run_worker(
     let placement = Placement::new(&portable, peers);
     let nodes = portable.nodes().to_vec();
     let edges = portable.edges().to_vec();
-    let stateful: Vec<u64> = nodes
+    let checkpoint_every: Vec<u64> = nodes
         .iter()
-        .filter(|n| !n.stateless)
-        .map(|n| u64::from(n.checkpoint_window_count))
+        .map(|n| u64::from(n.checkpoint_window_count.max(1)))
         .collect();
-    let checkpoint_every = stateful.iter().copied().min();
-    if stateful.iter().any(|c| Some(*c) != checkpoint_every) {
+    let commit_every = commit_cadence(&nodes)?;
+    if let Some(info) = nodes
+        .iter()
+        .find(|n| n.processing_mode == checkpoint_runtime::ProcessingMode::AtMostOnce)
+    {
         return Err(RunError::Config {
-            detail: "the timely mode needs one checkpoint_window_count for every stateful operator".to_owned(),
+            detail: format!(
+                "operator {:?} is at-most-once, which the timely mode does not do: it restarts the whole job from \
+                 the committed window, so an operator cannot rejoin and skip what it missed (run it on the \
+                 threaded runtime, or in another processing mode)",
+                info.name
+            ),
         });
     }
     for (node, info) in nodes.iter().enumerate() {
@@ -310,7 +367,8 @@ pub(crate) fn run_worker(
         edges: edges.clone(),
         placement,
         base: job.window_base,
-        checkpoint_every: checkpoint_every.map(|c| c.max(1)),
+        checkpoint_every,
+        commit_every,
         storage: job.storage.clone(),
         failure: RefCell::new(None),
     });
@@ -342,7 +400,12 @@ pub(crate) fn run_worker(
                 })
                 .collect();
             let input = scope.concatenate(incoming);
-            let (out, dur) = window_operator(input, &nodes[node].name, Rc::clone(&hosted[node]), Rc::clone(&shared));
+            let (out, dur) = window_operator(
+                input,
+                (node, &nodes[node].name),
+                Rc::clone(&hosted[node]),
+                Rc::clone(&shared),
+            );
             streams[node] = Some(out);
             durability.push(dur);
         }
@@ -438,7 +501,7 @@ fn drive_inputs(
                 let name = instance.name().to_owned();
                 let ended = guarded(&name, Some(window), || {
                     instance.end_window(last)?;
-                    shared.checkpoint(&mut **instance, time, last)
+                    shared.checkpoint(*node, &mut **instance, time, last)
                 });
                 if let Err(e) = ended {
                     shared.fail(e);

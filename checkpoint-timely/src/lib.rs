@@ -14,12 +14,15 @@
 //!   operator runs one partition, on worker 0. Batches cross workers as
 //!   postcard bytes through timely's exchange.
 //! - **Checkpoints** are taken at the same windows as in the threaded
-//!   runtime (every `checkpoint_window_count` windows), with the same
-//!   snapshots, into the storage given, and
-//! - **the committed window** is the largest checkpoint window every
-//!   operator on every worker has saved, known to every worker from timely's
-//!   progress tracking (a probe on every operator's durability stream), with
-//!   no coordinator; operators are told with `committed(W)` on their worker.
+//!   runtime (each operator every `checkpoint_window_count` windows), with
+//!   the same snapshots, into the storage given (a shared directory or an
+//!   object store prefix), and
+//! - **the committed window** is the largest window at which every
+//!   stateful operator on every worker has saved a checkpoint (with
+//!   different counts, every least common multiple of them), known to
+//!   every worker from timely's progress tracking (a probe on every
+//!   operator's durability stream), with no coordinator; operators are told
+//!   with `committed(W)` on their worker.
 //!
 //! - **Restart.** Each worker records its committed window in the storage
 //!   (`timely-worker#<i>`, with its run's worker count); a run on storage
@@ -39,8 +42,9 @@
 //!   (process 0 of a cluster) for the whole run; a second job on the same
 //!   storage is refused.
 //!
-//! Not yet: different checkpoint windows per operator, partitioned inputs,
-//! the threaded runtime's processing modes and injected faults.
+//! An at-most-once operator is refused (every restart is whole-job).
+//! Not yet: saves off the worker's thread, partitioned inputs (inputs run
+//! on worker 0).
 //!
 //! # Examples
 //!

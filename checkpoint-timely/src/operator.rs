@@ -20,7 +20,7 @@ use crate::dataflow::{Hosted, MARKER, Rec, Recs, Shared, guarded, markers};
 /// (saves are synchronous, so a closed window is a durable one).
 pub(crate) fn window_operator<'s>(
     input: Recs<'s>,
-    name: &str,
+    (node, name): (usize, &str),
     hosted: Hosted,
     shared: Rc<Shared>,
 ) -> (Recs<'s>, Stream<'s, u64, Vec<()>>) {
@@ -70,7 +70,7 @@ pub(crate) fn window_operator<'s>(
                                 }
                             }
                             instance.end_window(last)?;
-                            shared.checkpoint(&mut **instance, time, last)
+                            shared.checkpoint(node, &mut **instance, time, last)
                         });
                         if let Err(e) = result {
                             shared.fail(e);

@@ -109,6 +109,12 @@ impl Operator for Newest {
 }
 
 fn dag(seen: &Arc<Mutex<Seen>>, fail_at: Option<u64>) -> Dag {
+    dag_checkpointing(seen, fail_at, (5, 5))
+}
+
+/// The job, the input and the keyed count checkpointing every `every.0`
+/// windows, the sink every `every.1`.
+fn dag_checkpointing(seen: &Arc<Mutex<Seen>>, fail_at: Option<u64>, every: (u32, u32)) -> Dag {
     let mut dag = Dag::new();
     let numbers = dag.input("numbers", Numbers { next: 0 });
     let count = dag.operator_partitioned("count", 2, |_| Count::default());
@@ -122,7 +128,8 @@ fn dag(seen: &Arc<Mutex<Seen>>, fail_at: Option<u64>) -> Dag {
     );
     dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS)
         .connect(&count, &newest);
-    dag.default_checkpoint_window_count(5);
+    dag.default_checkpoint_window_count(every.0);
+    dag.checkpoint_window_count(&newest, every.1);
     dag
 }
 
@@ -585,6 +592,23 @@ fn a_partitioned_operator_without_a_keyed_input_is_refused() {
     assert!(error.to_string().contains("no keyed input"), "{error}");
 }
 
+/// An at-most-once operator (rejoin, skipping what it missed) is refused:
+/// the timely mode restarts the whole job.
+#[test]
+fn an_at_most_once_operator_is_refused() {
+    let error = TimelyJob::new(2)
+        .run(|| {
+            let mut dag = Dag::new();
+            let numbers = dag.input("numbers", Numbers { next: 0 });
+            let count = dag.operator_partitioned("count", 2, |_| Count::default());
+            dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS);
+            dag.processing_mode(&count, checkpoint_runtime::ProcessingMode::AtMostOnce);
+            dag
+        })
+        .expect_err("refused");
+    assert!(error.to_string().contains("\"count\" is at-most-once"), "{error}");
+}
+
 /// A second job on storage a running job holds is refused, and the first
 /// one finishes unharmed.
 #[test]
@@ -813,4 +837,55 @@ fn a_state_that_cannot_be_split_refuses_another_worker_count() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     job(2).run(build(&seen, None)).expect("the same count resumes");
     assert_eq!(seen.lock().expect("lock").newest, expected());
+}
+
+/// Operators with their own checkpoint windows: each saves at its own, and
+/// the committed window advances where all of them saved (the input and
+/// the count every 2 windows, the sink every 4: windows 3, 7, 11...); a
+/// failed run resumes there.
+#[test]
+fn operators_checkpoint_at_their_own_windows_and_commit_where_all_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let job = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .window_base(BASE)
+        .storage(Arc::clone(&storage))
+        .windows_ahead(2);
+    let first = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&first);
+    job.run(move || dag_checkpointing(&shared, Some(1_234), (2, 4)))
+        .expect_err("the sink fails in window 13");
+    let committed = first.lock().expect("lock").committed.clone();
+    assert_eq!(committed.last(), Some(&WindowId::new(BASE, 11)), "{committed:?}");
+    assert!(committed.iter().all(|w| (w.sequence() + 1) % 4 == 0), "{committed:?}");
+    // The count closed window 13 (the sink failed in it after): saved
+    // there, at its own window, where the sink has none.
+    let count = storage.windows("count#0").expect("windows");
+    assert!(count.contains(&WindowId::new(BASE, 13)), "{count:?}");
+    assert!(count.iter().all(|w| (w.sequence() + 1) % 2 == 0), "{count:?}");
+    let newest = storage.windows("newest").expect("windows");
+    assert!(newest.iter().all(|w| (w.sequence() + 1) % 4 == 0), "{newest:?}");
+    assert!(newest.contains(&WindowId::new(BASE, 11)), "{newest:?}");
+
+    let second = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&second);
+    let report = job
+        .run(move || dag_checkpointing(&shared, None, (2, 4)))
+        .expect("the resumed run");
+    assert_eq!(report.committed, Some(WindowId::new(BASE, 30)));
+    let second = second.lock().expect("lock");
+    assert_eq!(second.newest, expected());
+    assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 12)));
+}
+
+/// Checkpoint windows that rarely meet (every 101 and every 103 windows:
+/// all of them every 10,403) are refused with what to choose instead.
+#[test]
+fn checkpoint_windows_that_rarely_meet_are_refused() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let error = TimelyJob::new(1)
+        .run(move || dag_checkpointing(&seen, None, (101, 103)))
+        .expect_err("refused");
+    assert!(error.to_string().contains("divide each other"), "{error}");
 }

@@ -114,6 +114,9 @@ pub struct NodeInfo {
     pub application_window_count: u32,
     /// Streaming windows between its checkpoints.
     pub checkpoint_window_count: u32,
+    /// What a failure of it may cost
+    /// ([`Dag::processing_mode`](crate::Dag::processing_mode)).
+    pub processing_mode: crate::ProcessingMode,
 }
 
 /// How an edge distributes tuples over the downstream's partitions.
@@ -273,6 +276,7 @@ impl PortableDag {
                 keyed_only: spec.keyed_only,
                 application_window_count: spec.application_window_count,
                 checkpoint_window_count: dag.effective_checkpoint_count(index),
+                processing_mode: spec.mode,
             })
             .collect();
         let edges = dag

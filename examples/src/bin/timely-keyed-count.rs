@@ -3,10 +3,10 @@
 //!
 //! ```text
 //! # the threaded runtime
-//! cargo run -p checkpoint-timely --bin timely-keyed-count -- --engine threaded --output out-a --checkpoints ck-a
+//! cargo run -p checkpoint-examples --bin timely-keyed-count -- --engine threaded --output out-a --checkpoints ck-a
 //! # three processes of one worker each, on loopback (start all three)
 //! for p in 0 1 2; do
-//!   cargo run -p checkpoint-timely --bin timely-keyed-count -- --engine timely --process $p \
+//!   cargo run -p checkpoint-examples --bin timely-keyed-count -- --engine timely --process $p \
 //!     --addresses 127.0.0.1:2101,127.0.0.1:2102,127.0.0.1:2103 --output out-b --checkpoints ck-b &
 //! done; wait
 //! cat out-a/[0-9a-f]* | cmp - <(cat out-b/[0-9a-f]*)
@@ -17,13 +17,16 @@
 //! multiple of 10; the lines of each window are sorted and published once
 //! the window is committed, one file per window. The published files are
 //! the same whatever the engine, process or worker count. A run on
-//! checkpoints of an earlier run of the same job resumes it.
+//! checkpoints of an earlier run of the same job resumes it, on any number
+//! of processes and threads (a rescale). `--checkpoints` is a directory
+//! every process can reach or an `s3://bucket/prefix`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, FsStorageAgent, KeyedMap, StorageAgent};
+use checkpoint_object_store::location::CheckpointLocation;
 use checkpoint_runtime::io::{ExactlyOnceFileSink, SortWindow};
 use checkpoint_runtime::{Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, Runtime, WindowMode};
 use checkpoint_timely::{Cluster, TimelyJob};
@@ -88,7 +91,7 @@ struct Settings {
     addresses: Vec<String>,
     threads: usize,
     output: PathBuf,
-    checkpoints: PathBuf,
+    checkpoints: CheckpointLocation,
     tuples: u64,
     keys: u64,
     window: u64,
@@ -102,7 +105,7 @@ fn parse() -> Result<Settings, String> {
         addresses: Vec::new(),
         threads: 1,
         output: PathBuf::from("out"),
-        checkpoints: PathBuf::from("checkpoints"),
+        checkpoints: CheckpointLocation::Directory(PathBuf::from("checkpoints")),
         tuples: 30_000,
         keys: 97,
         window: 1_000,
@@ -118,7 +121,7 @@ fn parse() -> Result<Settings, String> {
             "--addresses" => settings.addresses = value()?.split(',').map(str::to_owned).collect(),
             "--threads" => settings.threads = number(value()?)? as usize,
             "--output" => settings.output = PathBuf::from(value()?),
-            "--checkpoints" => settings.checkpoints = PathBuf::from(value()?),
+            "--checkpoints" => settings.checkpoints = value()?.parse()?,
             "--tuples" => settings.tuples = number(value()?)?,
             "--keys" => settings.keys = number(value()?)?.max(1),
             "--window" => settings.window = number(value()?)?.max(1),
@@ -126,7 +129,7 @@ fn parse() -> Result<Settings, String> {
             "--help" | "-h" => {
                 return Err(
                     "usage: timely-keyed-count [--engine threaded|timely] [--process P --addresses \
-                     h:p,h:p,...] [--threads T] [--output DIR] [--checkpoints DIR] [--tuples N] [--keys K] \
+                     h:p,h:p,...] [--threads T] [--output DIR] [--checkpoints DIR|s3://BUCKET/PREFIX] [--tuples N] [--keys K] \
                      [--window W] [--pace MICROSECONDS]"
                         .to_owned(),
                 );
@@ -161,8 +164,14 @@ fn dag(output: PathBuf, tuples: u64, keys: u64, pace_us: u64) -> Dag {
 }
 
 fn run(settings: Settings) -> Result<String, String> {
-    let storage: Arc<dyn StorageAgent> =
-        Arc::new(FsStorageAgent::new(&settings.checkpoints).map_err(|e| e.to_string())?);
+    let storage: Arc<dyn StorageAgent> = match &settings.checkpoints {
+        // The other processes of a cluster leave the directory to process
+        // 0, whose sweep of temp files takes the directory's lock.
+        CheckpointLocation::Directory(dir) if settings.process > 0 => {
+            Arc::new(FsStorageAgent::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?)
+        }
+        location => location.open()?,
+    };
     let Settings {
         output,
         tuples,
@@ -195,7 +204,10 @@ fn run(settings: Settings) -> Result<String, String> {
             let report = job
                 .run(move || dag(output.clone(), tuples, keys, pace_us))
                 .map_err(|e| e.to_string())?;
-            Ok(format!("committed {:?}", report.committed))
+            Ok(format!(
+                "{} workers opened {} windows, committed {:?}",
+                report.workers, report.windows, report.committed
+            ))
         }
         other => Err(format!("unknown engine {other:?}: threaded or timely")),
     }

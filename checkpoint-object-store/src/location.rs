@@ -9,7 +9,7 @@
 //! # Examples
 //!
 //! ```
-//! use checkpoint_examples::location::CheckpointLocation;
+//! use checkpoint_object_store::location::CheckpointLocation;
 //!
 //! let dir: CheckpointLocation = "checkpoints".parse()?;
 //! assert_eq!(dir.directory(), Some(std::path::Path::new("checkpoints")));
@@ -20,14 +20,14 @@
 //! # Ok::<(), String>(())
 //! ```
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::ObjectStoreAgent;
 use checkpoint_core::{FsStorageAgent, StorageAgent};
-use checkpoint_object_store::ObjectStoreAgent;
 
 /// What the help of a `--checkpoints` option says about its two forms, for
 /// the `long_help` of the option.
@@ -47,7 +47,7 @@ pub const S3_ENVIRONMENT: &str =
 ///
 /// ```
 /// use checkpoint_core::StorageAgent;
-/// use checkpoint_examples::location::CheckpointLocation;
+/// use checkpoint_object_store::location::CheckpointLocation;
 ///
 /// let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
 /// let location = CheckpointLocation::Directory(dir.path().join("checkpoints"));
@@ -78,7 +78,7 @@ impl CheckpointLocation {
     ///
     /// ```
     /// use std::ffi::OsStr;
-    /// use checkpoint_examples::location::CheckpointLocation;
+    /// use checkpoint_object_store::location::CheckpointLocation;
     ///
     /// assert!(matches!(CheckpointLocation::from_arg(OsStr::new("./ckpt"))?, CheckpointLocation::Directory(_)));
     /// let err = CheckpointLocation::from_arg(OsStr::new("gs://bucket/x")).unwrap_err();
@@ -98,7 +98,7 @@ impl CheckpointLocation {
     /// # Examples
     ///
     /// ```
-    /// use checkpoint_examples::location::CheckpointLocation;
+    /// use checkpoint_object_store::location::CheckpointLocation;
     ///
     /// let url = CheckpointLocation::Url("s3://bucket/rides".to_owned());
     /// assert!(url.directory().is_none());
@@ -122,7 +122,7 @@ impl CheckpointLocation {
     /// # Examples
     ///
     /// ```
-    /// use checkpoint_examples::location::CheckpointLocation;
+    /// use checkpoint_object_store::location::CheckpointLocation;
     ///
     /// let storage = "memory://jobs/rides".parse::<CheckpointLocation>()?.open()?;
     /// assert!(storage.operators().map_err(|e| e.to_string())?.is_empty());
@@ -154,7 +154,7 @@ impl CheckpointLocation {
     /// # Examples
     ///
     /// ```
-    /// use checkpoint_examples::location::CheckpointLocation;
+    /// use checkpoint_object_store::location::CheckpointLocation;
     ///
     /// let url = CheckpointLocation::Url("s3://bucket/rides".to_owned());
     /// assert!(url.hint().contains("AWS_ENDPOINT_URL"));
@@ -220,16 +220,19 @@ impl fmt::Display for CheckpointLocation {
     }
 }
 
+/// With the `clap` feature.
+#[cfg(feature = "clap")]
 impl clap::builder::ValueParserFactory for CheckpointLocation {
     type Parser = clap::builder::TryMapValueParser<
         clap::builder::OsStringValueParser,
-        fn(OsString) -> Result<CheckpointLocation, String>,
+        fn(std::ffi::OsString) -> Result<CheckpointLocation, String>,
     >;
 
     /// Lets a clap `derive` field be a `CheckpointLocation` with no
     /// `value_parser` attribute; a malformed URL is a usage error.
     fn value_parser() -> Self::Parser {
         use clap::builder::TypedValueParser as _;
+        use std::ffi::OsString;
         fn parse(arg: OsString) -> Result<CheckpointLocation, String> {
             CheckpointLocation::from_arg(&arg)
         }
