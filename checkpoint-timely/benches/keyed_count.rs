@@ -17,7 +17,9 @@
 //! into a directory under `--dir` (default `/tmp`). Every run prints one
 //! JSON line on stdout; the medians follow on stderr. Flags: `--tuples N`
 //! (default 20,000,000), `--keys K` (100,000), `--window W` tuples (100,000),
-//! `--runs R` (3), `--engines E,...` (all three).
+//! `--runs R` (3), `--engines E,...` (all three), `--sources S` (1): the
+//! source as `S` input partitions, each generating its share of the tuples
+//! (`W / S` per window each), on every worker of the timely mode.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -76,18 +78,29 @@ struct Settings {
     checkpoints: Vec<Option<u32>>,
     engines: Vec<String>,
     dir: PathBuf,
+    sources: usize,
+}
+
+impl Settings {
+    /// Tuples per window of each source partition.
+    fn window_per_source(&self) -> u64 {
+        (self.window / self.sources as u64).max(1)
+    }
 }
 
 fn dag(settings: &Settings, every: Option<u32>) -> Dag {
     let mut dag = Dag::new();
-    let keys = dag.input(
-        "keys",
-        Keys {
-            next: 0,
-            end: settings.tuples,
-            keys: settings.keys,
-        },
-    );
+    let (tuples, sources, k) = (settings.tuples, settings.sources as u64, settings.keys);
+    let share = move |p: u64| Keys {
+        next: tuples * p / sources,
+        end: tuples * (p + 1) / sources,
+        keys: k,
+    };
+    let keys = if settings.sources > 1 {
+        dag.input_partitioned("keys", settings.sources, move |p| share(p as u64))
+    } else {
+        dag.input("keys", share(0))
+    };
     let count = dag.operator_partitioned("count", 2, |_| Count::default());
     dag.connect_by_key(&keys, &count, |k: &u64| *k);
     dag.default_checkpoint_window_count(every.unwrap_or(1_000_000));
@@ -103,7 +116,7 @@ fn run(settings: &Settings, engine: &str, every: Option<u32>) -> f64 {
     let dir = tempfile::tempdir_in(&settings.dir).expect("tempdir");
     match engine {
         "threaded" => {
-            let mut config = Config::default().window_mode(WindowMode::Tuples(settings.window));
+            let mut config = Config::default().window_mode(WindowMode::Tuples(settings.window_per_source()));
             if every.is_some() {
                 config = config.shared_storage(storage(dir.path()));
             }
@@ -112,7 +125,7 @@ fn run(settings: &Settings, engine: &str, every: Option<u32>) -> f64 {
             start.elapsed().as_secs_f64()
         }
         "timely-1x2" => {
-            let mut job = TimelyJob::new(2).window_tuples(settings.window);
+            let mut job = TimelyJob::new(2).window_tuples(settings.window_per_source());
             if every.is_some() {
                 job = job.storage(storage(dir.path()));
             }
@@ -143,6 +156,7 @@ fn run(settings: &Settings, engine: &str, every: Option<u32>) -> f64 {
                         .args(["--tuples", &settings.tuples.to_string()])
                         .args(["--keys", &settings.keys.to_string()])
                         .args(["--window", &settings.window.to_string()])
+                        .args(["--sources", &settings.sources.to_string()])
                         .args(["--every", &every.map_or("off".to_owned(), |e| e.to_string())])
                         .args(["--dir", dir.path().to_str().expect("utf-8")])
                         .stdout(Stdio::piped())
@@ -184,12 +198,13 @@ fn child(args: &[String]) {
         checkpoints: Vec::new(),
         engines: Vec::new(),
         dir: PathBuf::from(value("--dir")),
+        sources: value("--sources").parse().expect("sources"),
     };
     let every = value("--every").parse::<u32>().ok();
     let process: usize = args[1].parse().expect("process");
     let addresses = args[2].split(',').map(str::to_owned).collect();
     let mut job = TimelyJob::new(1)
-        .window_tuples(settings.window)
+        .window_tuples(settings.window_per_source())
         .cluster(Cluster { process, addresses });
     if every.is_some() {
         job = job.storage(storage(&settings.dir));
@@ -220,6 +235,7 @@ fn main() {
         checkpoints: vec![None, Some(10)],
         engines: vec!["threaded".into(), "timely-1x2".into(), "timely-2x1".into()],
         dir: std::env::temp_dir(),
+        sources: 1,
     };
     let mut i = 0;
     while i < args.len() {
@@ -230,6 +246,7 @@ fn main() {
             "--window" => settings.window = value.parse().expect("--window"),
             "--runs" => settings.runs = value.parse().expect("--runs"),
             "--dir" => settings.dir = PathBuf::from(value),
+            "--sources" => settings.sources = value.parse::<usize>().expect("--sources").max(1),
             "--engines" => settings.engines = value.split(',').map(str::to_owned).collect(),
             "--checkpoints" => {
                 settings.checkpoints = value
@@ -254,11 +271,12 @@ fn main() {
                 let seconds = run(&settings, engine, *every);
                 let rate = settings.tuples as f64 / seconds;
                 println!(
-                    "{{\"engine\":\"{engine}\",\"checkpoint_every_windows\":{},\"tuples\":{},\"keys\":{},\"window\":{},\"seconds\":{seconds:.3},\"tuples_per_second\":{rate:.0}}}",
+                    "{{\"engine\":\"{engine}\",\"checkpoint_every_windows\":{},\"tuples\":{},\"keys\":{},\"window\":{},\"sources\":{},\"seconds\":{seconds:.3},\"tuples_per_second\":{rate:.0}}}",
                     every.map_or("null".to_owned(), |e| e.to_string()),
                     settings.tuples,
                     settings.keys,
-                    settings.window
+                    settings.window,
+                    settings.sources
                 );
                 match results.iter_mut().find(|(e, c, _)| e == engine && c == every) {
                     Some((_, _, rates)) => rates.push(rate),

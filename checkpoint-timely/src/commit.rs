@@ -1,68 +1,142 @@
-//! The committed window, from the durability probe: told to every
-//! instance on its worker, recorded as the worker's, and the checkpoints a
-//! restart can no longer need deleted.
+//! The committed window, from the durability probe: recorded as the
+//! worker's, the checkpoints a restart can no longer need deleted, and,
+//! once every worker has recorded it, told to every instance on its
+//! worker.
 
 use checkpoint_core::{StorageAgent, WindowId};
 use checkpoint_runtime::RunError;
-use timely::dataflow::ProbeHandle;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::{InputHandle, ProbeHandle};
 
 use crate::dataflow::{Hosted, Shared, guarded};
 use crate::{frontier, rescale};
 
-/// Tells every instance here of the newest committed window: the largest
-/// window below the durable frontier at which every stateful operator
-/// checkpointed (every window, when the frontier is empty).
-pub(crate) fn deliver_committed(
-    shared: &Shared,
-    hosted: &[Hosted],
-    durable: &ProbeHandle<u64>,
-    committed: &mut Option<WindowId>,
-) {
-    let (Some(every), Some(_)) = (shared.commit_every, &shared.storage) else {
-        return;
-    };
-    let frontier = durable.with_frontier(|f| f.iter().min().copied());
-    // An empty frontier: every window is closed and durable, the last one
-    // with every operator's final checkpoint.
-    if frontier.is_none()
-        && let Some(last) = shared.last_window.get()
-    {
-        commit(shared, hosted, shared.window(last), true, committed);
-        return;
-    }
-    let Some(below) = frontier else {
-        return;
-    };
-    // The largest checkpoint window < below; never one before this run's
-    // first (window 0 of a fresh run was not saved).
-    let Some(last) = (below / every).checked_sub(1).map(|k| k * every + every - 1) else {
-        return;
-    };
-    if last < shared.first {
-        return;
-    }
-    commit(shared, hosted, shared.window(last), false, committed);
+/// The handle by which a worker says which window it has recorded: its
+/// time is the window after it, and a probe on all workers' handles gives
+/// the smallest.
+pub(crate) type RecordedInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
+
+/// A worker's side of the committed window, in two steps. It records the
+/// newest window every operator has made durable (the largest window below
+/// the durability probe's frontier at which every stateful operator
+/// checkpointed, or the last window once every window is durable); then it
+/// tells its operators `committed(W)` for the newest window every worker
+/// has recorded (a probe on the records), which is where a restart would
+/// resume: an operator is never told of a window a restart could go back
+/// before (an input that purges its replay records on `committed` must
+/// still have those a restart replays).
+pub(crate) struct Committer {
+    /// This worker's newest record, and whether it said the job ended.
+    recorded: Option<(WindowId, bool)>,
+    /// The newest window told to the operators here.
+    told: Option<WindowId>,
+    /// Advanced past each window recorded; dropped at the run's end.
+    input: Option<RecordedInput>,
+    /// Every worker's records.
+    probe: ProbeHandle<u64>,
 }
 
-/// Tells every instance here that `window` is committed, if it is newer
-/// than the last one told, and records it.
-fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, ended: bool, committed: &mut Option<WindowId>) {
-    if committed.is_some_and(|c| c >= window) || shared.failed() {
-        return;
+impl Committer {
+    /// From this run's first window on (the one before it was committed
+    /// already).
+    pub(crate) fn new(shared: &Shared, mut input: RecordedInput, probe: ProbeHandle<u64>) -> Self {
+        input.advance_to(shared.first);
+        let before = (shared.first > 1).then(|| shared.window(shared.first - 1));
+        Committer {
+            recorded: before.map(|w| (w, false)),
+            told: before,
+            input: Some(input),
+            probe,
+        }
     }
-    *committed = Some(window);
-    for node in hosted {
-        for (_, instance) in node.borrow_mut().iter_mut() {
-            let name = instance.name().to_owned();
-            if let Err(e) = guarded(&name, Some(window), || instance.committed(window)) {
-                shared.fail(e);
+
+    /// The newest window told to the operators here.
+    pub(crate) fn told(&self) -> Option<WindowId> {
+        self.told
+    }
+
+    /// The worker's records are all made: every other worker may learn
+    /// that this one has recorded everything it will.
+    pub(crate) fn close(&mut self) {
+        self.input = None;
+    }
+
+    /// Every worker has closed its records.
+    pub(crate) fn done(&self) -> bool {
+        self.probe.done()
+    }
+
+    /// Records what became durable and tells the operators here what every
+    /// worker has recorded.
+    pub(crate) fn advance(&mut self, shared: &Shared, hosted: &[Hosted], durable: &ProbeHandle<u64>) {
+        if shared.failed() || shared.storage.is_none() || shared.commit_every.is_none() {
+            return;
+        }
+        if let Some((window, ended)) = durable_window(shared, durable) {
+            let newer = match self.recorded {
+                None => true,
+                Some((w, e)) => w < window || (w == window && ended && !e),
+            };
+            if newer {
+                let storage = shared.storage.as_deref().expect("checked above");
+                if let Err(e) = retain(storage, shared, window, ended) {
+                    shared.fail(e);
+                    return;
+                }
+                self.recorded = Some((window, ended));
+                if let Some(input) = &mut self.input {
+                    input.advance_to(u64::from(window.sequence()) + 1);
+                }
+            }
+        }
+        if let Some(window) = self.everywhere(shared) {
+            self.tell(shared, hosted, window);
+        }
+    }
+
+    /// The newest window every worker has recorded.
+    fn everywhere(&self, shared: &Shared) -> Option<WindowId> {
+        match self.probe.with_frontier(|f| f.iter().min().copied()) {
+            // Every worker closed its records after its last one.
+            None => shared.last_window.get().map(|last| shared.window(last)),
+            Some(below) => {
+                let last = below.checked_sub(1)?;
+                (last >= shared.first).then(|| shared.window(last))
             }
         }
     }
-    if let Some(storage) = &shared.storage
-        && let Err(e) = retain(storage.as_ref(), shared, window, ended)
-    {
-        shared.fail(e);
+
+    fn tell(&mut self, shared: &Shared, hosted: &[Hosted], window: WindowId) {
+        if self.told.is_some_and(|t| t >= window) || shared.failed() {
+            return;
+        }
+        self.told = Some(window);
+        for node in hosted {
+            for (_, instance) in node.borrow_mut().iter_mut() {
+                let name = instance.name().to_owned();
+                if let Err(e) = guarded(&name, Some(window), || instance.committed(window)) {
+                    shared.fail(e);
+                }
+            }
+        }
+    }
+}
+
+/// The newest window every operator on every worker has made durable, with
+/// whether it is the stream's last: the largest window below the durable
+/// frontier at which every stateful operator checkpointed; every window,
+/// the last one with every operator's final checkpoint, once the frontier
+/// is empty.
+fn durable_window(shared: &Shared, durable: &ProbeHandle<u64>) -> Option<(WindowId, bool)> {
+    let every = shared.commit_every?;
+    match durable.with_frontier(|f| f.iter().min().copied()) {
+        None => shared.last_window.get().map(|last| (shared.window(last), true)),
+        Some(below) => {
+            let last = (below / every).checked_sub(1).map(|k| k * every + every - 1)?;
+            // Never one before this run's first (window 0 of a fresh run
+            // was not saved).
+            (last >= shared.first).then(|| (shared.window(last), false))
+        }
     }
 }
 
@@ -73,7 +147,8 @@ fn commit(shared: &Shared, hosted: &[Hosted], window: WindowId, ended: bool, com
 /// run's own, worker 0 also removes what only another worker count's
 /// restart needed: other workers' records and other partitions' files.
 fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId, ended: bool) -> Result<(), RunError> {
-    frontier::record(storage, shared.index, shared.workers, window, ended)?;
+    let cadence = shared.commit_every.unwrap_or(1);
+    frontier::record(storage, shared.index, (shared.workers, cadence), window, ended)?;
     // What a restart would resume from now: every other worker's newest
     // record may lag this one's by any number of commits.
     let Some(resume) = frontier::resume_after(storage)? else {
@@ -85,8 +160,11 @@ fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId, ended: 
         let windows = storage.windows(name).map_err(|e| RunError::Manifest {
             detail: format!("listing the checkpoints of {name}: {e}"),
         })?;
+        // A name's newest checkpoint stays: an input partition that ended
+        // saved its final one before `keep_from`, and restores from it.
+        let newest = windows.last().copied();
         let mut deleted = false;
-        for old in windows.into_iter().filter(|w| *w < keep_from) {
+        for old in windows.into_iter().filter(|w| *w < keep_from && Some(*w) != newest) {
             storage.delete(name, old).map_err(|e| RunError::Manifest {
                 detail: format!("deleting {name}'s checkpoint at {old}: {e}"),
             })?;
@@ -100,7 +178,7 @@ fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId, ended: 
     }
     let own = resume.workers == shared.workers && keep_from >= shared.window(shared.first);
     if shared.index == 0 && own && !shared.cleared.get() {
-        frontier::retire_beyond(storage, shared.workers, keep_from)?;
+        frontier::retire_beyond(storage, shared.workers)?;
         rescale::remove_other_layouts(storage, &shared.operators, &shared.layout)?;
         shared.cleared.set(true);
     }

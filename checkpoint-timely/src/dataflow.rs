@@ -19,7 +19,7 @@ use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use timely::worker::Worker;
 
 use crate::TimelyJob;
-use crate::commit::deliver_committed;
+use crate::commit::{Committer, RecordedInput};
 use crate::frontier;
 use crate::operator::window_operator;
 use crate::placement::Placement;
@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     /// Worker 0 removed them (once is enough: no run of another count
     /// writes while this one runs).
     pub(crate) cleared: std::cell::Cell<bool>,
+    /// The input partitions here that ended before the window this run
+    /// resumes after (restored from their final checkpoints).
+    pub(crate) ended_before: BTreeSet<String>,
     /// The stream's last window, once this worker has closed it.
     pub(crate) last_window: std::cell::Cell<Option<u64>>,
     pub(crate) edges: Vec<EdgeInfo>,
@@ -247,6 +250,14 @@ pub(crate) fn run_worker(
         .map(|n| u64::from(n.checkpoint_window_count.max(1)))
         .collect();
     let commit_every = commit_cadence(&nodes)?;
+    if nodes.iter().any(|n| n.name == frontier::RECORD_OPERATOR) {
+        return Err(RunError::Config {
+            detail: format!(
+                "an operator is named {:?}, which the timely mode keeps for its workers' records: rename it",
+                frontier::RECORD_OPERATOR
+            ),
+        });
+    }
     if let Some(info) = nodes
         .iter()
         .find(|n| n.processing_mode == checkpoint_runtime::ProcessingMode::AtMostOnce)
@@ -264,7 +275,7 @@ pub(crate) fn run_worker(
         let keyed_input = edges
             .iter()
             .any(|e| e.to == node && e.routing == checkpoint_runtime::portable::Routing::Keyed);
-        if info.partitions > 1 && !keyed_input {
+        if info.partitions > 1 && !keyed_input && !info.input {
             return Err(RunError::Config {
                 detail: format!(
                     "operator {:?} has {} partitions but no keyed input: the timely mode partitions an operator \
@@ -320,6 +331,7 @@ pub(crate) fn run_worker(
     portable = portable.with_activation_window(WindowId::new(job.window_base, first as u32));
     let mut hosted: Vec<Hosted> = Vec::with_capacity(nodes.len());
     let mut names = Vec::new();
+    let mut ended_before = BTreeSet::new();
     for (node, info) in nodes.iter().enumerate() {
         let mut here = Vec::new();
         for partition in placement.hosted(node, index) {
@@ -329,14 +341,14 @@ pub(crate) fn run_worker(
             let name = portable.physical_name(node, partition, placement.counts());
             let built = (|| {
                 let restore = match (resume, &job.storage) {
-                    (Some(window), Some(storage)) if !info.stateless => Some(rescale::restore_from(
-                        &portable,
-                        storage,
-                        (node, partition),
-                        &placement,
-                        &then,
-                        window,
-                    )?),
+                    (Some(window), Some(storage)) if !info.stateless => {
+                        let (restore, ended) =
+                            rescale::restore_from(&portable, storage, (node, partition), &placement, &then, window)?;
+                        if ended {
+                            ended_before.insert(name.clone());
+                        }
+                        Some(restore)
+                    }
                     _ => None,
                 };
                 portable.instantiate(node, partition, placement.counts(), restore)
@@ -361,6 +373,7 @@ pub(crate) fn run_worker(
         operators: nodes.iter().map(|n| n.name.clone()).collect(),
         layout: rescale::names(&portable, &placement),
         cleared: std::cell::Cell::new(false),
+        ended_before,
         last_window: std::cell::Cell::new(None),
         job_failed,
         abort_on_failure: job.cluster.is_some(),
@@ -378,31 +391,47 @@ pub(crate) fn run_worker(
 
     let durable = ProbeHandle::<u64>::new();
     let closed = ProbeHandle::<u64>::new();
+    let records = ProbeHandle::<u64>::new();
+    let mut recorded = RecordedInput::new();
     let mut inputs: Vec<InputPort> = Vec::new();
+    // Every input partition sends every worker a marker in its last window;
+    // every operator gets them all, so each knows the stream's last window
+    // (the latest of them) when it closes it.
+    let input_partitions: usize = (0..nodes.len())
+        .filter(|n| nodes[*n].input)
+        .map(|n| shared.placement.partitions(n))
+        .sum();
     worker.dataflow::<u64, _, _>(|scope| {
         let mut streams: Vec<Option<Recs<'_>>> = vec![None; nodes.len()];
         let mut durability = Vec::new();
+        let mut ends = Vec::new();
+        for node in (0..nodes.len()).filter(|n| nodes[*n].input) {
+            let mut handle = InputHandle::new();
+            let stream = scope.input_from(&mut handle);
+            ends.push(stream.clone().filter(|r: &Rec| r.1 == MARKER));
+            streams[node] = Some(stream);
+            inputs.push((node, handle));
+        }
+        let ends = scope.concatenate(ends);
         for node in topological(nodes.len(), &edges) {
             if nodes[node].input {
-                let mut handle = InputHandle::new();
-                streams[node] = Some(scope.input_from(&mut handle));
-                inputs.push((node, handle));
                 continue;
             }
-            let incoming: Vec<Recs<'_>> = edges
+            let mut incoming: Vec<Recs<'_>> = edges
                 .iter()
                 .enumerate()
                 .filter(|(_, edge)| edge.to == node)
                 .filter_map(|(i, edge)| {
                     let i = i as u32;
                     let upstream = streams[edge.from].clone()?;
-                    Some(upstream.filter(move |r: &Rec| r.1 == i || r.1 == MARKER))
+                    Some(upstream.filter(move |r: &Rec| r.1 == i))
                 })
                 .collect();
+            incoming.push(ends.clone());
             let input = scope.concatenate(incoming);
             let (out, dur) = window_operator(
                 input,
-                (node, &nodes[node].name),
+                (node, &nodes[node].name, input_partitions),
                 Rc::clone(&hosted[node]),
                 Rc::clone(&shared),
             );
@@ -411,9 +440,11 @@ pub(crate) fn run_worker(
         }
         scope.concatenate(durability).probe_with(&durable);
         scope.concatenate(streams.into_iter().flatten()).probe_with(&closed);
+        scope.input_from(&mut recorded).probe_with(&records);
     });
+    let committer = Committer::new(&shared, recorded, records);
 
-    let committed = drive_inputs(worker, job, &shared, &hosted, inputs, &durable, &closed);
+    let committed = drive_inputs(worker, job, &shared, &hosted, inputs, (&durable, &closed), committer);
     for node in &hosted {
         for (_, instance) in node.borrow_mut().iter_mut() {
             // A panic in a teardown ends nothing else: the run is over.
@@ -441,23 +472,38 @@ fn drive_inputs(
     shared: &Shared,
     hosted: &[Hosted],
     mut inputs: Vec<InputPort>,
-    durable: &ProbeHandle<u64>,
-    closed: &ProbeHandle<u64>,
+    (durable, closed): (&ProbeHandle<u64>, &ProbeHandle<u64>),
+    mut committer: Committer,
 ) -> (u64, Option<WindowId>) {
     let park = Some(Duration::from_millis(20));
-    let mut committed = (shared.first > 1).then(|| shared.window(shared.first - 1));
-    let mut running: Vec<bool> = inputs
+    // Per input, per hosted partition: it has not ended. A partition that
+    // ended before the window this run resumes after (restored from its
+    // final checkpoint) ended already: it only sends its markers, in this
+    // run's first window.
+    let mut open: Vec<Vec<bool>> = inputs
         .iter()
-        .map(|(node, _)| !hosted[*node].borrow().is_empty())
+        .map(|(node, _)| {
+            hosted[*node]
+                .borrow()
+                .iter()
+                .map(|(_, instance)| !shared.ended_before.contains(instance.name()))
+                .collect()
+        })
         .collect();
     let mut time = shared.first;
-    for (_, handle) in &mut inputs {
+    for (i, (node, handle)) in inputs.iter_mut().enumerate() {
         handle.advance_to(time);
+        for _ in open[i].iter().filter(|o| !**o) {
+            for marker in markers(shared.workers) {
+                handle.send(marker);
+            }
+        }
+        debug_assert_eq!(open[i].len(), hosted[*node].borrow().len());
     }
-    while running.iter().any(|r| *r) && !shared.failed() {
+    while open.iter().flatten().any(|o| *o) && !shared.failed() {
         while durable.less_than(&(time + 1).saturating_sub(job.windows_ahead)) && !shared.failed() {
             worker.step_or_park(park);
-            deliver_committed(shared, hosted, durable, &mut committed);
+            committer.advance(shared, hosted, durable);
         }
         if time > u64::from(u32::MAX) {
             let (node, _) = &inputs[0];
@@ -472,74 +518,68 @@ fn drive_inputs(
             break;
         }
         let window = shared.window(time);
-        // A finished input opens empty windows until every input is done,
-        // so every stream's last window is the job's.
-        for ((node, _), open) in inputs.iter().zip(running.iter_mut()) {
-            for (_, instance) in hosted[*node].borrow_mut().iter_mut() {
+        // Each partition runs until its own stream ends; the operators end
+        // theirs in the latest partition's last window.
+        for (i, (node, handle)) in inputs.iter_mut().enumerate() {
+            for (j, (_, instance)) in hosted[*node].borrow_mut().iter_mut().enumerate() {
+                if !open[i][j] {
+                    continue;
+                }
                 let name = instance.name().to_owned();
-                let emitting = *open;
                 let ran = guarded(&name, Some(window), || {
                     instance.begin_window(window)?;
-                    if !emitting {
-                        return Ok(Emit::Done);
-                    }
-                    emit_window(&mut **instance, job.window_tuples, &mut || {
+                    let emitted = emit_window(&mut **instance, job.window_tuples, &mut || {
                         worker.step_or_park(Some(Duration::from_millis(1)));
                         !shared.failed()
-                    })
-                });
-                match ran {
-                    Ok(Emit::Done) => *open = false,
-                    Ok(_) => {}
-                    Err(e) => shared.fail(e),
-                }
-            }
-        }
-        let last = running.iter().all(|open| !open) && !shared.failed();
-        for (node, handle) in &mut inputs {
-            for (_, instance) in hosted[*node].borrow_mut().iter_mut() {
-                let name = instance.name().to_owned();
-                let ended = guarded(&name, Some(window), || {
+                    })?;
+                    let last = emitted == Emit::Done && !shared.failed();
                     instance.end_window(last)?;
-                    shared.checkpoint(*node, &mut **instance, time, last)
+                    shared.checkpoint(*node, &mut **instance, time, last)?;
+                    Ok(last)
                 });
-                if let Err(e) = ended {
+                let last = ran.unwrap_or_else(|e| {
                     shared.fail(e);
-                }
+                    false
+                });
                 for record in shared.records(instance.take_output()) {
                     handle.send(record);
                 }
-            }
-            if last {
-                for marker in markers(shared.workers) {
-                    handle.send(marker);
+                if last {
+                    open[i][j] = false;
+                    for marker in markers(shared.workers) {
+                        handle.send(marker);
+                    }
                 }
             }
-        }
-        if last {
-            shared.last_window.set(Some(time));
         }
         time += 1;
         for (_, handle) in &mut inputs {
             handle.advance_to(time);
         }
         worker.step();
-        deliver_committed(shared, hosted, durable, &mut committed);
+        committer.advance(shared, hosted, durable);
     }
     // Every operator closes every window before the inputs close: from an
     // empty frontier it could not tell which trailing empty windows there
     // were.
     while closed.less_than(&time) && !shared.failed() {
         worker.step_or_park(park);
-        deliver_committed(shared, hosted, durable, &mut committed);
+        committer.advance(shared, hosted, durable);
     }
     drop(inputs);
     while !(closed.done() && durable.done()) {
         worker.step_or_park(park);
-        deliver_committed(shared, hosted, durable, &mut committed);
+        committer.advance(shared, hosted, durable);
     }
-    deliver_committed(shared, hosted, durable, &mut committed);
-    (time, committed)
+    committer.advance(shared, hosted, durable);
+    // The last window is recorded here: the operators are told of it once
+    // every worker has recorded it.
+    committer.close();
+    while !committer.done() {
+        worker.step_or_park(park);
+        committer.advance(shared, hosted, durable);
+    }
+    (time, committer.told())
 }
 
 /// Runs `f`, a panic in it a failure of `operator`: a panicking timely

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use checkpoint_core::{Checkpoint, Snapshot, SnapshotMeta, StorageAgent, StorageError, WindowId};
 use checkpoint_runtime::RunError;
 
-/// The record's name for worker `index`: a name no DAG operator can have
-/// clash with its checkpoints (an operator name cannot hold `#` and a
-/// partition suffix is a number).
+/// The record's name for worker `index`: a partition name of the operator
+/// name [`RECORD_OPERATOR`], which a DAG run in the timely mode may not use.
 fn record_name(index: usize) -> String {
     format!("{RECORD_PREFIX}{index}")
 }
 
+/// The operator name the records are partitions of.
+pub(crate) const RECORD_OPERATOR: &str = "timely-worker";
 const RECORD_PREFIX: &str = "timely-worker#";
 
 /// What a worker records at its committed window.
@@ -23,6 +24,9 @@ const RECORD_PREFIX: &str = "timely-worker#";
 struct WorkerRecord {
     /// Workers in the run that wrote it.
     workers: u64,
+    /// Windows between that run's commits: with another cadence, another
+    /// set of operators had checkpoints at a window.
+    cadence: u64,
     /// The window was the stream's last: the job is complete.
     ended: bool,
 }
@@ -33,11 +37,12 @@ fn storage_error(action: &str, e: StorageError) -> RunError {
     }
 }
 
-/// Records that `window` is committed, for worker `index` of `workers`.
+/// Records that `window` is committed, for worker `index` of a run of
+/// `workers` workers committing every `cadence` windows.
 pub(crate) fn record(
     storage: &dyn StorageAgent,
     index: usize,
-    workers: usize,
+    (workers, cadence): (usize, u64),
     window: WindowId,
     ended: bool,
 ) -> Result<(), RunError> {
@@ -45,6 +50,7 @@ pub(crate) fn record(
     let bytes = Snapshot::encode(
         &WorkerRecord {
             workers: workers as u64,
+            cadence,
             ended,
         },
         SnapshotMeta::new(&name, window),
@@ -74,11 +80,11 @@ pub(crate) fn forget_before(storage: &dyn StorageAgent, index: usize, floor: Win
 }
 
 /// The window a restart resumes after, and the worker count of the run
-/// whose checkpoints it restores: for each worker count `n` the records
-/// were written by, the smallest newest record over workers `0..n` (a
-/// worker that recorded nothing under `n` rules `n` out); of those, the
-/// latest. `None` if no worker count has a record from every worker (a
-/// first run, or a crash before the first commit).
+/// whose checkpoints it restores: for each layout the records were written
+/// by (a worker count `n` and a commit cadence), the smallest newest record
+/// over workers `0..n` (a worker that recorded nothing under that layout
+/// rules it out); of those, the latest. `None` if no layout has a record
+/// from every worker (a first run, or a crash before the first commit).
 ///
 /// Sound across restarts with other worker counts: a record of a run of
 /// `n` workers at `w` is written only once every checkpoint of that run at
@@ -88,8 +94,9 @@ pub(crate) fn forget_before(storage: &dyn StorageAgent, index: usize, floor: Win
 /// window. Records of older runs under another count (workers that the
 /// current count has no more of) never complete a count on their own.
 pub(crate) fn resume_after(storage: &dyn StorageAgent) -> Result<Option<Resume>, RunError> {
-    // index -> worker count -> (newest window recorded under it, ended).
-    let mut newest: BTreeMap<usize, BTreeMap<u64, (WindowId, bool)>> = BTreeMap::new();
+    // index -> (worker count, cadence) -> (newest window recorded under
+    // it, ended).
+    let mut newest: BTreeMap<usize, BTreeMap<Layout, (WindowId, bool)>> = BTreeMap::new();
     for name in storage
         .operators()
         .map_err(|e| storage_error("listing the committed records", e))?
@@ -114,13 +121,15 @@ pub(crate) fn resume_after(storage: &dyn StorageAgent) -> Result<Option<Resume>,
                 window,
                 source,
             })?;
-            by_count.entry(record.workers).or_insert((window, record.ended));
+            by_count
+                .entry((record.workers, record.cadence))
+                .or_insert((window, record.ended));
         }
     }
-    let counts: std::collections::BTreeSet<u64> = newest.values().flat_map(|c| c.keys().copied()).collect();
+    let layouts: std::collections::BTreeSet<Layout> = newest.values().flat_map(|c| c.keys().copied()).collect();
     let mut resume: Option<Resume> = None;
-    for count in counts {
-        let Ok(workers) = usize::try_from(count) else {
+    for count in layouts {
+        let Ok(workers) = usize::try_from(count.0) else {
             continue;
         };
         let mut complete: Option<(WindowId, bool)> = None;
@@ -147,10 +156,13 @@ pub(crate) fn resume_after(storage: &dyn StorageAgent) -> Result<Option<Resume>,
     Ok(resume)
 }
 
-/// Deletes the records of workers `workers..` (of runs with more workers)
-/// older than `floor`: once a run of `workers` workers has committed
-/// `floor`, they can no longer complete a worker count.
-pub(crate) fn retire_beyond(storage: &dyn StorageAgent, workers: usize, floor: WindowId) -> Result<(), RunError> {
+/// Deletes every record of workers `workers..` (of runs with more
+/// workers), once a run of `workers` workers has a record from every one of
+/// them at `floor`, the window a restart resumes after: no run with more
+/// workers can complete a later window any more (a run resumes after the
+/// latest complete window and writes only later ones, and this one is the
+/// last run).
+pub(crate) fn retire_beyond(storage: &dyn StorageAgent, workers: usize) -> Result<(), RunError> {
     for name in storage
         .operators()
         .map_err(|e| storage_error("listing the committed records", e))?
@@ -158,11 +170,22 @@ pub(crate) fn retire_beyond(storage: &dyn StorageAgent, workers: usize, floor: W
         if let Some(index) = name.strip_prefix(RECORD_PREFIX).and_then(|i| i.parse::<usize>().ok())
             && index >= workers
         {
-            forget_before(storage, index, floor)?;
+            for window in storage
+                .windows(&name)
+                .map_err(|e| storage_error("listing the committed records", e))?
+            {
+                storage
+                    .delete(&name, window)
+                    .map_err(|e| storage_error("deleting a record of a run with more workers", e))?;
+            }
         }
     }
     Ok(())
 }
+
+/// The layout of a run's checkpoints: its worker count and its commit
+/// cadence.
+type Layout = (u64, u64);
 
 /// Where a restart resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,11 +220,11 @@ mod tests {
         let storage = MemoryStorageAgent::new();
         assert_eq!(resume(&storage), None);
         // Worker 1 of the two crashed before its first record.
-        record(&storage, 0, 2, w(59), false).expect("record");
+        record(&storage, 0, (2, 5), w(59), false).expect("record");
         assert_eq!(resume(&storage), None);
-        record(&storage, 1, 2, w(59), false).expect("record");
+        record(&storage, 1, (2, 5), w(59), false).expect("record");
         assert_eq!(resume(&storage), Some((59, 2, false)));
-        record(&storage, 1, 2, w(119), false).expect("record");
+        record(&storage, 1, (2, 5), w(119), false).expect("record");
         assert_eq!(resume(&storage), Some((59, 2, false)), "the smallest newest record");
     }
 
@@ -209,13 +232,13 @@ mod tests {
     fn a_run_on_another_count_counts_once_every_one_of_its_workers_recorded() {
         let storage = MemoryStorageAgent::new();
         for index in 0..2 {
-            record(&storage, index, 2, w(59), false).expect("record");
+            record(&storage, index, (2, 5), w(59), false).expect("record");
         }
         // Restarted on 3 workers: two of them record 119, then a crash.
-        record(&storage, 0, 3, w(119), false).expect("record");
-        record(&storage, 2, 3, w(119), false).expect("record");
+        record(&storage, 0, (3, 5), w(119), false).expect("record");
+        record(&storage, 2, (3, 5), w(119), false).expect("record");
         assert_eq!(resume(&storage), Some((59, 2, false)), "2 workers' checkpoints at 59");
-        record(&storage, 1, 3, w(119), false).expect("record");
+        record(&storage, 1, (3, 5), w(119), false).expect("record");
         assert_eq!(resume(&storage), Some((119, 3, false)));
     }
 
@@ -223,41 +246,56 @@ mod tests {
     fn a_record_overwritten_by_another_count_no_longer_completes_its_own() {
         let storage = MemoryStorageAgent::new();
         for index in 0..3 {
-            record(&storage, index, 3, w(59), false).expect("record");
+            record(&storage, index, (3, 5), w(59), false).expect("record");
         }
         // Two of three recorded 119, then a crash: 3 workers at 59.
-        record(&storage, 0, 3, w(119), false).expect("record");
-        record(&storage, 1, 3, w(119), false).expect("record");
+        record(&storage, 0, (3, 5), w(119), false).expect("record");
+        record(&storage, 1, (3, 5), w(119), false).expect("record");
         assert_eq!(resume(&storage), Some((59, 3, false)));
         // Restarted on 2 workers, whose worker 0 records 119 over the old
         // worker 0's record there; worker 1 has not yet.
-        record(&storage, 0, 2, w(119), false).expect("record");
+        record(&storage, 0, (2, 5), w(119), false).expect("record");
         assert_eq!(resume(&storage), Some((59, 3, false)));
-        record(&storage, 1, 2, w(119), false).expect("record");
+        record(&storage, 1, (2, 5), w(119), false).expect("record");
         assert_eq!(resume(&storage), Some((119, 2, false)));
         // Worker 2's old records go once the 2 workers have committed past
         // them; its records never complete 3 workers again anyway.
         forget_before(&storage, 0, w(119)).expect("forget");
         forget_before(&storage, 1, w(119)).expect("forget");
-        retire_beyond(&storage, 2, w(119)).expect("retire");
+        retire_beyond(&storage, 2).expect("retire");
         assert!(storage.windows("timely-worker#2").expect("windows").is_empty());
         assert_eq!(resume(&storage), Some((119, 2, false)));
     }
 
     #[test]
+    fn a_run_with_another_commit_cadence_counts_on_its_own() {
+        let storage = MemoryStorageAgent::new();
+        // Every 5 windows: worker 0 recorded 9, worker 1 only 4.
+        record(&storage, 0, (2, 5), w(4), false).expect("record");
+        record(&storage, 1, (2, 5), w(4), false).expect("record");
+        record(&storage, 0, (2, 5), w(9), false).expect("record");
+        // Restarted committing every 4 windows: worker 1 records 11. The
+        // checkpoints at 9 are not all of one run: 9 is not complete.
+        record(&storage, 1, (2, 4), w(11), false).expect("record");
+        assert_eq!(resume(&storage), Some((4, 2, false)));
+        record(&storage, 0, (2, 4), w(11), false).expect("record");
+        assert_eq!(resume(&storage), Some((11, 2, false)));
+    }
+
+    #[test]
     fn the_job_ended_only_if_every_worker_recorded_its_last_window() {
         let storage = MemoryStorageAgent::new();
-        record(&storage, 0, 2, w(30), true).expect("record");
-        record(&storage, 1, 2, w(29), false).expect("record");
+        record(&storage, 0, (2, 5), w(30), true).expect("record");
+        record(&storage, 1, (2, 5), w(29), false).expect("record");
         assert_eq!(resume(&storage), Some((29, 2, false)));
-        record(&storage, 1, 2, w(30), true).expect("record");
+        record(&storage, 1, (2, 5), w(30), true).expect("record");
         assert_eq!(resume(&storage), Some((30, 2, true)));
     }
 
     #[test]
     fn a_record_that_does_not_decode_is_an_error() {
         let storage = MemoryStorageAgent::new();
-        record(&storage, 0, 1, w(9), false).expect("record");
+        record(&storage, 0, (1, 5), w(9), false).expect("record");
         #[derive(Checkpoint)]
         struct Other {
             text: String,

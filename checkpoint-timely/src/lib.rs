@@ -10,9 +10,11 @@
 //!   empty ones included.
 //! - **Partitions are workers.** An operator with a keyed input runs one
 //!   partition per worker (partition `p` on worker `p`), each owning the key
-//!   groups `KeyGroups::range_of_partition(p, workers)`; every other
-//!   operator runs one partition, on worker 0. Batches cross workers as
-//!   postcard bytes through timely's exchange.
+//!   groups `KeyGroups::range_of_partition(p, workers)`; an input runs the
+//!   partitions the DAG gave it (`Dag::input_partitioned`), partition `p`
+//!   on worker `p % workers`; every other operator runs one partition, on
+//!   worker 0. Batches cross workers as postcard bytes through timely's
+//!   exchange.
 //! - **Checkpoints** are taken at the same windows as in the threaded
 //!   runtime (each operator every `checkpoint_window_count` windows), with
 //!   the same snapshots, into the storage given (a shared directory or an
@@ -43,8 +45,7 @@
 //!   storage is refused.
 //!
 //! An at-most-once operator is refused (every restart is whole-job).
-//! Not yet: saves off the worker's thread, partitioned inputs (inputs run
-//! on worker 0).
+//! Not yet: saves off the worker's thread.
 //!
 //! # Examples
 //!

@@ -11,7 +11,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use crate::dataflow::{Hosted, MARKER, Rec, Recs, Shared, guarded, markers};
+use crate::dataflow::{Hosted, MARKER, Rec, Recs, Shared, guarded};
 
 /// The timely operator of one DAG operator: buffers batches by window and,
 /// as the input frontier passes windows, runs each hosted partition through
@@ -20,7 +20,7 @@ use crate::dataflow::{Hosted, MARKER, Rec, Recs, Shared, guarded, markers};
 /// (saves are synchronous, so a closed window is a durable one).
 pub(crate) fn window_operator<'s>(
     input: Recs<'s>,
-    (node, name): (usize, &str),
+    (node, name, ends): (usize, &str, usize),
     hosted: Hosted,
     shared: Rc<Shared>,
 ) -> (Recs<'s>, Stream<'s, u64, Vec<()>>) {
@@ -34,6 +34,8 @@ pub(crate) fn window_operator<'s>(
         let mut durable_cap: Option<Capability<u64>> = caps.pop();
         let mut data_cap: Option<Capability<u64>> = caps.pop();
         let mut stash: BTreeMap<u64, Vec<Rec>> = BTreeMap::new();
+        // Input partitions' end markers seen so far, of `ends`.
+        let mut ended = 0usize;
         // A resumed run's windows start after the one it resumed from.
         let mut next = shared.first;
         for cap in data_cap.iter_mut().chain(durable_cap.iter_mut()) {
@@ -56,7 +58,11 @@ pub(crate) fn window_operator<'s>(
             while next < close_to {
                 let time = next;
                 let batches = stash.remove(&time).unwrap_or_default();
-                let last = batches.iter().any(|r| r.1 == MARKER);
+                // The stream's last window: the one in which the last
+                // input partition's marker arrived.
+                let before = ended;
+                ended += batches.iter().filter(|r| r.1 == MARKER).count();
+                let last = ended >= ends && before < ends;
                 let mut out = Vec::new();
                 if !shared.failed() {
                     let window = shared.window(time);
@@ -79,7 +85,6 @@ pub(crate) fn window_operator<'s>(
                     }
                 }
                 if last {
-                    out.extend(markers(shared.workers));
                     shared.last_window.set(Some(time));
                 }
                 if !out.is_empty() {

@@ -3,8 +3,9 @@
 use checkpoint_runtime::portable::{NodeInfo, PortableDag, Route, Routing};
 
 /// Where every partition runs: an operator with a keyed input has one
-/// partition per worker, partition `p` on worker `p`; every other operator
-/// has one partition, on worker 0.
+/// partition per worker, partition `p` on worker `p`; an input has the
+/// partitions the DAG gave it, partition `p` on worker `p % workers`; every
+/// other operator has one partition, on worker 0.
 ///
 /// # Examples
 ///
@@ -36,7 +37,15 @@ impl Placement {
             .nodes()
             .iter()
             .zip(keyed)
-            .map(|(_, keyed): (&NodeInfo, bool)| if keyed { workers } else { 1 })
+            .map(|(info, keyed): (&NodeInfo, bool)| {
+                if keyed {
+                    workers
+                } else if info.input {
+                    info.partitions.max(1)
+                } else {
+                    1
+                }
+            })
             .collect();
         Self::from_counts(partitions, workers)
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use checkpoint_core::{StorageAgent, StorageError, WindowId};
 use checkpoint_runtime::RunError;
+use checkpoint_runtime::io::WindowDataManager;
 use checkpoint_runtime::portable::{PortableDag, RestoreFrom, collect_chunks};
 
 use crate::placement::Placement;
@@ -19,7 +20,8 @@ fn storage_error(action: String, e: StorageError) -> RunError {
 }
 
 /// What partition `partition` of `node`, placed by `now`, restores from at
-/// `window`, whose checkpoints were taken with the placement `then`.
+/// `window`, whose checkpoints were taken with the placement `then`, and
+/// whether it is an input partition that had ended before `window`.
 pub(crate) fn restore_from(
     dag: &PortableDag,
     storage: &Arc<dyn StorageAgent>,
@@ -27,19 +29,37 @@ pub(crate) fn restore_from(
     now: &Placement,
     then: &Placement,
     window: WindowId,
-) -> Result<RestoreFrom, RunError> {
-    let load = |name: &str| {
+) -> Result<(RestoreFrom, bool), RunError> {
+    let load = |name: &str, at: WindowId| {
         storage
-            .load(name, window)
-            .map_err(|e| storage_error(format!("restoring {name} from window {window}"), e))
+            .load(name, at)
+            .map_err(|e| storage_error(format!("restoring {name} from window {at}"), e))
     };
     let (old, new) = (then.partitions(node), now.partitions(node));
     if old == new {
         let name = dag.physical_name(node, partition, now.counts());
-        return Ok(RestoreFrom::Snapshot {
-            snapshot: load(&name)?,
+        let mut at = window;
+        let mut ended = false;
+        if dag.nodes().get(node).is_some_and(|n| n.input) {
+            // Every stateful operator checkpoints at a committed window
+            // while it runs, so an input partition without a checkpoint
+            // there had ended before it: its newest checkpoint is its
+            // final one (retention keeps it).
+            let saved = storage
+                .windows(&name)
+                .map_err(|e| storage_error(format!("listing the checkpoints of {name}"), e))?;
+            if !saved.contains(&window)
+                && let Some(last) = saved.into_iter().filter(|w| *w < window).max()
+            {
+                at = last;
+                ended = true;
+            }
+        }
+        let restore = RestoreFrom::Snapshot {
+            snapshot: load(&name, at)?,
             storage: Some(Arc::clone(storage)),
-        });
+        };
+        return Ok((restore, ended));
     }
     let name = dag.physical_name(node, partition, now.counts());
     if !storage.supports_chunks() {
@@ -58,15 +78,16 @@ pub(crate) fn restore_from(
         let held = groups.range_of_partition(q, old);
         if held.start < owned.end && owned.start < held.end {
             let source = dag.physical_name(node, q, then.counts());
-            let bytes = load(&source)?;
+            let bytes = load(&source, window)?;
             sources.push((source, bytes));
         }
     }
-    Ok(RestoreFrom::Rescaled {
+    let restore = RestoreFrom::Rescaled {
         sources,
         owned,
         storage: Arc::clone(storage),
-    })
+    };
+    Ok((restore, false))
 }
 
 /// Every physical name of the DAG's partitions under `placement`.
@@ -78,9 +99,10 @@ pub(crate) fn names(dag: &PortableDag, placement: &Placement) -> BTreeSet<String
 }
 
 /// Removes every checkpoint and chunk of a partition of `operators` (the
-/// DAG's logical names) whose name is not in `current`: partitions of
-/// another worker count, which no restart needs once a run of the current
-/// count has committed a window. Returns the names it cleared.
+/// DAG's logical names) whose name is not in `current`, and its window
+/// data: partitions of another worker count, which no restart needs once a
+/// run of the current count has committed a window. Returns the names it
+/// cleared.
 pub(crate) fn remove_other_layouts(
     storage: &dyn StorageAgent,
     operators: &BTreeSet<String>,
@@ -91,8 +113,17 @@ pub(crate) fn remove_other_layouts(
         .map_err(|e| storage_error("listing the stored operators".to_owned(), e))?;
     let mut cleared = Vec::new();
     for name in stored {
-        let logical = name.split_once('#').map_or(name.as_str(), |(logical, _)| logical);
-        if current.contains(&name) || !operators.contains(logical) {
+        // A partition's checkpoints (`count#2`) or its window data
+        // (`count#2#window-data`, an operator's own records); any other
+        // name (the workers' records, another job's files) is not ours.
+        let base = name.strip_suffix(WindowDataManager::NAME_SUFFIX).unwrap_or(&name);
+        let partition_of_ours = match base.split_once('#') {
+            Some((logical, partition)) => {
+                operators.contains(logical) && !partition.is_empty() && partition.bytes().all(|b| b.is_ascii_digit())
+            }
+            None => operators.contains(base),
+        };
+        if current.contains(base) || !partition_of_ours {
             continue;
         }
         let listing = |e| storage_error(format!("listing the checkpoints of {name}"), e);

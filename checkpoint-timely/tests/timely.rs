@@ -833,7 +833,7 @@ fn a_state_that_cannot_be_split_refuses_another_worker_count() {
         .run(build(&Arc::new(Mutex::new(Seen::default())), None))
         .expect_err("not rescalable");
     let text = format!("{refused} {:?}", std::error::Error::source(&refused));
-    assert!(text.contains("keyed"), "{text}");
+    assert!(text.contains("keeps state outside"), "{text}");
     let seen = Arc::new(Mutex::new(Seen::default()));
     job(2).run(build(&seen, None)).expect("the same count resumes");
     assert_eq!(seen.lock().expect("lock").newest, expected());
@@ -888,4 +888,259 @@ fn checkpoint_windows_that_rarely_meet_are_refused() {
         .run(move || dag_checkpointing(&seen, None, (101, 103)))
         .expect_err("refused");
     assert!(error.to_string().contains("divide each other"), "{error}");
+}
+
+/// Partition `p` of a partitioned input: the numbers from `p` below `end`,
+/// step 3.
+#[derive(Checkpoint)]
+struct Slice {
+    next: u64,
+    #[checkpoint(config)]
+    end: u64,
+}
+
+impl InputOperator for Slice {
+    type Output = u64;
+    fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+        for _ in 0..10 {
+            if self.next >= self.end {
+                return Ok(Emit::Done);
+            }
+            out.emit(self.next);
+            self.next += 3;
+        }
+        Ok(if self.next >= self.end {
+            Emit::Done
+        } else {
+            Emit::Continue
+        })
+    }
+}
+
+/// Where partition `p` of the partitioned input ends: partition 2 much
+/// earlier than the others, so the stream outlives one of its partitions.
+fn slice_end(p: usize) -> u64 {
+    if p == 2 { 900 } else { TUPLES }
+}
+
+/// The job on a partitioned input of 3 partitions.
+fn partitioned_dag(seen: &Arc<Mutex<Seen>>, fail_at: Option<u64>) -> Dag {
+    let mut dag = Dag::new();
+    let numbers = dag.input_partitioned("numbers", 3, |p| Slice {
+        next: p as u64,
+        end: slice_end(p),
+    });
+    let count = dag.operator_partitioned("count", 2, |_| Count::default());
+    let newest = dag.operator(
+        "newest",
+        Newest {
+            tuples: 0,
+            seen: Arc::clone(seen),
+            fail_at,
+        },
+    );
+    dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS)
+        .connect(&count, &newest);
+    dag.default_checkpoint_window_count(5);
+    dag
+}
+
+fn partitioned_expected() -> BTreeMap<u64, u64> {
+    let mut counts = BTreeMap::new();
+    for p in 0..3 {
+        for n in (p as u64..slice_end(p)).step_by(3) {
+            *counts.entry(n % KEYS).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// A partitioned input: its partitions on several workers (partition `p`
+/// on worker `p % workers`), each cutting its own windows and ending on
+/// its own; the result is the threaded runtime's.
+#[test]
+fn a_partitioned_input_runs_on_every_worker_and_computes_what_the_threaded_runtime_does() {
+    let threaded = Arc::new(Mutex::new(Seen::default()));
+    Runtime::new(
+        Config::default()
+            .window_mode(WindowMode::Tuples(WINDOW))
+            .window_base(BASE),
+    )
+    .run(partitioned_dag(&threaded, None))
+    .expect("the threaded run");
+    let expected = partitioned_expected();
+    assert_eq!(threaded.lock().expect("lock").newest, expected);
+    for workers in [1, 2, 3] {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let shared = Arc::clone(&seen);
+        let report = within_a_minute(move || {
+            TimelyJob::new(workers)
+                .window_tuples(WINDOW)
+                .window_base(BASE)
+                .run(move || partitioned_dag(&shared, None))
+        })
+        .expect("the timely run");
+        // Partitions 0 and 1 read 1,000 numbers each: 10 windows of 100.
+        assert_eq!(report.windows, 10, "{workers} workers");
+        assert_eq!(seen.lock().expect("lock").newest, expected, "{workers} workers");
+    }
+}
+
+/// A failure after one input partition ended: the restart restores that
+/// partition from its final checkpoint (older than the committed window)
+/// and it reads nothing again, on the same worker count or another.
+#[test]
+fn an_input_partition_that_ended_before_the_committed_window_stays_ended() {
+    for (before, after) in [(2, 2), (3, 1)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+        let job = |workers| {
+            TimelyJob::new(workers)
+                .window_tuples(WINDOW)
+                .window_base(BASE)
+                .storage(Arc::clone(&storage))
+                .windows_ahead(2)
+        };
+        // Partition 2 ends in window 3; the sink fails at its 1,500th
+        // tuple, in window 6, after window 4 was committed.
+        let first = Arc::new(Mutex::new(Seen::default()));
+        let shared = Arc::clone(&first);
+        within_a_minute({
+            let job = job(before);
+            move || {
+                job.run(move || partitioned_dag(&shared, Some(1_500)))
+                    .expect_err("the sink fails")
+            }
+        });
+        assert_eq!(
+            first.lock().expect("lock").committed.last(),
+            Some(&WindowId::new(BASE, 4))
+        );
+        assert_eq!(
+            storage.windows("numbers#2").expect("windows"),
+            vec![WindowId::new(BASE, 3)],
+            "partition 2's final checkpoint"
+        );
+        let second = Arc::new(Mutex::new(Seen::default()));
+        let shared = Arc::clone(&second);
+        within_a_minute({
+            let job = job(after);
+            move || {
+                job.run(move || partitioned_dag(&shared, None))
+                    .expect("the resumed run")
+            }
+        });
+        let second = second.lock().expect("lock");
+        assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 5)));
+        assert_eq!(
+            second.newest,
+            partitioned_expected(),
+            "{before} workers resumed on {after}"
+        );
+    }
+}
+
+/// A job whose last window is one where it commits (every window here):
+/// its end is recorded all the same, and run again it opens no window, so
+/// no operator's `end_of_stream` runs twice.
+#[test]
+fn a_complete_job_ending_in_a_commit_window_opens_no_window_when_run_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+    let job = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .window_base(BASE)
+        .storage(Arc::clone(&storage));
+    let first = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&first);
+    let report = job
+        .run(move || dag_checkpointing(&shared, None, (1, 1)))
+        .expect("the run");
+    assert_eq!(report.committed, Some(WindowId::new(BASE, 30)));
+    let again = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&again);
+    let second = job
+        .run(move || dag_checkpointing(&shared, None, (1, 1)))
+        .expect("the run again");
+    assert_eq!(second.windows, 0);
+    assert!(again.lock().expect("lock").windows.is_empty());
+}
+
+/// An operator named as the workers' records is refused.
+#[test]
+fn an_operator_named_as_the_workers_records_is_refused() {
+    let error = TimelyJob::new(1)
+        .run(|| {
+            let mut dag = Dag::new();
+            let numbers = dag.input("numbers", Numbers { next: 0 });
+            let count = dag.operator("timely-worker", Count::default());
+            dag.connect(&numbers, &count);
+            dag
+        })
+        .expect_err("refused");
+    assert!(error.to_string().contains("\"timely-worker\""), "{error}");
+}
+
+/// An idempotent input that records each window's range
+/// (`io::LineInput`, in `<name>#window-data`) survives a failure after a
+/// commit: its records are its own (no worker removes them as another
+/// layout's files), and it purges them only once every worker has
+/// recorded the commit.
+#[test]
+fn a_line_input_resumes_after_a_failure() {
+    use checkpoint_runtime::io::LineInput;
+
+    #[derive(Checkpoint)]
+    struct Parse;
+    impl Operator for Parse {
+        type Input = String;
+        type Output = u64;
+        fn process(&mut self, line: String, out: Output<'_, u64>) -> OperatorResult {
+            out.emit(line.parse()?);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("numbers.txt");
+    let text: String = (0..TUPLES).map(|n| format!("{n}\n")).collect();
+    std::fs::write(&file, text).expect("write");
+    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path().join("ck")).expect("storage"));
+    let build = |seen: &Arc<Mutex<Seen>>, fail_at: Option<u64>| {
+        let (seen, file) = (Arc::clone(seen), file.clone());
+        move || {
+            let mut dag = Dag::new();
+            let lines = dag.input("lines", LineInput::new(&file).lines_per_call(10));
+            let parse = dag.operator("parse", Parse);
+            let count = dag.operator_partitioned("count", 2, |_| Count::default());
+            let newest = dag.operator(
+                "newest",
+                Newest {
+                    tuples: 0,
+                    seen: Arc::clone(&seen),
+                    fail_at,
+                },
+            );
+            dag.connect(&lines, &parse)
+                .connect_by_key(&parse, &count, |n: &u64| *n % KEYS)
+                .connect(&count, &newest);
+            dag.default_checkpoint_window_count(2);
+            dag
+        }
+    };
+    let job = TimelyJob::new(2)
+        .window_tuples(WINDOW)
+        .window_base(BASE)
+        .storage(Arc::clone(&storage))
+        .windows_ahead(2);
+    let first = Arc::new(Mutex::new(Seen::default()));
+    job.run(build(&first, Some(1_234))).expect_err("the sink fails");
+    assert_eq!(
+        first.lock().expect("lock").committed.last(),
+        Some(&WindowId::new(BASE, 11))
+    );
+    let second = Arc::new(Mutex::new(Seen::default()));
+    job.run(build(&second, None)).expect("the resumed run");
+    let second = second.lock().expect("lock");
+    assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 12)));
+    assert_eq!(second.newest, expected());
 }

@@ -214,11 +214,79 @@ impl Dag {
     /// checkpoint and its configuration fields (`#[checkpoint(config)]`)
     /// from `op`.
     pub fn input<I: InputOperator>(&mut self, name: &str, op: I) -> Node<NoInput, I::Output> {
-        let factory = wiring::input_factory(op);
+        let mut slot = Some(op);
+        let factory = wiring::input_factory(move |_| slot.take());
         let index = self.add(
             name,
             NodeKind::Input,
             1,
+            (
+                <I as Checkpoint>::STATELESS,
+                <I as Checkpoint>::KEYED_ONLY,
+                <I as Checkpoint>::VERSION,
+            ),
+            factory,
+        );
+        self.handle(index)
+    }
+
+    /// Adds an input with `partitions` partitions, each its own input with
+    /// its own state, position and checkpoints, named `name#0`, `name#1`,
+    /// ...: a source that is split already (the partitions of a log, the
+    /// files of a directory), read in parallel. `make(p)` builds partition
+    /// `p`: once per partition and run, also for a partition restored from
+    /// storage, whose configuration fields (`#[checkpoint(config)]`) come
+    /// from it. Each partition cuts its own windows (in the tuple-count
+    /// mode, that many of its own tuples); an operator downstream aligns
+    /// them as it aligns several inputs, and the stream ends when every
+    /// partition has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use checkpoint_core::Checkpoint;
+    /// use checkpoint_runtime::{Config, Dag, Emit, InputOperator, Operator, OperatorResult, Output, Runtime, WindowMode};
+    ///
+    /// /// Partition `p` of `of` reads the numbers `n` below 1,000 with `n % of == p`.
+    /// #[derive(Checkpoint)]
+    /// struct Slice { next: u64, #[checkpoint(config)] of: u64 }
+    /// impl InputOperator for Slice {
+    ///     type Output = u64;
+    ///     fn emit_tuples(&mut self, out: Output<'_, u64>) -> OperatorResult<Emit> {
+    ///         if self.next >= 1_000 { return Ok(Emit::Done) }
+    ///         out.emit(self.next);
+    ///         self.next += self.of;
+    ///         Ok(Emit::Continue)
+    ///     }
+    /// }
+    /// #[derive(Default, Checkpoint)]
+    /// struct Sum { total: u64 }
+    /// impl Operator for Sum {
+    ///     type Input = u64;
+    ///     type Output = ();
+    ///     fn process(&mut self, n: u64, _: Output<'_, ()>) -> OperatorResult { self.total += n; Ok(()) }
+    /// }
+    ///
+    /// let mut dag = Dag::new();
+    /// let numbers = dag.input_partitioned("numbers", 3, |p| Slice { next: p as u64, of: 3 });
+    /// let sum = dag.operator("sum", Sum::default());
+    /// dag.connect(&numbers, &sum);
+    /// let report = Runtime::new(Config::default().window_mode(WindowMode::Tuples(100))).run(dag)?;
+    /// assert_eq!(report.operator("sum").map(|o| o.tuples_in), Some(1_000));
+    /// # Ok::<(), checkpoint_runtime::RunError>(())
+    /// ```
+    pub fn input_partitioned<I: InputOperator>(
+        &mut self,
+        name: &str,
+        partitions: usize,
+        make: impl FnMut(usize) -> I + Send + 'static,
+    ) -> Node<NoInput, I::Output> {
+        let mut make = make;
+        let factory = wiring::input_factory(move |p| Some(make(p)));
+        let index = self.add(
+            name,
+            NodeKind::Input,
+            partitions,
             (
                 <I as Checkpoint>::STATELESS,
                 <I as Checkpoint>::KEYED_ONLY,

@@ -281,28 +281,45 @@ impl<O: Operator, F: FnMut(usize) -> Option<O> + Send> NodeFactory for OperatorF
     }
 }
 
-pub(super) fn input_factory<I: InputOperator>(op: I) -> Box<dyn NodeFactory> {
+/// `make(p)` builds input partition `p`, or returns `None` once it has
+/// nothing left to give (an unpartitioned input's value is handed over
+/// once).
+pub(super) fn input_factory<I: InputOperator>(
+    make: impl FnMut(usize) -> Option<I> + Send + 'static,
+) -> Box<dyn NodeFactory> {
     Box::new(InputFactory {
-        op: Some(op),
-        config: RunConfig::default(),
+        make,
+        config: Vec::new(),
+        _op: PhantomData,
     })
 }
 
-struct InputFactory<I> {
-    op: Option<I>,
-    config: RunConfig,
+struct InputFactory<I, F> {
+    make: F,
+    /// Per partition.
+    config: Vec<RunConfig>,
+    _op: PhantomData<fn() -> I>,
 }
 
-impl<I: InputOperator> NodeFactory for InputFactory<I> {
+impl<I: InputOperator, F: FnMut(usize) -> Option<I> + Send> InputFactory<I, F> {
+    fn value(&mut self, partition: usize, name: &str, restore: Restore) -> Result<I, BuildError> {
+        if self.config.len() <= partition {
+            self.config.resize_with(partition + 1, RunConfig::default);
+        }
+        let make = &mut self.make;
+        instance(restore, name, &mut self.config[partition], || make(partition))
+    }
+}
+
+impl<I: InputOperator, F: FnMut(usize) -> Option<I> + Send> NodeFactory for InputFactory<I, F> {
     fn build(
         &mut self,
-        _partition: usize,
+        partition: usize,
         parts: NodeParts,
         _inline: bool,
         restore: Restore,
     ) -> Result<Built, BuildError> {
-        let slot = &mut self.op;
-        let op = instance(restore, &parts.env.ctx.name, &mut self.config, || slot.take())?;
+        let op = self.value(partition, &parts.env.ctx.name, restore)?;
         let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(parts.subscribers);
         let replay = parts.replay.map(|spill| ReplayBuffer::new(&parts.env.ctx.name, spill));
         let emitter = Emitter::new(parts.batch_size, subscribers, replay, parts.env.cursors.clone());
@@ -318,15 +335,14 @@ impl<I: InputOperator> NodeFactory for InputFactory<I> {
 
     fn portable(
         &mut self,
-        _partition: usize,
+        partition: usize,
         ctx: OperatorContext,
         subscribers: Vec<Erased>,
         outbox: Outbox,
         restore: Restore,
         chunks: Vec<checkpoint_core::ChunkRef>,
     ) -> Result<Box<dyn Instance>, BuildError> {
-        let slot = &mut self.op;
-        let op = instance(restore, &ctx.name, &mut self.config, || slot.take())?;
+        let op = self.value(partition, &ctx.name, restore)?;
         let subscribers = downcast_all::<Box<dyn Subscriber<I::Output>>>(subscribers);
         Ok(Box::new(Portable::new(
             &ctx,
