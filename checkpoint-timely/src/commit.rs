@@ -66,6 +66,21 @@ impl Committer {
         self.probe.done()
     }
 
+    /// Once every worker has recorded the stream's last window (the records
+    /// are [`done`](Self::done)): the checkpoints before it go, which a
+    /// worker that recorded it before the others had to keep.
+    pub(crate) fn finish(&self, shared: &Shared) {
+        let (Some(storage), Some(last)) = (shared.storage.as_deref(), shared.last_window.get()) else {
+            return;
+        };
+        if shared.failed() || self.told != Some(shared.window(last)) {
+            return;
+        }
+        if let Err(e) = forget(storage, shared) {
+            shared.fail(e);
+        }
+    }
+
     /// Records what became durable and tells the operators here what every
     /// worker has recorded.
     pub(crate) fn advance(&mut self, shared: &Shared, hosted: &[Hosted], durable: &ProbeHandle<u64>) {
@@ -149,6 +164,14 @@ fn durable_window(shared: &Shared, durable: &ProbeHandle<u64>) -> Option<(Window
 fn retain(storage: &dyn StorageAgent, shared: &Shared, window: WindowId, ended: bool) -> Result<(), RunError> {
     let cadence = shared.commit_every.unwrap_or(1);
     frontier::record(storage, shared.index, (shared.workers, cadence), window, ended)?;
+    forget(storage, shared)
+}
+
+/// Deletes what a restart can no longer need: this worker's records and
+/// its instances' checkpoints older than the window a restart would resume
+/// after now, and (worker 0) other layouts' files once this run's layout is
+/// the one a restart takes.
+fn forget(storage: &dyn StorageAgent, shared: &Shared) -> Result<(), RunError> {
     // What a restart would resume from now: every other worker's newest
     // record may lag this one's by any number of commits.
     let Some(resume) = frontier::resume_after(storage)? else {

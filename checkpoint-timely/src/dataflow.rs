@@ -579,6 +579,7 @@ fn drive_inputs(
         worker.step_or_park(park);
         committer.advance(shared, hosted, durable);
     }
+    committer.finish(shared);
     (time, committer.told())
 }
 

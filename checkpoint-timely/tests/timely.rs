@@ -431,29 +431,39 @@ fn a_checkpoint_every_window_commits_only_saved_windows() {
     assert_eq!(second.lock().expect("lock").newest, expected());
 }
 
-/// A job that ran to its end, run again on its storage, opens no window.
+/// A job that ran to its end, run again on its storage, opens no window:
+/// also when its last window is one where it commits anyway (every window,
+/// with a checkpoint every window), whose record must still say the job
+/// ended, or `end_of_stream` would run twice.
 #[test]
 fn a_complete_job_run_again_opens_no_window() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
-    let job = TimelyJob::new(2)
-        .window_tuples(WINDOW)
-        .window_base(BASE)
-        .storage(Arc::clone(&storage));
-    let first = Arc::new(Mutex::new(Seen::default()));
-    let shared = Arc::clone(&first);
-    let report = job.run(move || dag(&shared, None)).expect("the run");
-    let again = Arc::new(Mutex::new(Seen::default()));
-    let shared = Arc::clone(&again);
-    let second = job.run(move || dag(&shared, None)).expect("the run again");
-    assert_eq!(second.windows, 0);
-    assert_eq!(second.committed, report.committed);
-    let again = again.lock().expect("lock");
-    assert!(
-        again.windows.is_empty() && again.committed.is_empty(),
-        "windows {:?}",
-        again.windows
-    );
+    for every in [5, 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
+        let job = TimelyJob::new(2)
+            .window_tuples(WINDOW)
+            .window_base(BASE)
+            .storage(Arc::clone(&storage));
+        let first = Arc::new(Mutex::new(Seen::default()));
+        let shared = Arc::clone(&first);
+        let report = job
+            .run(move || dag_checkpointing(&shared, None, (every, every)))
+            .expect("the run");
+        assert_eq!(report.committed, Some(WindowId::new(BASE, 30)), "every {every}");
+        let again = Arc::new(Mutex::new(Seen::default()));
+        let shared = Arc::clone(&again);
+        let second = job
+            .run(move || dag_checkpointing(&shared, None, (every, every)))
+            .expect("the run again");
+        assert_eq!(second.windows, 0, "every {every}");
+        assert_eq!(second.committed, report.committed);
+        let again = again.lock().expect("lock");
+        assert!(
+            again.windows.is_empty() && again.committed.is_empty(),
+            "every {every}: windows {:?}",
+            again.windows
+        );
+    }
 }
 
 /// Failures outside an operator's window work end the run, never hang it:
@@ -857,7 +867,10 @@ fn operators_checkpoint_at_their_own_windows_and_commit_where_all_did() {
     job.run(move || dag_checkpointing(&shared, Some(1_234), (2, 4)))
         .expect_err("the sink fails in window 13");
     let committed = first.lock().expect("lock").committed.clone();
-    assert_eq!(committed.last(), Some(&WindowId::new(BASE, 11)), "{committed:?}");
+    // 11 at most (the failure is in 13, a commit at 15 would be after it),
+    // less if the commit was still on its way.
+    let told = committed.last().copied().expect("a commit before the failure");
+    assert!(told <= WindowId::new(BASE, 11), "{committed:?}");
     assert!(committed.iter().all(|w| (w.sequence() + 1) % 4 == 0), "{committed:?}");
     // The count closed window 13 (the sink failed in it after): saved
     // there, at its own window, where the sink has none.
@@ -876,7 +889,14 @@ fn operators_checkpoint_at_their_own_windows_and_commit_where_all_did() {
     assert_eq!(report.committed, Some(WindowId::new(BASE, 30)));
     let second = second.lock().expect("lock");
     assert_eq!(second.newest, expected());
-    assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 12)));
+    // It resumed after a window where every operator saved, no earlier
+    // than the one told.
+    let resumed = second.windows.first().expect("a window").sequence() - 1;
+    assert_eq!((resumed + 1) % 4, 0, "resumed after {resumed}");
+    assert!(
+        WindowId::new(BASE, resumed) >= told && resumed <= 11,
+        "resumed after {resumed}"
+    );
 }
 
 /// Checkpoint windows that rarely meet (every 101 and every 103 windows:
@@ -1001,14 +1021,14 @@ fn an_input_partition_that_ended_before_the_committed_window_stays_ended() {
                 .storage(Arc::clone(&storage))
                 .windows_ahead(2)
         };
-        // Partition 2 ends in window 3; the sink fails at its 1,500th
-        // tuple, in window 6, after window 4 was committed.
+        // Partition 2 ends in window 3; the sink fails at its 1,900th
+        // tuple, in window 8, after window 4 was committed.
         let first = Arc::new(Mutex::new(Seen::default()));
         let shared = Arc::clone(&first);
         within_a_minute({
             let job = job(before);
             move || {
-                job.run(move || partitioned_dag(&shared, Some(1_500)))
+                job.run(move || partitioned_dag(&shared, Some(1_900)))
                     .expect_err("the sink fails")
             }
         });
@@ -1038,32 +1058,6 @@ fn an_input_partition_that_ended_before_the_committed_window_stays_ended() {
             "{before} workers resumed on {after}"
         );
     }
-}
-
-/// A job whose last window is one where it commits (every window here):
-/// its end is recorded all the same, and run again it opens no window, so
-/// no operator's `end_of_stream` runs twice.
-#[test]
-fn a_complete_job_ending_in_a_commit_window_opens_no_window_when_run_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage: Arc<dyn StorageAgent> = Arc::new(FsStorageAgent::new(dir.path()).expect("storage"));
-    let job = TimelyJob::new(2)
-        .window_tuples(WINDOW)
-        .window_base(BASE)
-        .storage(Arc::clone(&storage));
-    let first = Arc::new(Mutex::new(Seen::default()));
-    let shared = Arc::clone(&first);
-    let report = job
-        .run(move || dag_checkpointing(&shared, None, (1, 1)))
-        .expect("the run");
-    assert_eq!(report.committed, Some(WindowId::new(BASE, 30)));
-    let again = Arc::new(Mutex::new(Seen::default()));
-    let shared = Arc::clone(&again);
-    let second = job
-        .run(move || dag_checkpointing(&shared, None, (1, 1)))
-        .expect("the run again");
-    assert_eq!(second.windows, 0);
-    assert!(again.lock().expect("lock").windows.is_empty());
 }
 
 /// An operator named as the workers' records is refused.
@@ -1134,13 +1128,14 @@ fn a_line_input_resumes_after_a_failure() {
         .windows_ahead(2);
     let first = Arc::new(Mutex::new(Seen::default()));
     job.run(build(&first, Some(1_234))).expect_err("the sink fails");
-    assert_eq!(
-        first.lock().expect("lock").committed.last(),
-        Some(&WindowId::new(BASE, 11))
-    );
+    let told = first.lock().expect("lock").committed.last().copied();
+    let told = told.expect("a commit before the failure in window 13");
     let second = Arc::new(Mutex::new(Seen::default()));
     job.run(build(&second, None)).expect("the resumed run");
     let second = second.lock().expect("lock");
-    assert_eq!(second.windows.first(), Some(&WindowId::new(BASE, 12)));
+    // Resumed (not from the start), after what was told: the input
+    // replayed recorded windows from there.
+    let first_window = *second.windows.first().expect("a window");
+    assert!(first_window > told && first_window.sequence() > 1, "{first_window:?}");
     assert_eq!(second.newest, expected());
 }

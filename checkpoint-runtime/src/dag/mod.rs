@@ -216,17 +216,7 @@ impl Dag {
     pub fn input<I: InputOperator>(&mut self, name: &str, op: I) -> Node<NoInput, I::Output> {
         let mut slot = Some(op);
         let factory = wiring::input_factory(move |_| slot.take());
-        let index = self.add(
-            name,
-            NodeKind::Input,
-            1,
-            (
-                <I as Checkpoint>::STATELESS,
-                <I as Checkpoint>::KEYED_ONLY,
-                <I as Checkpoint>::VERSION,
-            ),
-            factory,
-        );
+        let index = self.add(name, NodeKind::Input, 1, traits_of::<I>(), factory);
         self.handle(index)
     }
 
@@ -283,17 +273,7 @@ impl Dag {
     ) -> Node<NoInput, I::Output> {
         let mut make = make;
         let factory = wiring::input_factory(move |p| Some(make(p)));
-        let index = self.add(
-            name,
-            NodeKind::Input,
-            partitions,
-            (
-                <I as Checkpoint>::STATELESS,
-                <I as Checkpoint>::KEYED_ONLY,
-                <I as Checkpoint>::VERSION,
-            ),
-            factory,
-        );
+        let index = self.add(name, NodeKind::Input, partitions, traits_of::<I>(), factory);
         self.handle(index)
     }
 
@@ -302,17 +282,7 @@ impl Dag {
     pub fn operator<O: Operator>(&mut self, name: &str, op: O) -> Node<O::Input, O::Output> {
         let mut slot = Some(op);
         let factory = wiring::operator_factory(move |_| slot.take());
-        let index = self.add(
-            name,
-            NodeKind::Operator,
-            1,
-            (
-                <O as Checkpoint>::STATELESS,
-                <O as Checkpoint>::KEYED_ONLY,
-                <O as Checkpoint>::VERSION,
-            ),
-            factory,
-        );
+        let index = self.add(name, NodeKind::Operator, 1, traits_of::<O>(), factory);
         self.handle(index)
     }
 
@@ -330,17 +300,7 @@ impl Dag {
     ) -> Node<O::Input, O::Output> {
         let mut make = make;
         let factory = wiring::operator_factory(move |p| Some(make(p)));
-        let index = self.add(
-            name,
-            NodeKind::Operator,
-            partitions,
-            (
-                <O as Checkpoint>::STATELESS,
-                <O as Checkpoint>::KEYED_ONLY,
-                <O as Checkpoint>::VERSION,
-            ),
-            factory,
-        );
+        let index = self.add(name, NodeKind::Operator, partitions, traits_of::<O>(), factory);
         self.handle(index)
     }
 
@@ -556,4 +516,10 @@ fn physical_name(name: &str, partitions: usize, partition: usize) -> String {
     } else {
         format!("{name}#{partition}")
     }
+}
+
+/// What the DAG keeps of an operator's state type: stateless, keyed only,
+/// its version.
+fn traits_of<T: Checkpoint>() -> (bool, bool, u32) {
+    (T::STATELESS, T::KEYED_ONLY, T::VERSION)
 }
