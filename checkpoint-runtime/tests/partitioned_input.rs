@@ -171,5 +171,13 @@ fn a_stopped_job_resumes_each_partition_where_it_was() {
     );
     let (all, report) = run(&storage, dir.path(), Config::default(), false);
     assert!(!report.resumed_from.is_empty());
-    assert_eq!(all, expected);
+    let missing: Vec<&String> = expected.iter().filter(|l| !all.contains(l)).collect();
+    let extra: Vec<&String> = all.iter().filter(|l| !expected.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && all.len() == expected.len(),
+        "missing {missing:?}, extra {extra:?}, {} lines of {}; resumed from {:?}",
+        all.len(),
+        expected.len(),
+        report.resumed_from
+    );
 }

@@ -188,7 +188,8 @@ impl Supervisor {
                 batch_size: self.config.batch_size,
                 replay: spill,
                 generator: WindowGenerator::new(self.config.window_mode.clone(), self.clock_start, self.first_sequence)
-                    .with_stop_alignment(self.stop_alignment()),
+                    .with_stop_alignment(self.stop_alignment())
+                    .with_stop_agreement(Arc::clone(&self.stop_agreement)),
                 stop: Arc::clone(&self.stop),
             };
             let restore = match restore {

@@ -63,6 +63,8 @@ pub(crate) struct Supervisor {
     config: Config,
     dag: Dag,
     stop: Arc<AtomicBool>,
+    /// Where a stop ends every input's stream (deterministic modes).
+    stop_agreement: Arc<crate::window::StopAgreement>,
     storage: Option<Arc<dyn StorageAgent>>,
     /// This job's hold on its storage, for as long as it runs (the same
     /// agent as `storage`, which writes through it).
@@ -296,8 +298,15 @@ impl Supervisor {
         let sources = sources_of(&upstream, |node| {
             dag.nodes[physical[node].logical].kind == NodeKind::Input
         });
+        let stop_agreement = Arc::new(crate::window::StopAgreement::new(
+            physical
+                .iter()
+                .filter(|p| dag.nodes[p.logical].kind == NodeKind::Input)
+                .map(|p| p.name.clone()),
+        ));
         let mut supervisor = Supervisor {
             config: config.clone(),
+            stop_agreement,
             stop,
             storage: storage.clone(),
             fence,

@@ -12,7 +12,7 @@ use super::{AsInput, AsOperator, Core};
 use crate::failure::Failure;
 use crate::operator::{Emit, InputOperator, Operator, ProcessingMode};
 use crate::stream::Message;
-use crate::window::{Action, AlignError, Aligner, Disposition, Incoming, WindowGenerator};
+use crate::window::{Action, AlignError, Aligner, Disposition, Incoming, StopAgreement, StopDecision, WindowGenerator};
 
 /// Keeps the generator's stop flag shared between inputs and the stop handle.
 pub(crate) type StopFlag = Arc<AtomicBool>;
@@ -26,9 +26,11 @@ pub(crate) fn run_input<I: InputOperator>(
     stop: &AtomicBool,
 ) -> Result<(), Failure> {
     core.start()?;
+    let agreement = generator.stop_agreement();
     if core.ended() {
         // Restored from the final checkpoint of a stream that ended: an
         // uninterrupted run opens no further window, so neither does this.
+        agreement.leave(core.name());
         core.close_stream()?;
         return core.await_shutdown();
     }
@@ -42,15 +44,23 @@ pub(crate) fn run_input<I: InputOperator>(
     // window where every operator's application window ends too, so a
     // resumed job cuts the same windows as an uninterrupted one (an idle
     // input keeps the window open, as it does without a stop).
+    // With several inputs, all of them end the stream after one window,
+    // agreed among them: the latest any was in when it saw the stop.
     let deterministic = generator.is_deterministic();
+    let mut proposed = false;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if stopping && !deterministic {
             core.end_window(WindowId::new(base, sequence), true)?;
             break;
         }
+        if stopping && !proposed {
+            agreement.propose(core.name(), generator.first_stop_at_or_after(sequence));
+            proposed = true;
+        }
         match core.emit_tuples()? {
             Emit::Done => {
+                agreement.leave(core.name());
                 core.record_end(WindowId::new(base, sequence))?;
                 core.end_window(WindowId::new(base, sequence), true)?;
                 break;
@@ -62,9 +72,16 @@ pub(crate) fn run_input<I: InputOperator>(
             Emit::Continue => core.poll_control()?,
         }
         let target = generator.target(sequence, core.out.emitted_in_window());
-        if stopping && u64::from(sequence) < target && generator.may_stop_after(sequence) {
-            core.end_window(WindowId::new(base, sequence), true)?;
-            break;
+        if stopping && u64::from(sequence) < target {
+            // The window is complete: the stream may end with it.
+            match wait_for_agreement(core, agreement, sequence)? {
+                // It stays in the agreement: the others stop where it did.
+                StopDecision::Stop => {
+                    core.end_window(WindowId::new(base, sequence), true)?;
+                    break;
+                }
+                StopDecision::Continue | StopDecision::Wait => {}
+            }
         }
         while u64::from(sequence) < target {
             // Checked before the window ends: a checkpoint at the last
@@ -78,6 +95,25 @@ pub(crate) fn run_input<I: InputOperator>(
         }
     }
     core.await_shutdown()
+}
+
+/// What an input at the complete end of window `sequence` does during a
+/// stop: it stays there (emitting nothing, answering its control channel)
+/// while the agreed window may still be this one.
+fn wait_for_agreement<I: InputOperator>(
+    core: &mut Core<AsInput<I>>,
+    agreement: &StopAgreement,
+    sequence: u32,
+) -> Result<StopDecision, Failure> {
+    loop {
+        match agreement.decide(sequence) {
+            StopDecision::Wait => {
+                core.poll_control()?;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            decision => return Ok(decision),
+        }
+    }
 }
 
 /// An operator's thread: reads its input edges as its [`Aligner`] says,

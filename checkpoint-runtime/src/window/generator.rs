@@ -4,6 +4,8 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::StopAgreement;
+
 /// How streaming windows are cut.
 ///
 /// # Examples
@@ -124,12 +126,15 @@ pub(crate) struct WindowGenerator {
     /// `sequence + 1` is a multiple of this (every operator's application
     /// window ends there), so a resumed job cuts the same windows.
     stop_alignment: u32,
+    /// The inputs' agreement on the window a stop ends the stream after.
+    stop_agreement: Arc<StopAgreement>,
 }
 
 impl WindowGenerator {
     pub(crate) fn new(mode: WindowMode, start: Instant, first_sequence: u32) -> Self {
         WindowGenerator {
             stop_alignment: 1,
+            stop_agreement: Arc::default(),
             mode,
             start,
             first_sequence,
@@ -142,9 +147,27 @@ impl WindowGenerator {
         self
     }
 
-    /// Whether a stop may end the stream after window `sequence`.
-    pub(crate) fn may_stop_after(&self, sequence: u32) -> bool {
-        (u64::from(sequence) + 1).is_multiple_of(u64::from(self.stop_alignment))
+    /// Shares `agreement` with the job's other inputs.
+    pub(crate) fn with_stop_agreement(mut self, agreement: Arc<StopAgreement>) -> Self {
+        self.stop_agreement = agreement;
+        self
+    }
+
+    /// The inputs' agreement on where a stop ends the stream.
+    pub(crate) fn stop_agreement(&self) -> &StopAgreement {
+        &self.stop_agreement
+    }
+
+    /// The first window at or after `sequence` a stop may end the stream
+    /// after.
+    pub(crate) fn first_stop_at_or_after(&self, sequence: u32) -> u32 {
+        let alignment = self.stop_alignment.max(1);
+        let rest = sequence.wrapping_add(1) % alignment;
+        if rest == 0 {
+            sequence
+        } else {
+            sequence.saturating_add(alignment - rest)
+        }
     }
 
     /// Whether windows are cut by tuple counts or steps, not by the clock.
@@ -226,7 +249,18 @@ mod tests {
         let started = Instant::now() - Duration::from_millis(5);
         let generator = WindowGenerator::new(WindowMode::Time(Duration::from_millis(1)), started, u32::MAX);
         assert!(generator.target(u32::MAX, 0) > u64::from(u32::MAX));
-        assert!(generator.with_stop_alignment(2).may_stop_after(u32::MAX));
+        assert_eq!(
+            generator.with_stop_alignment(2).first_stop_at_or_after(u32::MAX),
+            u32::MAX
+        );
+    }
+
+    #[test]
+    fn a_stop_ends_where_every_application_window_ends() {
+        let generator = WindowGenerator::new(WindowMode::Tuples(10), Instant::now(), 1).with_stop_alignment(4);
+        assert_eq!(generator.first_stop_at_or_after(5), 7);
+        assert_eq!(generator.first_stop_at_or_after(7), 7);
+        assert_eq!(generator.first_stop_at_or_after(8), 11);
     }
 
     #[test]

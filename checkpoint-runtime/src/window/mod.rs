@@ -3,7 +3,9 @@
 
 mod aligner;
 mod generator;
+mod stop;
 
 pub(crate) use aligner::{Action, AlignError, Aligner, Disposition, Incoming};
 pub(crate) use generator::WindowGenerator;
 pub use generator::{WindowMode, WindowStepper};
+pub(crate) use stop::{StopAgreement, StopDecision};
