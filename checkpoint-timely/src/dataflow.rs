@@ -180,16 +180,24 @@ const MAX_COMMIT_CADENCE: u64 = 10_000;
 /// counts (`None` without a stateful operator). A whole-job restart needs
 /// every operator's checkpoint at one window, so the committed window
 /// advances only there; counts that divide each other (1, 5, 60) commit as
-/// often as the largest. An error past [`MAX_COMMIT_CADENCE`] windows.
+/// often as the largest. An error past [`MAX_COMMIT_CADENCE`] windows (or
+/// the largest count, if larger).
 fn commit_cadence(nodes: &[NodeInfo]) -> Result<Option<u64>, RunError> {
     fn gcd(a: u64, b: u64) -> u64 {
         if b == 0 { a } else { gcd(b, a % b) }
     }
+    let stateful = || nodes.iter().filter(|n| !n.stateless);
+    // One large count alone (checkpoints all but off) is the user's
+    // choice; only counts that meet rarely are refused.
+    let largest = stateful()
+        .map(|n| u64::from(n.checkpoint_window_count.max(1)))
+        .max()
+        .unwrap_or(1);
     let mut lcm: Option<u64> = None;
-    for node in nodes.iter().filter(|n| !n.stateless) {
+    for node in stateful() {
         let count = u64::from(node.checkpoint_window_count.max(1));
         let next = lcm.map_or(count, |l| l / gcd(l, count) * count);
-        if next > MAX_COMMIT_CADENCE {
+        if next > MAX_COMMIT_CADENCE.max(largest) {
             let counts: Vec<String> = nodes
                 .iter()
                 .filter(|n| !n.stateless)

@@ -908,6 +908,14 @@ fn checkpoint_windows_that_rarely_meet_are_refused() {
         .run(move || dag_checkpointing(&seen, None, (101, 103)))
         .expect_err("refused");
     assert!(error.to_string().contains("divide each other"), "{error}");
+    // One large count alone (checkpoints all but off) is not refused.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let shared = Arc::clone(&seen);
+    TimelyJob::new(1)
+        .window_tuples(WINDOW)
+        .run(move || dag_checkpointing(&shared, None, (1_000_000, 1_000_000)))
+        .expect("one count of a million windows");
+    assert_eq!(seen.lock().expect("lock").newest, expected());
 }
 
 /// Partition `p` of a partitioned input: the numbers from `p` below `end`,
