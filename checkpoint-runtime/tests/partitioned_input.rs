@@ -27,6 +27,9 @@ struct Slice {
     end: u64,
     #[checkpoint(config)]
     stop: Option<StopHandle>,
+    /// Microseconds to sleep before each tuple: a slow partition.
+    #[checkpoint(config)]
+    pace_us: u64,
 }
 
 impl InputOperator for Slice {
@@ -39,6 +42,9 @@ impl InputOperator for Slice {
             && let Some(stop) = self.stop.take()
         {
             stop.stop();
+        }
+        if self.pace_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(self.pace_us));
         }
         out.emit(self.next);
         self.next += PARTITIONS as u64;
@@ -92,6 +98,17 @@ fn run(
     config: Config,
     stop: bool,
 ) -> (Vec<String>, checkpoint_runtime::RunReport) {
+    run_paced(storage, dir, config, stop, 0)
+}
+
+/// [`run`], partition 0 sleeping `pace_us` before each tuple.
+fn run_paced(
+    storage: &Arc<dyn StorageAgent>,
+    dir: &std::path::Path,
+    config: Config,
+    stop: bool,
+    pace_us: u64,
+) -> (Vec<String>, checkpoint_runtime::RunReport) {
     let config = config
         .shared_storage(Arc::clone(storage))
         .window_mode(WindowMode::Tuples(WINDOW))
@@ -109,6 +126,7 @@ fn run(
         } else {
             None
         },
+        pace_us: if p == 0 { pace_us } else { 0 },
     });
     let count = dag.operator_partitioned("count", 2, |_| Count::default());
     let sorted = dag.operator("sorted", SortWindow::<String>::new());
@@ -180,4 +198,32 @@ fn a_stopped_job_resumes_each_partition_where_it_was() {
         expected.len(),
         report.resumed_from
     );
+}
+
+/// A stop seen by a slow partition while the others run far ahead, with
+/// queues of one batch and no replay stores (the global scope): no
+/// partition waits for another to see the stop, the stop ends the job (a
+/// watchdog says if not), and the resumed job loses and repeats nothing.
+#[test]
+fn a_stop_seen_while_a_partition_is_held_back_ends_the_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage: Arc<dyn StorageAgent> = Arc::new(MemoryStorageAgent::new());
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (storage, path) = (Arc::clone(&storage), dir.path().to_owned());
+        std::thread::spawn(move || {
+            let config = Config::default()
+                .channel_capacity(1)
+                .batch_size(10)
+                .recovery_scope(RecoveryScope::Global);
+            let _ = tx.send(run_paced(&storage, &path, config, true, 20));
+        });
+    }
+    let (half, _) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("watchdog: the stopped job did not end in 60 s");
+    let expected = expected();
+    assert!(half.len() < expected.len(), "{} of {}", half.len(), expected.len());
+    let (all, _) = run(&storage, dir.path(), Config::default(), false);
+    assert_eq!(all, expected);
 }

@@ -316,18 +316,9 @@ pub(crate) fn run_worker(
             ),
         });
     }
-    if let Some(resume) = resume
-        && resume.ended
-        && early.is_none()
-    {
-        // The job ran to its end: as the threaded runtime restored from a
-        // final checkpoint, it opens no further window.
-        return Ok(WorkerReport {
-            seconds: started.elapsed().as_secs_f64(),
-            windows: 0,
-            committed: Some(resume.window),
-        });
-    }
+    // The job ran to its end: as the threaded runtime restored from a
+    // final checkpoint, it opens no further window (below).
+    let complete = resume.is_some_and(|r| r.ended) && early.is_none();
     // The placement the checkpoints to restore were taken with: another
     // one if the last run had another worker count.
     let then = resume.map_or_else(|| placement.clone(), |r| Placement::new(&portable, r.workers));
@@ -372,6 +363,34 @@ pub(crate) fn run_worker(
             }
         }
         hosted.push(Rc::new(RefCell::new(here)));
+    }
+    if let (Some(resume), None) = (resume, &early) {
+        // Every restored instance hears that the window it resumes after is
+        // committed, as in the threaded runtime: an exactly-once sink
+        // publishes what it held there (the last run may have ended before
+        // telling it).
+        let window = resume;
+        'tell: for node in &hosted {
+            for (_, instance) in node.borrow_mut().iter_mut() {
+                let name = instance.name().to_owned();
+                if let Err(e) = guarded(&name, Some(window), || instance.committed(window)) {
+                    early = Some(e);
+                    break 'tell;
+                }
+            }
+        }
+        if complete && early.is_none() {
+            for node in &hosted {
+                for (_, instance) in node.borrow_mut().iter_mut() {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.teardown()));
+                }
+            }
+            return Ok(WorkerReport {
+                seconds: started.elapsed().as_secs_f64(),
+                windows: 0,
+                committed: Some(window),
+            });
+        }
     }
     let shared = Rc::new(Shared {
         index,

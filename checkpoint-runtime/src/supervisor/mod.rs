@@ -298,12 +298,7 @@ impl Supervisor {
         let sources = sources_of(&upstream, |node| {
             dag.nodes[physical[node].logical].kind == NodeKind::Input
         });
-        let stop_agreement = Arc::new(crate::window::StopAgreement::new(
-            physical
-                .iter()
-                .filter(|p| dag.nodes[p.logical].kind == NodeKind::Input)
-                .map(|p| p.name.clone()),
-        ));
+        let stop_agreement = Arc::new(crate::window::StopAgreement::default());
         let mut supervisor = Supervisor {
             config: config.clone(),
             stop_agreement,

@@ -12,7 +12,7 @@ use super::{AsInput, AsOperator, Core};
 use crate::failure::Failure;
 use crate::operator::{Emit, InputOperator, Operator, ProcessingMode};
 use crate::stream::Message;
-use crate::window::{Action, AlignError, Aligner, Disposition, Incoming, StopAgreement, StopDecision, WindowGenerator};
+use crate::window::{Action, AlignError, Aligner, Disposition, Incoming, StopDecision, WindowGenerator};
 
 /// Keeps the generator's stop flag shared between inputs and the stop handle.
 pub(crate) type StopFlag = Arc<AtomicBool>;
@@ -39,24 +39,23 @@ pub(crate) fn run_input<I: InputOperator>(
         return Err(Failure::exhausted(core.name(), core.activation()));
     };
     let mut sequence = first.sequence();
+    agreement.join(core.name(), sequence);
     core.begin_window(first)?;
     // In a deterministic window mode a stop waits for the natural end of a
     // window where every operator's application window ends too, so a
     // resumed job cuts the same windows as an uninterrupted one (an idle
-    // input keeps the window open, as it does without a stop).
-    // With several inputs, all of them end the stream after one window,
-    // agreed among them: the latest any was in when it saw the stop.
+    // input keeps the window open, as it does without a stop). With several
+    // inputs, every one ends its stream after the same window (see
+    // `window::stop`): the first to see the stop fixes it.
     let deterministic = generator.is_deterministic();
-    let mut proposed = false;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if stopping && !deterministic {
             core.end_window(WindowId::new(base, sequence), true)?;
             break;
         }
-        if stopping && !proposed {
-            agreement.propose(core.name(), generator.first_stop_at_or_after(sequence));
-            proposed = true;
+        if stopping {
+            agreement.fix(|latest| generator.first_stop_at_or_after(latest));
         }
         match core.emit_tuples()? {
             Emit::Done => {
@@ -72,18 +71,15 @@ pub(crate) fn run_input<I: InputOperator>(
             Emit::Continue => core.poll_control()?,
         }
         let target = generator.target(sequence, core.out.emitted_in_window());
-        if stopping && u64::from(sequence) < target {
-            // The window is complete: the stream may end with it.
-            match wait_for_agreement(core, agreement, sequence)? {
-                // It stays in the agreement: the others stop where it did.
-                StopDecision::Stop => {
-                    core.end_window(WindowId::new(base, sequence), true)?;
-                    break;
-                }
-                StopDecision::Continue | StopDecision::Wait => {}
-            }
-        }
+        let mut stopped = false;
         while u64::from(sequence) < target {
+            // Each complete window: the stream ends with it if a stop fixed
+            // it as the last.
+            if agreement.next(core.name(), sequence) == StopDecision::Stop {
+                core.end_window(WindowId::new(base, sequence), true)?;
+                stopped = true;
+                break;
+            }
             // Checked before the window ends: a checkpoint at the last
             // window id would leave a restart nowhere to go.
             let Some(next) = sequence.checked_add(1) else {
@@ -93,27 +89,11 @@ pub(crate) fn run_input<I: InputOperator>(
             sequence = next;
             core.begin_window(WindowId::new(base, sequence))?;
         }
-    }
-    core.await_shutdown()
-}
-
-/// What an input at the complete end of window `sequence` does during a
-/// stop: it stays there (emitting nothing, answering its control channel)
-/// while the agreed window may still be this one.
-fn wait_for_agreement<I: InputOperator>(
-    core: &mut Core<AsInput<I>>,
-    agreement: &StopAgreement,
-    sequence: u32,
-) -> Result<StopDecision, Failure> {
-    loop {
-        match agreement.decide(sequence) {
-            StopDecision::Wait => {
-                core.poll_control()?;
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-            decision => return Ok(decision),
+        if stopped {
+            break;
         }
     }
+    core.await_shutdown()
 }
 
 /// An operator's thread: reads its input edges as its [`Aligner`] says,
