@@ -584,39 +584,6 @@ fn an_idle_input_keeps_its_window_open() {
     );
 }
 
-/// An operator partitioned without a keyed input (here: a broadcast
-/// input) is refused with a reason: the timely mode partitions by key group.
-#[test]
-fn a_partitioned_operator_without_a_keyed_input_is_refused() {
-    let error = TimelyJob::new(2)
-        .run(|| {
-            let mut dag = Dag::new();
-            let numbers = dag.input("numbers", Numbers { next: 0 });
-            let count = dag.operator_partitioned("count", 2, |_| Count::default());
-            dag.connect_broadcast(&numbers, &count);
-            dag
-        })
-        .expect_err("refused");
-    assert!(error.to_string().contains("no keyed input"), "{error}");
-}
-
-/// An at-most-once operator (rejoin, skipping what it missed) is refused:
-/// the timely mode restarts the whole job.
-#[test]
-fn an_at_most_once_operator_is_refused() {
-    let error = TimelyJob::new(2)
-        .run(|| {
-            let mut dag = Dag::new();
-            let numbers = dag.input("numbers", Numbers { next: 0 });
-            let count = dag.operator_partitioned("count", 2, |_| Count::default());
-            dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS);
-            dag.processing_mode(&count, checkpoint_runtime::ProcessingMode::AtMostOnce);
-            dag
-        })
-        .expect_err("refused");
-    assert!(error.to_string().contains("\"count\" is at-most-once"), "{error}");
-}
-
 /// A second job on storage a running job holds is refused, and the first
 /// one finishes unharmed.
 #[test]
@@ -1066,21 +1033,6 @@ fn an_input_partition_that_ended_before_the_committed_window_stays_ended() {
     }
 }
 
-/// An operator named as the workers' records is refused.
-#[test]
-fn an_operator_named_as_the_workers_records_is_refused() {
-    let error = TimelyJob::new(1)
-        .run(|| {
-            let mut dag = Dag::new();
-            let numbers = dag.input("numbers", Numbers { next: 0 });
-            let count = dag.operator("timely-worker", Count::default());
-            dag.connect(&numbers, &count);
-            dag
-        })
-        .expect_err("refused");
-    assert!(error.to_string().contains("\"timely-worker\""), "{error}");
-}
-
 /// An idempotent input that records each window's range
 /// (`io::LineInput`, in `<name>#window-data`) survives a failure after a
 /// commit: its records are its own (no worker removes them as another
@@ -1225,4 +1177,50 @@ fn a_restored_sink_hears_the_window_it_resumes_after_is_committed() {
     let published = published.lock().expect("lock");
     let expected: BTreeMap<u32, u64> = (1..=30).map(|w| (w, WINDOW)).collect();
     assert_eq!(*published, expected);
+}
+
+/// What the timely mode cannot run is refused before anything runs, with
+/// what to do instead: an operator partitioned without a keyed input
+/// (partitions are key groups here), an at-most-once operator (every
+/// restart is whole-job), an operator named as the workers' records.
+#[test]
+fn dags_the_timely_mode_cannot_run_are_refused() {
+    type Build = fn() -> Dag;
+    let cases: [(Build, &str); 3] = [
+        (
+            || {
+                let mut dag = Dag::new();
+                let numbers = dag.input("numbers", Numbers { next: 0 });
+                let count = dag.operator_partitioned("count", 2, |_| Count::default());
+                dag.connect_broadcast(&numbers, &count);
+                dag
+            },
+            "no keyed input",
+        ),
+        (
+            || {
+                let mut dag = Dag::new();
+                let numbers = dag.input("numbers", Numbers { next: 0 });
+                let count = dag.operator_partitioned("count", 2, |_| Count::default());
+                dag.connect_by_key(&numbers, &count, |n: &u64| *n % KEYS);
+                dag.processing_mode(&count, checkpoint_runtime::ProcessingMode::AtMostOnce);
+                dag
+            },
+            "\"count\" is at-most-once",
+        ),
+        (
+            || {
+                let mut dag = Dag::new();
+                let numbers = dag.input("numbers", Numbers { next: 0 });
+                let count = dag.operator("timely-worker", Count::default());
+                dag.connect(&numbers, &count);
+                dag
+            },
+            "\"timely-worker\"",
+        ),
+    ];
+    for (build, says) in cases {
+        let error = TimelyJob::new(2).run(build).expect_err("refused");
+        assert!(error.to_string().contains(says), "{says}: {error}");
+    }
 }
