@@ -5,6 +5,7 @@
 
 use checkpoint_core::{StorageAgent, WindowId};
 use checkpoint_runtime::RunError;
+use checkpoint_runtime::portable::NodeInfo;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
@@ -206,4 +207,49 @@ fn forget(storage: &dyn StorageAgent, shared: &Shared) -> Result<(), RunError> {
         shared.cleared.set(true);
     }
     Ok(())
+}
+
+/// The most windows between two commits the timely mode accepts.
+const MAX_COMMIT_CADENCE: u64 = 10_000;
+
+/// Windows between the windows at which every stateful operator
+/// checkpoints: the least common multiple of their checkpoint window
+/// counts (`None` without a stateful operator). A whole-job restart needs
+/// every operator's checkpoint at one window, so the committed window
+/// advances only there; counts that divide each other (1, 5, 60) commit as
+/// often as the largest. An error past [`MAX_COMMIT_CADENCE`] windows (or
+/// the largest count, if larger).
+pub(crate) fn commit_cadence(nodes: &[NodeInfo]) -> Result<Option<u64>, RunError> {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let stateful = || nodes.iter().filter(|n| !n.stateless);
+    // One large count alone (checkpoints all but off) is the user's
+    // choice; only counts that meet rarely are refused.
+    let largest = stateful()
+        .map(|n| u64::from(n.checkpoint_window_count.max(1)))
+        .max()
+        .unwrap_or(1);
+    let mut lcm: Option<u64> = None;
+    for node in stateful() {
+        let count = u64::from(node.checkpoint_window_count.max(1));
+        let next = lcm.map_or(count, |l| l / gcd(l, count) * count);
+        if next > MAX_COMMIT_CADENCE.max(largest) {
+            let counts: Vec<String> = nodes
+                .iter()
+                .filter(|n| !n.stateless)
+                .map(|n| format!("{} every {}", n.name, n.checkpoint_window_count))
+                .collect();
+            return Err(RunError::Config {
+                detail: format!(
+                    "the timely mode commits a window only where every stateful operator checkpoints, and with \
+                     these checkpoint window counts ({}) that is every {next} windows or more (at most \
+                     {MAX_COMMIT_CADENCE}): choose counts that divide each other, such as 1, 5 and 60",
+                    counts.join(", ")
+                ),
+            });
+        }
+        lcm = Some(next);
+    }
+    Ok(lcm)
 }

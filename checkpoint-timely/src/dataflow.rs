@@ -1,17 +1,16 @@
-//! One worker: its partitions as instances, the dataflow that moves their
-//! batches (one timely operator per DAG operator, windows closed as the
-//! input frontier passes them), and the loop that drives the inputs and
-//! tells operators which window is committed.
+//! One worker: its partitions as instances (restored where the job
+//! resumes), and the dataflow that moves their batches (one timely
+//! operator per DAG operator, windows closed as the input frontier passes
+//! them); `inputs` drives it, `commit` tells operators what is committed.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use checkpoint_core::{StorageAgent, WindowId};
-use checkpoint_runtime::portable::{EdgeInfo, Instance, NodeInfo, PortableDag, Routed};
-use checkpoint_runtime::{Dag, Emit, RunError};
+use checkpoint_runtime::portable::{EdgeInfo, Instance, PortableDag, Routed};
+use checkpoint_runtime::{Dag, RunError};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::filter::Filter;
 use timely::dataflow::operators::{Concatenate, Input, Probe};
@@ -19,8 +18,9 @@ use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use timely::worker::Worker;
 
 use crate::TimelyJob;
-use crate::commit::{Committer, RecordedInput};
+use crate::commit::{Committer, RecordedInput, commit_cadence};
 use crate::frontier;
+use crate::inputs::drive_inputs;
 use crate::operator::window_operator;
 use crate::placement::Placement;
 use crate::rescale;
@@ -39,7 +39,7 @@ pub(crate) fn markers(workers: usize) -> impl Iterator<Item = Rec> {
 pub(crate) type Recs<'s> = Stream<'s, u64, Vec<Rec>>;
 pub(crate) type Hosted = Rc<RefCell<Vec<(usize, Box<dyn Instance>)>>>;
 /// An input operator's node and the handle its batches enter by.
-type InputPort = (usize, InputHandle<u64, CapacityContainerBuilder<Vec<Rec>>>);
+pub(crate) type InputPort = (usize, InputHandle<u64, CapacityContainerBuilder<Vec<Rec>>>);
 
 /// What one worker did.
 pub(crate) struct WorkerReport {
@@ -170,51 +170,6 @@ impl Shared {
             })?;
         instance.checkpointed(window)
     }
-}
-
-/// The most windows between two commits the timely mode accepts.
-const MAX_COMMIT_CADENCE: u64 = 10_000;
-
-/// Windows between the windows at which every stateful operator
-/// checkpoints: the least common multiple of their checkpoint window
-/// counts (`None` without a stateful operator). A whole-job restart needs
-/// every operator's checkpoint at one window, so the committed window
-/// advances only there; counts that divide each other (1, 5, 60) commit as
-/// often as the largest. An error past [`MAX_COMMIT_CADENCE`] windows (or
-/// the largest count, if larger).
-fn commit_cadence(nodes: &[NodeInfo]) -> Result<Option<u64>, RunError> {
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-    let stateful = || nodes.iter().filter(|n| !n.stateless);
-    // One large count alone (checkpoints all but off) is the user's
-    // choice; only counts that meet rarely are refused.
-    let largest = stateful()
-        .map(|n| u64::from(n.checkpoint_window_count.max(1)))
-        .max()
-        .unwrap_or(1);
-    let mut lcm: Option<u64> = None;
-    for node in stateful() {
-        let count = u64::from(node.checkpoint_window_count.max(1));
-        let next = lcm.map_or(count, |l| l / gcd(l, count) * count);
-        if next > MAX_COMMIT_CADENCE.max(largest) {
-            let counts: Vec<String> = nodes
-                .iter()
-                .filter(|n| !n.stateless)
-                .map(|n| format!("{} every {}", n.name, n.checkpoint_window_count))
-                .collect();
-            return Err(RunError::Config {
-                detail: format!(
-                    "the timely mode commits a window only where every stateful operator checkpoints, and with \
-                     these checkpoint window counts ({}) that is every {next} windows or more (at most \
-                     {MAX_COMMIT_CADENCE}): choose counts that divide each other, such as 1, 5 and 60",
-                    counts.join(", ")
-                ),
-            });
-        }
-        lcm = Some(next);
-    }
-    Ok(lcm)
 }
 
 /// The nodes in an order where every edge goes forward.
@@ -488,128 +443,6 @@ pub(crate) fn run_worker(
     })
 }
 
-/// Runs the inputs hosted here window by window (each ends after the job's
-/// tuple count), at most `windows_ahead` windows past the durable frontier,
-/// then closes them once every operator has closed every window; tells
-/// every instance here of each newly committed window. Returns the windows
-/// opened and the last committed one.
-fn drive_inputs(
-    worker: &mut Worker,
-    job: &TimelyJob,
-    shared: &Shared,
-    hosted: &[Hosted],
-    mut inputs: Vec<InputPort>,
-    (durable, closed): (&ProbeHandle<u64>, &ProbeHandle<u64>),
-    mut committer: Committer,
-) -> (u64, Option<WindowId>) {
-    let park = Some(Duration::from_millis(20));
-    // Per input, per hosted partition: it has not ended. A partition that
-    // ended before the window this run resumes after (restored from its
-    // final checkpoint) ended already: it only sends its markers, in this
-    // run's first window.
-    let mut open: Vec<Vec<bool>> = inputs
-        .iter()
-        .map(|(node, _)| {
-            hosted[*node]
-                .borrow()
-                .iter()
-                .map(|(_, instance)| !shared.ended_before.contains(instance.name()))
-                .collect()
-        })
-        .collect();
-    let mut time = shared.first;
-    for (i, (node, handle)) in inputs.iter_mut().enumerate() {
-        handle.advance_to(time);
-        for _ in open[i].iter().filter(|o| !**o) {
-            for marker in markers(shared.workers) {
-                handle.send(marker);
-            }
-        }
-        debug_assert_eq!(open[i].len(), hosted[*node].borrow().len());
-    }
-    while open.iter().flatten().any(|o| *o) && !shared.failed() {
-        while durable.less_than(&(time + 1).saturating_sub(job.windows_ahead)) && !shared.failed() {
-            worker.step_or_park(park);
-            committer.advance(shared, hosted, durable);
-        }
-        if time > u64::from(u32::MAX) {
-            let (node, _) = &inputs[0];
-            let operator = hosted[*node]
-                .borrow()
-                .first()
-                .map_or_else(String::new, |(_, i)| i.name().to_owned());
-            shared.fail(RunError::WindowSequenceExhausted {
-                operator,
-                last: shared.window(u64::from(u32::MAX)),
-            });
-            break;
-        }
-        let window = shared.window(time);
-        // Each partition runs until its own stream ends; the operators end
-        // theirs in the latest partition's last window.
-        for (i, (node, handle)) in inputs.iter_mut().enumerate() {
-            for (j, (_, instance)) in hosted[*node].borrow_mut().iter_mut().enumerate() {
-                if !open[i][j] {
-                    continue;
-                }
-                let name = instance.name().to_owned();
-                let ran = guarded(&name, Some(window), || {
-                    instance.begin_window(window)?;
-                    let emitted = emit_window(&mut **instance, job.window_tuples, &mut || {
-                        worker.step_or_park(Some(Duration::from_millis(1)));
-                        !shared.failed()
-                    })?;
-                    let last = emitted == Emit::Done && !shared.failed();
-                    instance.end_window(last)?;
-                    shared.checkpoint(*node, &mut **instance, time, last)?;
-                    Ok(last)
-                });
-                let last = ran.unwrap_or_else(|e| {
-                    shared.fail(e);
-                    false
-                });
-                for record in shared.records(instance.take_output()) {
-                    handle.send(record);
-                }
-                if last {
-                    open[i][j] = false;
-                    for marker in markers(shared.workers) {
-                        handle.send(marker);
-                    }
-                }
-            }
-        }
-        time += 1;
-        for (_, handle) in &mut inputs {
-            handle.advance_to(time);
-        }
-        worker.step();
-        committer.advance(shared, hosted, durable);
-    }
-    // Every operator closes every window before the inputs close: from an
-    // empty frontier it could not tell which trailing empty windows there
-    // were.
-    while closed.less_than(&time) && !shared.failed() {
-        worker.step_or_park(park);
-        committer.advance(shared, hosted, durable);
-    }
-    drop(inputs);
-    while !(closed.done() && durable.done()) {
-        worker.step_or_park(park);
-        committer.advance(shared, hosted, durable);
-    }
-    committer.advance(shared, hosted, durable);
-    // The last window is recorded here: the operators are told of it once
-    // every worker has recorded it.
-    committer.close();
-    while !committer.done() {
-        worker.step_or_park(park);
-        committer.advance(shared, hosted, durable);
-    }
-    committer.finish(shared);
-    (time, committer.told())
-}
-
 /// Runs `f`, a panic in it a failure of `operator`: a panicking timely
 /// worker would leave the others of its process waiting forever.
 pub(crate) fn guarded<T>(
@@ -630,26 +463,4 @@ pub(crate) fn guarded<T>(
             source: None,
         })
     })
-}
-
-/// An input's window: `emit_tuples` until the window's tuple count or the
-/// end of its stream.
-/// `Emit::Idle` (nothing to emit now) keeps the window open, as in the
-/// threaded runtime: `wait` lets the worker run its dataflow meanwhile, and
-/// says whether to go on (not after a failure).
-fn emit_window(instance: &mut dyn Instance, tuples: u64, wait: &mut dyn FnMut() -> bool) -> Result<Emit, RunError> {
-    let mut emitted = Emit::Continue;
-    while instance.emitted_in_window() < tuples {
-        emitted = instance.emit()?;
-        match emitted {
-            Emit::Continue => {}
-            Emit::Idle => {
-                if !wait() {
-                    break;
-                }
-            }
-            Emit::Done => break,
-        }
-    }
-    Ok(emitted)
 }

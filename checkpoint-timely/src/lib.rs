@@ -86,6 +86,7 @@
 mod commit;
 mod dataflow;
 mod frontier;
+mod inputs;
 mod operator;
 mod placement;
 mod rescale;

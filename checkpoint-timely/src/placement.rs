@@ -14,6 +14,7 @@ use checkpoint_runtime::portable::{NodeInfo, PortableDag, Route, Routing};
 ///
 /// let placement = Placement::from_counts(vec![1, 3], 3);
 /// assert_eq!(placement.partitions(1), 3);
+/// assert_eq!(placement.workers(), 3);
 /// assert_eq!(placement.worker_of(1, 2), 2);
 /// assert_eq!(placement.hosted(0, 1), Vec::<usize>::new());
 /// ```

@@ -4,6 +4,7 @@
 //! and the type-erased parts the supervisor builds partitions from
 //! (`wiring`) sit in their own files, so that this one reads as the API.
 
+pub(crate) mod factory;
 mod validate;
 pub(crate) mod wiring;
 
@@ -16,7 +17,8 @@ use crate::error::DagError;
 use crate::operator::{InputOperator, Operator, ProcessingMode, Tuple};
 use checkpoint_core::StableHash;
 
-use wiring::{EdgeWiring, NodeFactory};
+use factory::NodeFactory;
+use wiring::EdgeWiring;
 
 /// The input type of an input operator's handle: nothing can be connected
 /// into an input. It is not a [`Tuple`], so `dag.connect(&x, &some_input)`
@@ -215,7 +217,7 @@ impl Dag {
     /// from `op`.
     pub fn input<I: InputOperator>(&mut self, name: &str, op: I) -> Node<NoInput, I::Output> {
         let mut slot = Some(op);
-        let factory = wiring::input_factory(move |_| slot.take());
+        let factory = factory::input_factory(move |_| slot.take());
         let index = self.add(name, NodeKind::Input, 1, traits_of::<I>(), factory);
         self.handle(index)
     }
@@ -272,7 +274,7 @@ impl Dag {
         make: impl FnMut(usize) -> I + Send + 'static,
     ) -> Node<NoInput, I::Output> {
         let mut make = make;
-        let factory = wiring::input_factory(move |p| Some(make(p)));
+        let factory = factory::input_factory(move |p| Some(make(p)));
         let index = self.add(name, NodeKind::Input, partitions, traits_of::<I>(), factory);
         self.handle(index)
     }
@@ -281,7 +283,7 @@ impl Dag {
     /// the configuration fields (`#[checkpoint(config)]`) from `op`.
     pub fn operator<O: Operator>(&mut self, name: &str, op: O) -> Node<O::Input, O::Output> {
         let mut slot = Some(op);
-        let factory = wiring::operator_factory(move |_| slot.take());
+        let factory = factory::operator_factory(move |_| slot.take());
         let index = self.add(name, NodeKind::Operator, 1, traits_of::<O>(), factory);
         self.handle(index)
     }
@@ -299,7 +301,7 @@ impl Dag {
         make: impl FnMut(usize) -> O + Send + 'static,
     ) -> Node<O::Input, O::Output> {
         let mut make = make;
-        let factory = wiring::operator_factory(move |p| Some(make(p)));
+        let factory = factory::operator_factory(move |p| Some(make(p)));
         let index = self.add(name, NodeKind::Operator, partitions, traits_of::<O>(), factory);
         self.handle(index)
     }

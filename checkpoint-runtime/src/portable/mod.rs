@@ -71,7 +71,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use checkpoint_core::{KeyGroups, StorageAgent, StorageError, WindowId};
 
-use crate::dag::wiring::{BuildError, Restore};
+use crate::dag::factory::{BuildError, Restore};
 use crate::dag::{Dag, EdgeKind, NodeKind};
 use crate::error::RunError;
 use crate::operator::Emit;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::dag::EdgeKind;
-use crate::dag::wiring::{BuildError, Built, Erased, NodeParts, Restore, ThreadBody};
+use crate::dag::factory::{BuildError, Built, Erased, NodeParts, Restore, ThreadBody};
 use crate::error::RunError;
 use crate::failure::{Failure, panic_message};
 use crate::operator::{OperatorContext, ProcessingMode};
